@@ -1,0 +1,1 @@
+"""Offline data preparation: videos -> face crops + index (and the demo-data generator)."""
