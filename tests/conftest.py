@@ -1,0 +1,37 @@
+"""Shared fixtures: the tests make their own data, from real face photos shipped inside installed packages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep CPU tests predictable on small CI machines (2 cores) and quiet about telemetry/hub access.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """A small labelled demo set from `deepfake synth`: 3 real + 3 self-blended fake clips, 320x240, 3 s at 10 fps."""
+    from data_prep import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    status = synth.main([str(out), "--count", "6", "--resolution", "320x240", "--seconds", "3", "--fps", "10",
+                         "--seed", "0", "--no-progress"])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def extracted_dataset(synth_dataset, tmp_path_factory) -> Path:
+    """`deepfake-extract` over `synth_dataset` (folder layout, stride 2, 64-px crops): a folder with index.csv."""
+    from data_prep import extract
+
+    out = tmp_path_factory.mktemp("extracted")
+    status = extract.main([str(synth_dataset), str(out), "--layout", "folder", "--stride", "2", "--size", "64",
+                           "--device", "cpu", "--workers", "0", "--no-progress"])
+    assert status == 0
+    assert (out / "index.csv").is_file()
+    return out
