@@ -152,6 +152,9 @@ class SynthConfig:
     @property
     def rate(self) -> Fraction:
         """Frame rate as a fraction (29.97 -> 30000/1001)."""
+        ntsc = round(self.fps * 1.001)
+        if ntsc > 0 and abs(self.fps - ntsc / 1.001) < 0.005 and abs(self.fps - round(self.fps)) > 0.005:
+            return Fraction(ntsc * 1000, 1001)
         return Fraction(self.fps).limit_denominator(1001)
 
     def multi_face_pairs(self) -> set[int]:
@@ -475,7 +478,10 @@ class _Writer:
         self.stream = self.container.add_stream("libx264", rate=cfg.rate)
         self.stream.width, self.stream.height = cfg.width, cfg.height
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"preset": cfg.preset, "crf": str(cfg.crf), "threads": str(X264_THREADS)}
+        # mbtree off: with it, libx264 (as shipped in PyAV's wheels) now and then writes a different bitstream for
+        # the same frames, which breaks "same arguments, same files". It costs a little compression, nothing else.
+        self.stream.options = {"preset": cfg.preset, "crf": str(cfg.crf), "threads": str(X264_THREADS),
+                               "x264-params": "mbtree=0"}
         self.index = 0
         self._frame_type = av.VideoFrame
 
