@@ -174,7 +174,7 @@ class SynthConfig:
 # ------------------------------------------------------------------------------------------------ face photos
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FacePhoto:
     """A real face photo with its face box and 5 landmarks (as facenet-pytorch MTCNN finds them).
 
@@ -226,7 +226,7 @@ def face_photos() -> tuple[FacePhoto, ...]:
     return astronaut, grace, _mirror(astronaut), _mirror(grace)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Cutout:
     """A head-and-shoulders cut of a photo with a soft-edged alpha channel, at some scale."""
 
@@ -430,8 +430,7 @@ class _Renderer:
             else:
                 pre_x = pre_y = 1.0
             self.cutouts.append((rgba, np.diag([1 / pre_x, 1 / pre_y, 1.0])))
-        levels = np.arange(256, dtype=np.float32)
-        self.levels = levels
+        self.levels = np.arange(256, dtype=np.float32)
 
     def render(self, i: int) -> np.ndarray:
         """Frame i of the real clip, (H, W, 3) RGB uint8 (a buffer reused by the next call)."""
