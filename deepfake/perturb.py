@@ -1,0 +1,744 @@
+"""DeeperForensics-1.0's real-world distortions: seven types at five levels, their mixes, and `deepfake distort`.
+
+DeeperForensics-1.0 (Jiang et al., CVPR 2020) perturbs its videos with seven distortion types at five
+intensity levels, alone (`std/sing`: one type per video) or mixed (`std/mix`: 2, 3 or 4 distinct random
+types, each at a random level, applied one after the other). The values and their meaning below are read
+from the authors' released script (github.com/EndlessSora/DeeperForensics-1.0, `perturbation/
+add_distortion_to_video.py`: `get_distortion_parameter`, and `perturbation/distortions.py`), which the
+dataset README says reproduces the dataset's perturbed videos. The code here is our own.
+
+| type | what is done to each frame (released script)                       | 1     | 2     | 3     | 4     | 5    |
+|------|---------------------------------------------------------------------|-------|-------|-------|-------|------|
+| CS   | colour saturation: Cb, Cr (BT.601) scaled towards grey by            | 0.4   | 0.3   | 0.2   | 0.1   | 0.0  |
+| CC   | colour contrast: every pixel value multiplied by                     | 0.85  | 0.725 | 0.6   | 0.475 | 0.35 |
+| BW   | block-wise: 8x8 grey (128) blocks, per 256 px of the shorter side    | 16    | 32    | 48    | 64    | 80   |
+| GNC  | white Gaussian noise on Y, Cb and Cr, variance (on a [0, 1] scale)   | 0.001 | 0.002 | 0.005 | 0.01  | 0.05 |
+| GB   | Gaussian blur, kernel size k (sigma = k / 6)                         | 7     | 9     | 13    | 17    | 21   |
+| JPEG | resolution loss: downscale by this factor, upscale back (bilinear)   | 2     | 3     | 4     | 5     | 6    |
+| VC   | video compression: re-encode with H.264 (libx264) at this CRF        | 30    | 32    | 35    | 38    | 40   |
+
+Level 0 is the identity for every type. What each value means, exactly as the released script does it:
+
+- CS: the frame goes to YCbCr and both chroma channels are pulled towards neutral by the factor; luma is
+  untouched, so level 5 (factor 0) is the grey-scale frame. Scaling Cb and Cr with Y fixed is the same as
+  `Y + f * (RGB - Y)` with Y = 0.299 R + 0.587 G + 0.114 B, which is how it is computed here.
+- CC: `frame * f`: the frame gets darker and its standard deviation (contrast) shrinks by the factor f.
+- BW: `min(H, W) // 256 * n` blocks of 8x8 pixels of value 128, each at a uniformly random position fully inside
+  the frame, drawn anew for every frame (the blocks flicker, as in the dataset). The script's integer
+  division gives no block at all to a frame whose shorter side is under 256 px; we keep its count for
+  frames of 256 px and more and continue it proportionally below (`round(n * min(H, W) / 256)`, at least 1),
+  so that face crops and small videos are distorted too.
+- GNC: the script converts to YCbCr scaled to about [0, 1], adds `sqrt(v) * N(0, 1)` to all three channels and
+  converts back; its scaling (OpenCV's float YCrCb with 8-bit values, then the 16-235 / 16-240 studio range)
+  makes the effective standard deviation `255 * 255 / 219 * sqrt(v)` on Y and `255 * 255 / 224 * sqrt(v)` on
+  Cb and Cr, in 8-bit units: Y 9.4, 13.3, 21.0, 29.7, 66.4 for levels 1-5. We add noise of exactly that size
+  (checked against the script's formula), so per RGB channel level 1 has std about 15.9 (R), 11.9 (G),
+  18.8 (B) before clipping. Fresh noise every frame. A 4:2:0 video keeps chroma at half resolution, so
+  part of the chroma noise is averaged away by any encode (the dataset's too): measured at level 3 on a
+  mid-grey 1080p frame, RGB std 35.6 / 26.5 / 42.0 before and 23.0 / 21.3 / 24.7 after our CRF-10 encode.
+- GB: `cv2.GaussianBlur` with a k x k kernel and sigma k / 6, in pixels of the frame it is given.
+- JPEG: the released script does not JPEG-encode: it shrinks the frame to `(W // f, H // f)` and enlarges it
+  back, both with OpenCV's default bilinear interpolation, which wipes out fine detail and leaves the blocky
+  look of a low-quality encode. We follow the script (what the dataset's "JPEG" videos are), not the name.
+- VC: the script re-encodes the video with `ffmpeg -i in -crf X out.mp4`: libx264, its default preset
+  (medium), yuv420p. We do the same with PyAV. The levels are CRF values (constant quality), not bit
+  rates: the bit rate follows the content.
+
+Differences from the released script, all deliberate:
+
+- Frame-level types are encoded once, with H.264 at CRF `FRAME_CRF` (10, near-lossless), so that the distortion
+  and not the codec dominates. (The script writes through XVID and lets FFmpeg re-encode at its default
+  CRF 23 when the dataset's look is to be matched exactly.) VC, alone or in a mix, is the only lossy encode.
+- Values are rounded to the nearest integer and clipped to [0, 255], where the script truncates.
+- Output videos have no audio, are written upright (a phone video's display rotation is applied to the
+  pixels), use yuv420p (yuv444p when a side is odd, which 4:2:0 can't hold) and keep the frame rate.
+- Mixes: the script applies a mix by running itself repeatedly with random distinct types and random levels,
+  in that order. We draw the same (distinct types, levels 1-5, seeded), apply the frame-level ones in their
+  drawn order and VC last, as the encode of the result.
+
+Per-frame use (`distort_frame`, `DeeperForensicsDistortion`): VC needs a video, so `distort_frame` refuses
+it; where VC must be approximated on single images (the training augmentation, or a per-frame mix that drew
+it) it becomes a JPEG encode (`cv2.imencode`, 4:2:0) at the quality whose PSNR matches the CRF:
+`VC_JPEG_QUALITY` = 50, 36, 22, 14, 11 for CRF 30, 32, 35, 38, 40. Measured on 12-frame panning clips made from
+four scikit-image photos (astronaut, chelsea, coffee, rocket; 470-560 px wide), libx264 medium yuv420p, mean
+PSNR 31.6 / 30.6 / 29.2 / 27.7 / 26.7 dB for astronaut at CRF 30 ... 40; the matching qualities per photo were
+46-59, 32-43, 20-25, 13-16, 10-12, of which we take the median.
+
+Typical use:
+
+    specs = parse_perturb("all")                      # 35 Distortions: every type at levels 1-5
+    distort_video("clip.mp4", "out/GB_3/clip.mp4", Distortion("GB", 3), seed=video_seed(0, "clip.mp4"))
+    aug = DeeperForensicsDistortion(mode="mix", p=0.5)   # albumentations; same params on every frame
+
+`deepfake distort SRC... --out DIR --perturb SPEC [--seed K]` writes `DIR/<type>_<level>/<video>.mp4` and a
+`distortions.csv` per folder saying what was applied to each video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+# albumentations asks PyPI for a newer version on import unless told not to: a detector run makes no network calls.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = [
+    "KINDS", "LEVELS", "MIX_COUNTS", "PARAMS", "VC_JPEG_QUALITY", "FRAME_CRF", "CLEAN",
+    "Distortion", "parse_perturb", "resolve", "applied_distortions", "video_seed",
+    "distort_frame", "distort_video", "DeeperForensicsDistortion", "main",
+]
+
+KINDS: tuple[str, ...] = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC")
+LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+MIX_COUNTS: tuple[int, ...] = (2, 3, 4)
+
+# Per-level parameters, from the released script's get_distortion_parameter (see the module docstring).
+PARAMS: dict[str, tuple[float, ...]] = {
+    "CS": (0.4, 0.3, 0.2, 0.1, 0.0),          # chroma scale factor; smaller is worse
+    "CC": (0.85, 0.725, 0.6, 0.475, 0.35),    # pixel value factor; smaller is worse
+    "BW": (16, 32, 48, 64, 80),               # 8x8 blocks per 256 px of the shorter side
+    "GNC": (0.001, 0.002, 0.005, 0.01, 0.05),  # noise variance on [0, 1]-scaled YCbCr
+    "GB": (7, 9, 13, 17, 21),                 # Gaussian kernel size; sigma = size / 6
+    "JPEG": (2, 3, 4, 5, 6),                  # down/up-scale factor
+    "VC": (30, 32, 35, 38, 40),               # H.264 CRF
+}
+# JPEG quality standing in for VC where there is no video to encode (PSNR-matched to the CRF; see above).
+VC_JPEG_QUALITY: tuple[int, ...] = (50, 36, 22, 14, 11)
+
+BW_BLOCK = 8       # block side, px (released script)
+BW_VALUE = 128     # block grey value (released script)
+# The released GNC's effective noise std per unit sqrt(variance), in 8-bit units (see the docstring).
+GNC_Y_SCALE = 255.0 * 255.0 / 219.0
+GNC_C_SCALE = 255.0 * 255.0 / 224.0
+# Inverse BT.601 as OpenCV's YCrCb uses it: R = Y + 1.403 Cr, G = Y - 0.714 Cr - 0.344 Cb, B = Y + 1.773 Cb.
+_CR_TO_RGB = np.array([1.403, -0.714, 0.0], np.float32)
+_CB_TO_RGB = np.array([0.0, -0.344, 1.773], np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+FRAME_CRF = 10            # near-lossless encode of frame-level distortions
+FRAME_PRESET = "veryfast"  # quality is set by the CRF; the preset only trades speed for file size
+VC_PRESET = "medium"       # FFmpeg's default, what the released script's `ffmpeg -crf X` used
+X264_THREADS = 4           # fixed, so that the bitstream does not depend on the machine's core count
+
+
+# ---------------------------------------------------------------------------------------------- what to apply
+
+
+@dataclass(frozen=True, eq=False)
+class Distortion:
+    """One distortion setting. Two settings are equal when their `name`s are (every level 0 is "clean").
+
+    Attributes:
+        kind: one of `KINDS` ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC") or "mix".
+        level: 1-5 for a type (0 = identity); for "mix", the number of distinct random types (2-4; 0 = identity),
+            each applied at a random level 1-5.
+    """
+
+    kind: str
+    level: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS and self.kind != "mix":
+            raise ValueError(f"unknown distortion type {self.kind!r}; expected one of {', '.join(KINDS)} or mix")
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, np.integer)):
+            raise ValueError(f"distortion level must be an integer, got {self.level!r}")
+        object.__setattr__(self, "level", int(self.level))
+        if self.kind == "mix":
+            if self.level != 0 and self.level not in MIX_COUNTS:
+                raise ValueError(f"mix takes 2, 3 or 4 types (0 = clean), got {self.level}")
+        elif self.level != 0 and self.level not in LEVELS:
+            raise ValueError(f"{self.kind} level must be 1-5 (0 = clean), got {self.level}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Distortion) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def is_identity(self) -> bool:
+        """True for level 0, which leaves frames (and videos) untouched."""
+        return self.level == 0
+
+    @property
+    def name(self) -> str:
+        """`"GB:3"`, `"mix:2"`, or `"clean"` for the identity."""
+        return "clean" if self.is_identity else f"{self.kind}:{self.level}"
+
+    @property
+    def dirname(self) -> str:
+        """`name` safe as a folder name: `"GB_3"`, `"mix_2"`, `"clean"`.
+
+        A colon in a relative path makes FFmpeg (hence PyAV and OpenCV) read `GB:3/clip.mp4` as a URL with
+        protocol `GB`, and Windows forbids it.
+        """
+        return self.name.replace(":", "_")
+
+    @property
+    def param(self) -> float | None:
+        """The level's parameter from `PARAMS` (None for identity and mix)."""
+        if self.is_identity or self.kind == "mix":
+            return None
+        return PARAMS[self.kind][self.level - 1]
+
+
+CLEAN = Distortion("mix", 0)
+
+_SPEC_HELP = ("expected 'all', 'clean', a type (CS, CC, BW, GNC, GB, JPEG, VC: levels 1-5), TYPE:LEVEL (e.g. GB:3), "
+              "'mix' (mix:2, mix:3, mix:4) or mix:N (N = 2-4), comma-separated")
+
+
+def parse_perturb(spec: str) -> list[Distortion]:
+    """Parse a `--perturb` value into distortions, in the order given, without duplicates.
+
+    Args:
+        spec: `all` (every type at levels 1-5: 35), `TYPE` (its levels 1-5), `TYPE:LEVEL`, `mix` (mix:2..4),
+            `mix:N`, `clean` (the identity), or a comma-separated list of these (`GB:3,JPEG`). Types are case
+            insensitive.
+
+    Returns:
+        The distortions.
+
+    Raises:
+        ValueError: a clear one-line message naming the bad part.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"empty --perturb value; {_SPEC_HELP}")
+    kinds_by_upper = {k.upper(): k for k in (*KINDS, "mix")}
+    out: list[Distortion] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            raise ValueError(f"empty item in --perturb {spec!r}; {_SPEC_HELP}")
+        head, sep, tail = item.partition(":")
+        key = head.strip().upper()
+        if sep and key in {"ALL", "CLEAN", "NONE"}:
+            raise ValueError(f"{item!r} in --perturb {spec!r}: {head.strip()!r} takes no level; {_SPEC_HELP}")
+        if not sep and key == "ALL":
+            out += [Distortion(k, lv) for k in KINDS for lv in LEVELS]
+            continue
+        if not sep and key in {"CLEAN", "NONE"}:
+            out.append(CLEAN)
+            continue
+        if key not in kinds_by_upper:
+            raise ValueError(f"unknown distortion type {head.strip()!r} in --perturb {spec!r}; {_SPEC_HELP}")
+        kind = kinds_by_upper[key]
+        if not sep:
+            out += [Distortion(kind, n) for n in (MIX_COUNTS if kind == "mix" else LEVELS)]
+            continue
+        tail = tail.strip()
+        if not tail.isdigit():
+            what = "a number of types 2-4" if kind == "mix" else "a level 1-5"
+            raise ValueError(f"{item!r} in --perturb {spec!r}: expected {what} after ':', got {tail!r}")
+        try:
+            out.append(Distortion(kind, int(tail)))
+        except ValueError as err:
+            raise ValueError(f"{item!r} in --perturb {spec!r}: {err}") from None
+    return list(dict.fromkeys(out))
+
+
+def resolve(d: Distortion, rng: np.random.Generator) -> tuple[Distortion, ...]:
+    """The single-type distortions `d` stands for: () for identity, (d,) for a type, drawn ones for a mix.
+
+    A mix of N draws N distinct types uniformly from the seven, in random order, each at a level drawn
+    uniformly from 1-5 (the dataset's std/mix protocol).
+
+    Args:
+        d: the distortion.
+        rng: where a mix's draws come from.
+
+    Returns:
+        The distortions in the order they are applied (`distort_video` moves VC last).
+    """
+    if d.is_identity:
+        return ()
+    if d.kind != "mix":
+        return (d,)
+    kinds = rng.choice(len(KINDS), size=d.level, replace=False)
+    levels = rng.integers(1, len(LEVELS) + 1, size=d.level)
+    return tuple(Distortion(KINDS[int(k)], int(lv)) for k, lv in zip(kinds, levels))
+
+
+def applied_distortions(d: Distortion, seed: int = 0) -> tuple[Distortion, ...]:
+    """What `distort_video(src, dst, d, seed)` applies, in order (frame-level types first, then VC).
+
+    Args:
+        d: the distortion.
+        seed: the seed given to `distort_video`.
+
+    Returns:
+        The single-type distortions; () for the identity.
+    """
+    plan = resolve(d, np.random.default_rng(seed))
+    return tuple(p for p in plan if p.kind != "VC") + tuple(p for p in plan if p.kind == "VC")
+
+
+def video_seed(base: int, *keys: str) -> int:
+    """A seed for one video (and distortion) from a run's seed, stable across runs, machines and Python versions.
+
+    Each video should get its own seed, so that mixes, noise and block positions differ between videos as in
+    the dataset, while a rerun with the same `base` writes the same files.
+
+    Args:
+        base: the run's seed.
+        *keys: what identifies the item, e.g. the video's relative path and `Distortion.name`.
+
+    Returns:
+        A non-negative 63-bit seed.
+    """
+    crc = zlib.crc32("\x00".join(keys).encode("utf-8"))
+    return int(np.random.SeedSequence([int(base) & 0xFFFFFFFFFFFFFFFF, crc]).generate_state(2, np.uint64)[0] >> 1)
+
+
+# -------------------------------------------------------------------------------------------- per-frame kernels
+
+
+def _saturation(img: np.ndarray, factor: float) -> np.ndarray:
+    # Y + f * (RGB - Y) is linear in RGB: one 3x3 colour matrix, applied with rounding and saturation by OpenCV.
+    m = (1.0 - factor) * np.outer(np.ones(3), _LUMA) + factor * np.eye(3)
+    return cv2.transform(img, m.astype(np.float32))
+
+
+def _contrast(img: np.ndarray, factor: float) -> np.ndarray:
+    return cv2.convertScaleAbs(img, alpha=float(factor))  # rounds and saturates; values stay >= 0
+
+
+def _n_blocks(height: int, width: int, per_256: float) -> int:
+    side = min(height, width)
+    if side >= 256:
+        return int(side // 256 * per_256)
+    return max(1, int(round(per_256 * side / 256)))
+
+
+def _blocks(img: np.ndarray, per_256: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    n = _n_blocks(h, w, per_256)
+    ys = rng.integers(0, max(h - BW_BLOCK, 0) + 1, size=n)
+    xs = rng.integers(0, max(w - BW_BLOCK, 0) + 1, size=n)
+    out = img.copy()
+    for y, x in zip(ys, xs):
+        out[y:y + BW_BLOCK, x:x + BW_BLOCK] = BW_VALUE
+    return out
+
+
+def _noise(img: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
+    n = rng.standard_normal(img.shape, dtype=np.float32)  # white noise on Y, Cb, Cr
+    sd = math.sqrt(variance)
+    # (Y, Cb, Cr) noise -> RGB noise: scale each component to the released script's size, then inverse BT.601.
+    to_rgb = np.stack([np.ones(3, np.float32), _CB_TO_RGB, _CR_TO_RGB], axis=1) * np.array(
+        [GNC_Y_SCALE * sd, GNC_C_SCALE * sd, GNC_C_SCALE * sd], np.float32)
+    return cv2.add(img, cv2.transform(n, to_rgb), dtype=cv2.CV_8U)  # rounds and saturates to [0, 255]
+
+
+def _blur(img: np.ndarray, ksize: int) -> np.ndarray:
+    return cv2.GaussianBlur(img, (int(ksize), int(ksize)), ksize / 6.0)
+
+
+def _resolution_loss(img: np.ndarray, factor: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, w // int(factor)), max(1, h // int(factor))), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    # OpenCV's JPEG codec takes BGR; encoding RGB as is would weight the wrong channels in its luma.
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode the frame")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+_VC_PER_FRAME = ("VC (video compression) is a video-level distortion: use distort_video, or "
+                 "DeeperForensicsDistortion for its per-frame JPEG approximation")
+
+
+def _apply_one(img: np.ndarray, d: Distortion, rng: np.random.Generator, *, vc_as_jpeg: bool) -> np.ndarray:
+    """One single-type distortion (level >= 1) on a contiguous RGB uint8 frame."""
+    p = d.param
+    if d.kind == "CS":
+        return _saturation(img, p)
+    if d.kind == "CC":
+        return _contrast(img, p)
+    if d.kind == "BW":
+        return _blocks(img, p, rng)
+    if d.kind == "GNC":
+        return _noise(img, p, rng)
+    if d.kind == "GB":
+        return _blur(img, int(p))
+    if d.kind == "JPEG":
+        return _resolution_loss(img, int(p))
+    if d.kind == "VC" and vc_as_jpeg:
+        return _jpeg(img, VC_JPEG_QUALITY[d.level - 1])
+    raise ValueError(_VC_PER_FRAME)
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+        raise ValueError(f"expected an RGB uint8 HxWx3 frame, got dtype {frame.dtype} and shape {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
+def distort_frame(frame: np.ndarray, d: Distortion, rng: np.random.Generator) -> np.ndarray:
+    """Apply a distortion to one frame.
+
+    Args:
+        frame: RGB uint8 (H, W, 3); not modified.
+        d: the distortion. VC is refused (it is a video-level distortion). A mix draws its types and levels
+            from `rng` at every call (so frames of one video would get different mixes: for a video, use
+            `distort_video`, or `resolve` the mix once and apply its parts); a drawn VC is approximated by a JPEG
+            encode at `VC_JPEG_QUALITY`.
+        rng: source of the random parts (mix draws, block positions, noise).
+
+    Returns:
+        The distorted frame, RGB uint8 (H, W, 3), a new array.
+
+    Raises:
+        ValueError: a frame that is not RGB uint8 HxWx3, or VC.
+    """
+    img = _check_frame(frame)
+    if d.kind == "VC" and not d.is_identity:
+        raise ValueError(_VC_PER_FRAME)
+    out = img.copy()
+    for part in resolve(d, rng):
+        out = _apply_one(out, part, rng, vc_as_jpeg=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- videos
+
+
+class _Encoder:
+    """H.264 MP4 written to a hidden temporary name and moved into place by `close` (atomic)."""
+
+    def __init__(self, dst: Path, rate: Fraction, crf: int, preset: str) -> None:
+        import av
+
+        self._frame_type = av.VideoFrame
+        self.dst = dst
+        self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+        self.rate, self.crf, self.preset = rate, crf, preset
+        self.container = None
+        self.stream = None
+        self.size: tuple[int, int] | None = None
+        self.count = 0
+
+    def _open(self, height: int, width: int) -> None:
+        import av
+
+        self.container = av.open(os.fspath(self.tmp), mode="w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=self.rate)
+        self.stream.width, self.stream.height = width, height
+        # 4:2:0 needs even sides; 4:4:4 keeps an odd-sized video at its size instead of cropping or padding it.
+        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": str(X264_THREADS)}
+        self.size = (height, width)
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self.container is None:
+            self._open(*rgb.shape[:2])
+        if rgb.shape[:2] != self.size:  # a stream that changes size midway: keep the first size
+            rgb = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        frame = self._frame_type.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.count
+        self.count += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+        os.replace(self.tmp, self.dst)
+
+    def abort(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - already failing; the partial file goes below
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _frame_rate(fps: float) -> Fraction:
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        return Fraction(25)  # unknown or nonsense rate in the container: a common default
+    return Fraction(fps).limit_denominator(1001)
+
+
+def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion, seed: int = 0) -> Path:
+    """Write a distorted copy of a video as H.264 MP4.
+
+    Frame-level types distort every frame and encode the result near-losslessly (CRF `FRAME_CRF`); VC
+    re-encodes at its level's CRF; a mix applies its frame-level types in their drawn order, then encodes at
+    the CRF of its VC if it drew one. Everything random (the mix, block positions, noise) comes from `seed`:
+    the same arguments give the same frames. The identity (level 0) copies the file byte for byte. Frames are
+    streamed: the video is never held in memory. The file appears at `dst` only when complete.
+
+    Args:
+        src: the video.
+        dst: the output file (parent folders are created; an existing file is replaced). Must not be `src`.
+        d: the distortion.
+        seed: seed of the random parts; give each video its own (`video_seed`) to vary them between videos.
+
+    Returns:
+        `dst` as a Path.
+
+    Raises:
+        data_prep.video.VideoError: `src` is missing, empty, not a video, truncated or corrupt, or the encode
+            failed; its message is one line.
+        ValueError: `dst` is `src`.
+    """
+    import shutil
+
+    import av
+
+    from data_prep.video import VideoError, iter_frames, probe
+
+    src, dst = Path(src), Path(dst)
+    if src.exists() and dst.exists() and src.resolve() == dst.resolve():
+        raise ValueError(f"output {dst} is the input video")
+    # Absolute paths: FFmpeg would read a relative 'GB:3/x.mp4' as a URL with protocol 'GB'.
+    src, dst = src.absolute(), dst.absolute()
+    info = probe(src)  # checks the file and gives the frame rate
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if d.is_identity:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dst
+
+    rng = np.random.default_rng(seed)
+    plan = resolve(d, rng)
+    frame_parts = [p for p in plan if p.kind != "VC"]
+    vc = [p for p in plan if p.kind == "VC"]
+    if vc:
+        crf, preset = int(vc[0].param), VC_PRESET
+    else:
+        crf, preset = FRAME_CRF, FRAME_PRESET
+    encoder = _Encoder(dst, _frame_rate(info.fps), crf, preset)
+    try:
+        for _, rgb in iter_frames(src):
+            for part in frame_parts:
+                rgb = _apply_one(rgb, part, rng, vc_as_jpeg=False)
+            encoder.write(rgb)
+        if encoder.count == 0:
+            raise VideoError("no frames: the video stream is empty")
+        encoder.close()
+    except av.error.FFmpegError as err:
+        encoder.abort()
+        raise VideoError(f"encoding failed: {err}") from None
+    except BaseException:
+        encoder.abort()
+        raise
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ training augmentation
+
+
+def _range(value: int | Sequence[int], name: str, allowed: Sequence[int]) -> tuple[int, int]:
+    lo, hi = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    lo, hi = int(lo), int(hi)
+    if not (min(allowed) <= lo <= hi <= max(allowed)):
+        raise ValueError(f"{name} must be a range within {min(allowed)}-{max(allowed)} (low <= high), "
+                         f"got {value!r}")
+    return lo, hi
+
+
+class DeeperForensicsDistortion(A.ImageOnlyTransform):
+    """DeeperForensics-1.0 distortions as an albumentations transform (std/sing- and std/mix-style training).
+
+    `mode="sing"` applies one random type at a random level; `mode="mix"` applies 2-4 distinct random types,
+    each at a random level, in random order. Every random choice (types, levels, and a seed for block
+    positions and noise) is made in `get_params`, once per call, so that all targets of one call get the same
+    distortion: pass a sequence's frames as `images=` (N, H, W, 3) or through `additional_targets`, and every
+    frame gets the same types, levels, blocks and noise pattern. (In the dataset, blocks and noise change from
+    frame to frame; a fixed pattern per sequence is the price of identical parameters per frame.)
+
+    VC has no video here: it is approximated by a JPEG encode at `VC_JPEG_QUALITY` (PSNR-matched to the CRF).
+    Sizes (blur kernel, 8-px blocks) are in pixels of the image given, so the same level is relatively
+    stronger on a small face crop than on a full 1080p frame. Put it before `Normalize`: it takes RGB uint8.
+
+    Args:
+        mode: "sing" or "mix".
+        levels: level range (low, high) within 1-5, or one level.
+        kinds: the types to draw from (default: all seven).
+        mix_counts: range of the number of types in "mix" mode, within 2-4 (and at most `len(kinds)`).
+        p: probability of applying the transform.
+    """
+
+    def __init__(self, mode: str = "sing", levels: int | Sequence[int] = (1, 5), kinds: Sequence[str] = KINDS,
+                 mix_counts: int | Sequence[int] = (2, 4), p: float = 0.5) -> None:
+        super().__init__(p=p)
+        if mode not in ("sing", "mix"):
+            raise ValueError(f"mode must be 'sing' or 'mix', got {mode!r}")
+        if isinstance(kinds, str):
+            kinds = [k.strip() for k in kinds.split(",")]
+        kinds = tuple(kinds)
+        bad = [k for k in kinds if k not in KINDS]
+        if bad or not kinds or len(set(kinds)) != len(kinds):
+            raise ValueError(f"kinds must be distinct types among {', '.join(KINDS)}, got {list(kinds)!r}")
+        self.mode = mode
+        self.levels = _range(levels, "levels", LEVELS)
+        self.kinds = kinds
+        self.mix_counts = _range(mix_counts, "mix_counts", MIX_COUNTS)
+        if mode == "mix" and self.mix_counts[1] > len(kinds):
+            raise ValueError(f"mix_counts {self.mix_counts} needs at least {self.mix_counts[1]} kinds, "
+                             f"got {len(kinds)}")
+
+    def get_params(self) -> dict:
+        """Draw the distortion of this call: `ops` ((kind, level), ...) and `seed` for blocks and noise."""
+        rng = self.random_generator
+        lo, hi = self.levels
+        n = 1 if self.mode == "sing" else int(rng.integers(self.mix_counts[0], self.mix_counts[1] + 1))
+        picks = rng.choice(len(self.kinds), size=n, replace=False)
+        ops = tuple((self.kinds[int(i)], int(rng.integers(lo, hi + 1))) for i in picks)
+        return {"ops": ops, "seed": int(rng.integers(0, 2**63 - 1))}
+
+    def apply(self, img: np.ndarray, ops: tuple = (), seed: int = 0, **params) -> np.ndarray:
+        """Distort one image with the drawn parameters (deterministic given them)."""
+        out = _check_frame(img)
+        rng = np.random.default_rng(seed)
+        for kind, level in ops:
+            out = _apply_one(out, Distortion(kind, level), rng, vc_as_jpeg=True)
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("mode", "levels", "kinds", "mix_counts")
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+
+def _find_sources(paths: Iterable[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """(file, output name relative to the distortion folder) for each video, and (path, reason) for bad ones."""
+    from data_prep.video import VIDEO_EXTENSIONS
+
+    found: list[tuple[Path, str]] = []
+    bad: list[tuple[str, str]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+            if not files:
+                bad.append((raw, "no video files in this folder"))
+            found += [(f, f.relative_to(p).with_suffix(".mp4").as_posix()) for f in files]
+        elif p.exists():
+            found.append((p, Path(p.name).with_suffix(".mp4").as_posix()))
+        else:
+            bad.append((raw, "missing: no such file or folder"))
+    return found, bad
+
+
+def _write_meta(folder: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["video", "source", "distortion", "seed", "applied"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["video"]))
+    tmp = folder / f".distortions.csv.{os.getpid()}.partial"
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, folder / "distortions.csv")
+
+
+def main(args: list[str] | None = None) -> int:
+    """`deepfake distort SRC... --out DIR --perturb SPEC [--seed K]`.
+
+    Writes `DIR/<distortion folder>/<video>.mp4` for every video and distortion (folder `GB_3`, `mix_2`, ...;
+    videos found in a folder SRC keep their path below it) and `DIR/<folder>/distortions.csv` (video, source,
+    distortion, seed, applied: the single-type distortions applied, e.g. `CS:2 GB:4`). Each video gets its own
+    seed from `--seed`, its output path and the distortion (`video_seed`). Existing outputs are kept (an
+    interrupted run resumes) unless `--overwrite`.
+
+    Returns:
+        0 when every video was written, 1 when any failed (each failure is one line on stderr), 2 for bad
+        arguments.
+    """
+    from data_prep.video import VideoError
+
+    parser = argparse.ArgumentParser(prog="deepfake distort",
+                                     description="Write DeeperForensics-1.0-style distorted copies of videos.")
+    parser.add_argument("src", nargs="+", help="video files or folders (searched recursively)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--perturb", required=True,
+                        help="all | TYPE | TYPE:LEVEL | mix | mix:N | clean, comma-separated (e.g. GB:3,JPEG); "
+                             "types CS CC BW GNC GB JPEG VC, levels 1-5, N 2-4")
+    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ns = parser.parse_args(args)
+    try:
+        distortions = parse_perturb(ns.perturb)
+    except ValueError as err:
+        print(f"deepfake distort: {err}", file=sys.stderr)
+        return 2
+    out = Path(ns.out)
+    sources, bad = _find_sources(ns.src)
+    for path, reason in bad:
+        print(f"deepfake distort: {path}: {reason}", file=sys.stderr)
+    names: dict[str, Path] = {}
+    unique: list[tuple[Path, str]] = []
+    for path, name in sources:
+        if name in names and names[name].resolve() != path.resolve():
+            print(f"deepfake distort: {path}: skipped, same output name {name} as {names[name]}", file=sys.stderr)
+            bad.append((str(path), "duplicate output name"))
+            continue
+        if name not in names:
+            names[name] = path
+            unique.append((path, name))
+
+    from tqdm import tqdm
+
+    failed: set[str] = set()
+    done = 0
+    bar = tqdm(total=len(unique) * len(distortions), unit="video", disable=ns.no_progress, file=sys.stderr)
+    for d in distortions:
+        folder = out / d.dirname
+        rows: list[dict] = []
+        for path, name in unique:
+            if name in failed:  # a source that failed once fails for every distortion: say it once
+                bar.update(1)
+                continue
+            seed = video_seed(ns.seed, name, d.name)
+            dst = folder / name
+            try:
+                if ns.overwrite or not dst.is_file():
+                    distort_video(path, dst, d, seed=seed)
+            except (VideoError, ValueError, OSError) as err:
+                failed.add(name)
+                bar.write(f"deepfake distort: {path}: {err}", file=sys.stderr)
+                continue
+            finally:
+                bar.update(1)
+            done += 1
+            applied = " ".join(p.name for p in applied_distortions(d, seed)) or "clean"
+            rows.append({"video": name, "source": os.fspath(path), "distortion": d.name, "seed": seed,
+                         "applied": applied})
+        if rows:
+            _write_meta(folder, rows)
+    bar.close()
+    n_bad = len(failed) + len(bad)
+    print(f"deepfake distort: {done} videos in {out} ({len(distortions)} distortions x "
+          f"{len(unique) - len(failed)} videos); {n_bad} failed", file=sys.stderr)
+    return 1 if n_bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
