@@ -1,0 +1,289 @@
+"""Finding the videos of a dataset and their labels: DFDC, DeeperForensics-1.0, or a plain real/ + fake/ folder.
+
+Each layout turns a SOURCE folder into `VideoRecord`s: the file, its id (path relative to SOURCE, `/`-separated,
+the id of a video everywhere downstream), label (0 real, 1 fake), split (`train`, `val`, `test` or empty), and
+`original` (the id of the real video a fake was made from when known, else the video's own id).
+
+Layouts:
+- ``dfdc``: one or more folders of ``*.mp4``, each with a ``metadata.json`` of the form
+  ``{"x.mp4": {"label": "FAKE", "split": "train", "original": "y.mp4"}}`` (the Kaggle DFDC parts). Found
+  anywhere under SOURCE. `original` names a file in the same folder. Videos on disk that their folder's
+  metadata does not list are skipped (counted in `LayoutResult.skipped`); listed videos that are missing on
+  disk are kept, so extraction records them as failures instead of losing them silently.
+- ``deeperforensics``: ``manipulated_videos/<method>/**/*.mp4`` are fakes, ``source_videos/<actor>/**/*.mp4``
+  are real, ``lists/splits/{train,val,test}.txt`` list fake file names (one a line, e.g. ``000_M101.mp4``).
+  A fake's split is the list that names it (empty when none does); its `original` is itself, since a
+  DeeperForensics fake has no single real source video (it is driven by a FaceForensics++ clip and wears the
+  identity of an actor). A real video's split follows its actor (the first folder under ``source_videos``):
+  the split that lists most of that actor's fakes (a fake name ends with ``_<actor>``), ties going to the
+  later of train < val < test so a test identity never leaks into training; empty when no fake of the actor
+  is listed.
+- ``folder``: ``real/**`` and ``fake/**`` videos, labelled by their top folder; an optional ``labels.csv``
+  with columns ``video,label`` and optionally ``original`` and ``split`` (label: ``real``/``fake`` or
+  ``0``/``1``; `video` relative to SOURCE, or a bare file name that is unique) overrides the folders and may
+  list videos elsewhere under SOURCE. This is what `deepfake synth` writes.
+- ``auto``: ``dfdc`` when a ``metadata.json`` is found, else ``deeperforensics`` when ``manipulated_videos/``
+  exists, else ``folder`` when ``real/``, ``fake/`` or ``labels.csv`` exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.video import VIDEO_EXTENSIONS
+
+__all__ = ["LAYOUTS", "LayoutError", "LayoutResult", "VideoRecord", "detect_layout", "find_videos"]
+
+LAYOUTS = ("auto", "dfdc", "deeperforensics", "folder")
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "dev": "val", "test": "test", "testing": "test", "": ""}
+_LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}
+
+
+class LayoutError(Exception):
+    """SOURCE does not look like the layout asked for, or its label files are malformed; one line."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a dataset.
+
+    Attributes:
+        path: the file (may not exist: a listed but missing video is reported by extraction).
+        video: id, the path relative to SOURCE with `/` separators.
+        label: 0 real, 1 fake.
+        split: ``train``, ``val``, ``test`` or empty.
+        original: id of the real video the fake was made from, or the video's own id.
+    """
+
+    path: Path
+    video: str
+    label: int
+    split: str
+    original: str
+
+
+@dataclass
+class LayoutResult:
+    """Videos found under SOURCE, sorted by id, and what was left out.
+
+    Attributes:
+        layout: the layout used (never ``auto``).
+        records: the videos.
+        skipped: number of video files on disk that the layout's label files don't list.
+        notes: one-line remarks worth telling the user (e.g. why videos were skipped).
+    """
+
+    layout: str
+    records: list[VideoRecord]
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _videos_under(folder: Path) -> list[Path]:
+    """Video files under `folder`, recursively, sorted; hidden files and folders are left out."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if _is_video(Path(f)))
+    return found
+
+
+def _rel(path: Path, source: Path) -> str:
+    return path.relative_to(source).as_posix()
+
+
+def _split(value: str, where: str) -> str:
+    key = str(value or "").strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise LayoutError(f"{where}: unknown split {value!r} (expected train, val, test or empty)")
+    return _SPLIT_ALIASES[key]
+
+
+def _label(value: object, where: str) -> int:
+    key = str(value).strip().lower()
+    if key not in _LABELS:
+        raise LayoutError(f"{where}: unknown label {value!r} (expected real/fake or 0/1)")
+    return _LABELS[key]
+
+
+def detect_layout(source: str | os.PathLike) -> str:
+    """Pick the layout of SOURCE from what it contains (see the module docstring for the rules).
+
+    Raises:
+        LayoutError: SOURCE is missing or matches no layout.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise LayoutError(f"{source}: not a folder")
+    if (source / "metadata.json").is_file() or any(source.glob("*/metadata.json")) \
+            or any(source.glob("*/*/metadata.json")):
+        return "dfdc"
+    if (source / "manipulated_videos").is_dir():
+        return "deeperforensics"
+    if (source / "real").is_dir() or (source / "fake").is_dir() or (source / "labels.csv").is_file():
+        return "folder"
+    raise LayoutError(f"{source}: can't tell the layout: no metadata.json (dfdc), no manipulated_videos/ "
+                      "(deeperforensics), no real/, fake/ or labels.csv (folder); pass --layout")
+
+
+def find_videos(source: str | os.PathLike, layout: str = "auto") -> LayoutResult:
+    """List the videos of a dataset with their labels.
+
+    Args:
+        source: the dataset folder.
+        layout: one of `LAYOUTS`.
+
+    Returns:
+        A `LayoutResult` whose records are sorted by video id.
+
+    Raises:
+        LayoutError: unknown layout, SOURCE not in that layout, malformed label files, or no video found.
+    """
+    source = Path(source)
+    if layout not in LAYOUTS:
+        raise LayoutError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if not source.is_dir():
+        raise LayoutError(f"{source}: not a folder")
+    if layout == "auto":
+        layout = detect_layout(source)
+    result = {"dfdc": _dfdc, "deeperforensics": _deeperforensics, "folder": _folder}[layout](source)
+    if not result.records:
+        raise LayoutError(f"{source}: no videos found for layout {layout!r}")
+    result.records.sort(key=lambda r: r.video)
+    return result
+
+
+def _dfdc(source: Path) -> LayoutResult:
+    metas = sorted(p for p in source.rglob("metadata.json") if not any(s.startswith(".") for s in p.parts))
+    if not metas:
+        raise LayoutError(f"{source}: no metadata.json found (layout dfdc)")
+    records: list[VideoRecord] = []
+    skipped = 0
+    for meta_path in metas:
+        folder = meta_path.parent
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise LayoutError(f"{meta_path}: not readable JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise LayoutError(f"{meta_path}: expected an object mapping file names to entries")
+        for name, entry in meta.items():
+            where = f"{meta_path}: {name}"
+            if not isinstance(entry, dict) or "label" not in entry:
+                raise LayoutError(f"{where}: entry without a label")
+            label = _label({"real": "real", "fake": "fake"}.get(str(entry["label"]).lower(), entry["label"]), where)
+            video = _rel(folder / name, source)
+            original = entry.get("original") or None
+            original_id = _rel(folder / original, source) if (label == 1 and original) else video
+            records.append(VideoRecord(folder / name, video, label, _split(entry.get("split", ""), where),
+                                       original_id))
+        listed = set(meta)
+        skipped += sum(1 for p in folder.iterdir() if _is_video(p) and p.name not in listed)
+    notes = [f"{skipped} video file(s) not listed in any metadata.json were skipped"] if skipped else []
+    return LayoutResult("dfdc", records, skipped, notes)
+
+
+def _read_list(path: Path) -> list[str]:
+    lines = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            lines.append(Path(line.replace("\\", "/")).name)
+    return lines
+
+
+def _deeperforensics(source: Path) -> LayoutResult:
+    manipulated = source / "manipulated_videos"
+    if not manipulated.is_dir():
+        raise LayoutError(f"{source}: no manipulated_videos/ folder (layout deeperforensics)")
+    split_of: dict[str, str] = {}
+    for split in SPLITS:
+        list_path = source / "lists" / "splits" / f"{split}.txt"
+        if list_path.is_file():
+            for name in _read_list(list_path):
+                split_of.setdefault(name, split)
+    records: list[VideoRecord] = []
+    actor_splits: dict[str, Counter] = defaultdict(Counter)
+    for path in _videos_under(manipulated):
+        video = _rel(path, source)
+        split = split_of.get(path.name, "")
+        records.append(VideoRecord(path, video, 1, split, video))
+        if split:
+            actor_splits[path.stem.rsplit("_", 1)[-1]][split] += 1
+    real_root = source / "source_videos"
+    notes = []
+    if real_root.is_dir():
+        for path in _videos_under(real_root):
+            rel_parts = path.relative_to(real_root).parts
+            actor = rel_parts[0] if len(rel_parts) > 1 else path.stem.split("_")[0]
+            counts = actor_splits.get(actor)
+            # Most-listed split; ties go to the later split so that test identities never train.
+            split = max(SPLITS, key=lambda s: (counts[s], SPLITS.index(s))) if counts else ""
+            video = _rel(path, source)
+            records.append(VideoRecord(path, video, 0, split, video))
+    else:
+        notes.append("no source_videos/ folder: only fakes found (add the real videos for a balanced set)")
+    return LayoutResult("deeperforensics", records, 0, notes)
+
+
+def _folder(source: Path) -> LayoutResult:
+    by_id: dict[str, VideoRecord] = {}
+    for top, label in (("real", 0), ("fake", 1)):
+        if (source / top).is_dir():
+            for path in _videos_under(source / top):
+                video = _rel(path, source)
+                by_id[video] = VideoRecord(path, video, label, "", video)
+    labels_csv = source / "labels.csv"
+    if labels_csv.is_file():
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for path in _videos_under(source):
+            by_name[path.name].append(_rel(path, source))
+
+        def resolve(name: str, where: str) -> str:
+            name = name.strip().replace("\\", "/")
+            name = name[2:] if name.startswith("./") else name
+            if "/" in name or (source / name).exists():
+                return name
+            matches = by_name.get(name, [])
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise LayoutError(f"{where}: {name!r} matches several files ({', '.join(matches[:3])}); "
+                                  "give its path relative to the dataset folder")
+            return name  # missing on disk: extraction reports it
+
+        try:
+            with open(labels_csv, newline="") as f:
+                rows = list(csv.DictReader(f))
+                fields = [c.strip().lower() for c in (rows and rows[0].keys() or [])]
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise LayoutError(f"{labels_csv}: not readable ({err})") from None
+        if rows and not {"video", "label"} <= set(fields):
+            raise LayoutError(f"{labels_csv}: needs columns video,label (optional: original, split); got "
+                              f"{','.join(fields)}")
+        pending = []
+        for i, row in enumerate(rows, start=2):
+            row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+            where = f"{labels_csv}:{i}"
+            if not row.get("video"):
+                raise LayoutError(f"{where}: empty video")
+            video = resolve(row["video"], where)
+            pending.append((video, _label(row.get("label", ""), where), _split(row.get("split", ""), where),
+                            row.get("original", ""), where))
+        for video, label, split, original, where in pending:
+            original_id = resolve(original, where) if (original and label == 1) else video
+            by_id[video] = VideoRecord(source / video, video, label, split, original_id)
+    elif not by_id and not ((source / "real").is_dir() or (source / "fake").is_dir()):
+        raise LayoutError(f"{source}: no real/ or fake/ folder and no labels.csv (layout folder)")
+    return LayoutResult("folder", list(by_id.values()))
