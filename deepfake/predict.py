@@ -1,0 +1,674 @@
+"""`deepfake predict PATH...`: how fake is each video, per video, per face and per frame.
+
+    deepfake predict clip.mp4 videos/ "more/**/*.mov" --weights detector.pt [--format json] [--plot plots/]
+
+Each video goes through the extraction code that made the training data (`data_prep.extract.FaceExtractor`,
+with the crop size, margin and stride the checkpoint was trained with), then through the detector.
+
+Scores (docs/architecture.md, "Scores"):
+- A face track's crops are cut into consecutive windows of `seq_len` crops (the sequence length the model was
+  trained on). A window's score is the sigmoid of its **last** step, the step that has seen the whole window.
+  When the track's length is not a multiple of `seq_len`, its last window is its last `seq_len` crops (it
+  overlaps the window before), so that every window has full context; a track shorter than `seq_len` is one
+  window of all its crops. The track's p(fake) is the mean of its window scores.
+- Per-step scores (`steps` in the JSON, the curves of `--plot`) are the sigmoid of every step, each crop
+  scored in the first window that holds it (a crop's score then depends on the crops before it in its window).
+- A video's p(fake) is the maximum over its face tracks: a video is as fake as its most fake face.
+- `verdict` is ``fake`` when p(fake) >= `--threshold` (0.5 by default), else ``real``; ``no face`` when no face
+  was found (status ``no_face``, p_fake null: no made-up probability); ``error`` when the file can't be read
+  (status ``error``, with a one-line reason in `error`).
+
+Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
+``json``: a list with one object per video, exactly
+``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}`` where
+`frames` are the frame indices of the track's crops and `steps` their per-step p(fake); ``csv``: one row per
+video with the columns of `CSV_COLUMNS`. The exit status is 1 when any file errored, 2 for a usage error
+(bad option, missing weights), else 0.
+
+Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
+`~/.cache/deepfake/detector.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
+           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "error_result", "track_windows", "write_results",
+           "CSV_COLUMNS", "main"]
+
+CSV_COLUMNS = ["video", "status", "verdict", "p_fake", "faces", "crops", "seconds", "error"]
+FORMATS = ("table", "json", "csv")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+# ------------------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class PredictConfig:
+    """Settings of a prediction run.
+
+    Attributes:
+        threshold: p(fake) at or above which a video's verdict is ``fake``.
+        batch_size: windows of `seq_len` face crops per forward pass of the detector.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        stride: keep every `stride`-th frame; None takes the checkpoint's (what the model was trained with).
+        workers: decode processes for many files (0: decode on a thread of this process).
+    """
+
+    threshold: float = 0.5
+    batch_size: int = 8
+    device: str = "auto"
+    stride: int | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"--batch-size must be an integer >= 1, got {self.batch_size}")
+        if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.stride is not None and not (isinstance(self.stride, int) and self.stride >= 1):
+            raise ValueError(f"--stride must be an integer >= 1 (keep every N-th frame), got {self.stride}")
+        if not (isinstance(self.workers, int) and self.workers >= 0):
+            raise ValueError(f"--workers must be an integer >= 0, got {self.workers}")
+
+
+# ------------------------------------------------------------------------------------------------- the model
+
+
+def track_windows(n: int, seq_len: int) -> list[tuple[int, int]]:
+    """The windows (start, end) a track of `n` crops is scored in (see the module docstring).
+
+    >>> track_windows(10, 4)
+    [(0, 4), (4, 8), (6, 10)]
+    >>> track_windows(3, 4)
+    [(0, 3)]
+    """
+    if n <= 0:
+        return []
+    if n <= seq_len:
+        return [(0, n)]
+    starts = list(range(0, n - seq_len + 1, seq_len))
+    if starts[-1] + seq_len < n:
+        starts.append(n - seq_len)
+    return [(s, s + seq_len) for s in starts]
+
+
+class Detector:
+    """A loaded deepfake detector, ready to score face crops.
+
+    Args:
+        model: a `deepfake.model.DeepfakeDetector` (or any module mapping (B, T, 3, H, W) to (B, T) logits).
+        meta: the checkpoint's meta: `img_size`, `mean`, `std`, `seq_len` (and `margin`, `stride` for extraction).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: windows per forward pass.
+
+    Example:
+        >>> detector = Detector.load("detector.pt", device="auto")
+        >>> p_fake, steps = detector.score_tracks([crops])[0]   # crops: (N, S, S, 3) uint8 RGB
+    """
+
+    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8) -> None:
+        import torch
+
+        from data_prep.extract import resolve_device
+
+        for key in ("img_size", "mean", "std", "seq_len"):
+            if key not in meta:
+                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
+        self.meta = dict(meta)
+        self.img_size = int(meta["img_size"])
+        self.seq_len = max(1, int(meta["seq_len"]))
+        self.batch_size = max(1, int(batch_size))
+        self.device = torch.device(resolve_device(device))
+        self.model = model.eval().to(self.device)
+        if self.device.type == "cuda" and hasattr(self.model, "set_channels_last"):
+            self.model.set_channels_last(True)
+        self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
+        self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
+
+    @classmethod
+    def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8) -> Detector:
+        """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading)."""
+        from deepfake.checkpoint import load_detector
+
+        model, meta = load_detector(weights)
+        return cls(model, meta, device=device, batch_size=batch_size)
+
+    def _resize(self, crops: np.ndarray) -> np.ndarray:
+        """Crops of another size (an index extracted at another `--size`) to the model's input size."""
+        if crops.shape[1:3] == (self.img_size, self.img_size):
+            return crops
+        import cv2
+
+        interp = cv2.INTER_AREA if crops.shape[1] > self.img_size else cv2.INTER_LINEAR
+        return np.stack([cv2.resize(c, (self.img_size, self.img_size), interpolation=interp) for c in crops])
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(B, T, S, S, 3) uint8 -> (B, T) per-step p(fake)."""
+        import torch
+
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        # Normalise on the device: uint8 is a quarter of the bytes of float32 to move there.
+        x = (x.permute(0, 1, 4, 2, 3).float() - self._mean) / self._std  # (B, T, 3, S, S)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.device.type == "cuda"):
+            logits = self.model(x)
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    def score_tracks(self, tracks: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        """Score face tracks.
+
+        Args:
+            tracks: per track, its crops in frame order, (N, S, S, 3) uint8 RGB (resized when S != img_size).
+
+        Returns:
+            Per track: (p_fake, per-step p_fake of shape (N,)), by the rule in the module docstring. A track
+            without crops gives (nan, empty).
+        """
+        tracks = [self._resize(np.asarray(t, dtype=np.uint8)) if len(t) else t for t in tracks]
+        windows = [(i, s, e) for i, t in enumerate(tracks) for s, e in track_windows(len(t), self.seq_len)]
+        # Windows of equal length batch together without padding (only tracks shorter than seq_len differ).
+        by_len: dict[int, list[int]] = {}
+        for w, (_, s, e) in enumerate(windows):
+            by_len.setdefault(e - s, []).append(w)
+        probs: list[np.ndarray | None] = [None] * len(windows)
+        for group in by_len.values():
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start:start + self.batch_size]
+                batch = np.stack([tracks[windows[w][0]][windows[w][1]:windows[w][2]] for w in chunk])
+                for w, p in zip(chunk, self._forward(batch)):
+                    probs[w] = p
+        out = []
+        for i, t in enumerate(tracks):
+            steps = np.full(len(t), np.nan, np.float64)
+            window_scores = []
+            for w, (ti, s, e) in enumerate(windows):
+                if ti != i:
+                    continue
+                p = probs[w]
+                window_scores.append(float(p[-1]))
+                fresh = np.isnan(steps[s:e])  # first window holding a crop scores it
+                steps[s:e][fresh] = p[fresh]
+            out.append((float(np.mean(window_scores)) if window_scores else float("nan"), steps))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- one video
+
+
+def _round(x: float, digits: int = 6) -> float:
+    return float(round(float(x), digits))
+
+
+def verdict_of(p_fake: float, threshold: float) -> str:
+    """``fake`` at or above the threshold, else ``real``."""
+    return "fake" if p_fake >= threshold else "real"
+
+
+def error_result(video: str, reason: str) -> dict:
+    """The result of a file that can't be read: status ``error``, p_fake null, a one-line reason."""
+    return {"video": video, "status": "error", "p_fake": None, "verdict": "error", "faces": [],
+            "error": " ".join(str(reason).split()) or "unknown error"}
+
+
+def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -> dict:
+    """The result of one video from its extracted faces.
+
+    Args:
+        video: the name reported for the video.
+        faces: its `data_prep.extract.VideoFaces`.
+        detector: the loaded detector.
+        threshold: verdict threshold.
+
+    Returns:
+        The per-video dict (module docstring; `json` format).
+    """
+    tracks = [t for t in faces.tracks if len(t.frames)]
+    if not tracks:
+        return {"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [], "error": None}
+    scores = detector.score_tracks([t.crops for t in tracks])
+    entries = [{"track": int(t.track), "p_fake": _round(p), "frames": [int(f) for f in t.frames],
+                "steps": [_round(s) for s in steps]} for t, (p, steps) in zip(tracks, scores)]
+    p_video = max(p for p, _ in scores)
+    return {"video": video, "status": "ok", "p_fake": _round(p_video), "verdict": verdict_of(p_video, threshold),
+            "faces": entries, "error": None}
+
+
+def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
+    """Score one video.
+
+    Args:
+        path: the video file.
+        detector: a loaded `Detector`.
+        extractor: a `data_prep.extract.FaceExtractor` (use `load_predictor` for one that matches the detector).
+        threshold: verdict threshold.
+
+    Returns:
+        The per-video dict; unreadable input gives status ``error`` rather than an exception.
+    """
+    from data_prep.video import VideoError
+
+    try:
+        faces = extractor.extract(path)
+    except VideoError as err:
+        return error_result(os.fspath(path), str(err))
+    return score_faces(os.fspath(path), faces, detector, threshold)
+
+
+@dataclass
+class Prediction:
+    """One video's result with what the CLI needs besides it.
+
+    Attributes:
+        result: the per-video dict.
+        seconds: wall time spent on this video (extraction and scoring).
+        faces: the extracted faces (crops for `--plot`), None on error.
+    """
+
+    result: dict
+    seconds: float
+    faces: Any = field(default=None, repr=False)
+
+
+def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,
+                     names: Sequence[str] | None = None) -> Iterator[Prediction]:
+    """Score many videos, decoding overlapped with detection (`FaceExtractor.extract_many`), in input order.
+
+    A file that fails gives an ``error`` result and the others go on.
+
+    Args:
+        paths: the video files.
+        detector: a loaded `Detector`.
+        extractor: a `FaceExtractor`.
+        threshold: verdict threshold.
+        names: what to report as each video's name (default: the path as given).
+
+    Yields:
+        A `Prediction` per path.
+    """
+    from data_prep.video import VideoError
+
+    paths = [os.fspath(p) for p in paths]
+    names = list(names) if names is not None else paths
+    done = 0
+    last = time.perf_counter()
+    try:
+        for (_, faces), name in zip(extractor.extract_many(paths), names):
+            if isinstance(faces, VideoError):
+                result, faces = error_result(name, str(faces)), None
+            else:
+                try:
+                    result = score_faces(name, faces, detector, threshold)
+                except Exception as err:  # a bad video must not end the batch (e.g. out of memory on a huge one)
+                    result, faces = error_result(name, f"scoring failed: {type(err).__name__}: {err}"), None
+            now = time.perf_counter()
+            yield Prediction(result, now - last, faces)
+            last = now
+            done += 1
+    except Exception as err:  # the extractor itself broke: report the rest one by one instead of stopping
+        reason = f"{type(err).__name__}: {err}"
+        print(f"deepfake predict: warning: batch extraction failed ({reason}); going on file by file",
+              file=sys.stderr)
+        for path, name in zip(paths[done:], names[done:]):
+            start = time.perf_counter()
+            try:
+                faces = extractor.extract(path)
+                result = score_faces(name, faces, detector, threshold)
+            except Exception as err2:  # noqa: BLE001 - every failure becomes this file's one-line reason
+                result, faces = error_result(name, str(err2) if isinstance(err2, VideoError)
+                                             else f"{type(err2).__name__}: {err2}"), None
+            yield Prediction(result, time.perf_counter() - start, faces)
+
+
+def predict_paths(paths: Iterable[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,
+                  progress: bool = False) -> list[dict]:
+    """Score videos, folders (recursively) and glob patterns.
+
+    Args:
+        paths: files, folders or patterns (see `collect_videos`).
+        detector: a loaded `Detector`.
+        extractor: a `FaceExtractor`.
+        threshold: verdict threshold.
+        progress: a progress bar over files on stderr.
+
+    Returns:
+        One per-video dict per file found, in order; inputs that match nothing give an ``error`` entry.
+    """
+    from tqdm import tqdm
+
+    inputs = [os.fspath(p) for p in paths]
+    n = len(collect_videos(inputs))
+    return [pred.result for pred in tqdm(iter_inputs(inputs, detector, extractor, threshold), total=n, unit="video",
+                                         disable=not progress, file=sys.stderr)]
+
+
+def load_predictor(weights: str | os.PathLike | None = None, config: PredictConfig | None = None,
+                   sha256: str | None = None, progress: bool = False):
+    """A `Detector` and a matching `FaceExtractor` (crop size, margin and stride from the checkpoint).
+
+    Args:
+        weights: file, URL or None for the default place (`deepfake.weights.resolve_weights`).
+        config: device, batch size, stride override, workers.
+        sha256: expected hash of the weights.
+        progress: download progress bar.
+
+    Returns:
+        (detector, extractor, weights path).
+
+    Raises:
+        deepfake.weights.WeightsError: weights not found / not downloadable / not loadable.
+        ValueError: bad settings (e.g. `--device cuda` without a GPU).
+    """
+    from data_prep.extract import ExtractConfig, FaceExtractor
+    from deepfake.weights import WeightsError, resolve_weights
+
+    config = config or PredictConfig()
+    path = resolve_weights(weights, sha256=sha256, progress=progress)
+    try:
+        from deepfake.checkpoint import load_detector
+
+        model, meta = load_detector(path)
+    except (ImportError, ValueError) as err:  # CheckpointError is a ValueError whose message names the file
+        raise WeightsError(f"can't load weights: {' '.join(str(err).split())}") from None
+    except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
+        raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:300]})") from None
+    detector = Detector(model, meta, device=config.device, batch_size=config.batch_size)
+    stride = config.stride or int(meta.get("stride") or 5)
+    extract_config = ExtractConfig(stride=stride, margin=float(meta.get("margin", 0.3)), size=detector.img_size,
+                                   device=str(detector.device))
+    return detector, FaceExtractor(extract_config, workers=config.workers), path
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _is_video(path: Path) -> bool:
+    from data_prep.video import VIDEO_EXTENSIONS
+
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if _is_video(Path(f)))
+    return found
+
+
+def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Expand files, folders (recursively, video extensions only) and glob patterns into video paths, in order.
+
+    A file named explicitly is kept whatever its extension (and whether or not it exists: decoding then says
+    what is wrong with it); a pattern keeps the video files it matches; duplicates are dropped.
+
+    Args:
+        inputs: what the user gave.
+
+    Returns:
+        Entries in input order: (video path, None), or (input, reason) for an input that gave no video (an empty
+        folder, a pattern that matches nothing).
+    """
+    out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            out.append((os.fspath(p), None))
+
+    for item in inputs:
+        path = Path(os.path.expanduser(item))
+        if path.is_dir():
+            found = _videos_in(path)
+            if not found:
+                out.append((item, "folder holds no video files"))
+            for p in found:
+                add(p)
+        elif path.exists() or not glob.has_magic(item):
+            add(path)  # a missing file is reported by decoding as "missing: no such file"
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(item), recursive=True))]
+            found = []
+            for m in matches:
+                found.extend(_videos_in(m) if m.is_dir() else [m] if _is_video(m) else [])
+            if not found:
+                out.append((item, "no video file matches this pattern"))
+            for p in found:
+                add(p)
+    return out
+
+
+def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5) -> Iterator[Prediction]:
+    """`iter_predictions` over what `collect_videos` finds, with inputs that gave no video as ``error`` results,
+    all in input order."""
+    entries = collect_videos(inputs)
+    videos = [p for p, reason in entries if reason is None]
+    preds = iter_predictions(videos, detector, extractor, threshold)
+    for item, reason in entries:
+        yield Prediction(error_result(item, reason), 0.0) if reason is not None else next(preds)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.3f}"
+
+
+def _csv_row(result: dict, seconds: float | None) -> dict:
+    return {"video": result["video"], "status": result["status"], "verdict": result["verdict"],
+            "p_fake": "" if result["p_fake"] is None else f"{result['p_fake']:.6f}",
+            "faces": len(result["faces"]) if result["status"] != "error" else "",
+            "crops": sum(len(f["frames"]) for f in result["faces"]) if result["status"] != "error" else "",
+            "seconds": "" if seconds is None else f"{seconds:.3f}", "error": result["error"] or ""}
+
+
+def format_table(results: Sequence[dict], seconds: Sequence[float | None]) -> str:
+    """A plain-text table: video, verdict, p(fake), faces, seconds, and a note for errors."""
+    rows = [["video", "verdict", "p(fake)", "faces", "seconds"]]
+    notes = []
+    for r, s in zip(results, seconds):
+        faces = str(len(r["faces"])) if r["status"] != "error" else "-"
+        rows.append([r["video"], r["verdict"], _fmt_p(r["p_fake"]), faces, "-" if s is None else f"{s:.2f}"])
+        notes.append(r["error"] or "")
+    if any(notes):
+        rows[0].append("reason")
+        for row, note in zip(rows[1:], notes):
+            row.append(note)
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    right = {2, 3, 4}  # numbers line up on the right
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: Sequence[dict], fmt: str, seconds: Sequence[float | None] | None = None) -> str:
+    """The text of `results` in `fmt` (``table``, ``json`` or ``csv``)."""
+    seconds = list(seconds) if seconds is not None else [None] * len(results)
+    if fmt == "json":
+        return json.dumps(list(results), indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r, s in zip(results, seconds):
+            writer.writerow(_csv_row(r, s))
+        return buf.getvalue()
+    return format_table(results, seconds)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file through a temporary name, so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------------------------------------- the CLI
+
+
+class UsageError(Exception):
+    """A bad command line; one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `deepfake predict` and `deepfake evaluate`."""
+    p.add_argument("--weights", metavar="CKPT",
+                   help="detector weights: a file (detector.pt or a Lightning .ckpt) or an https URL; default "
+                        "$DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt")
+    p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the weights (checked; URL downloads also "
+                                                   "take it from a name like detector-<hash>.pt)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="p(fake) at or above which a video is called fake (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="windows of seq_len face crops per forward pass (default %(default)s)")
+    p.add_argument("--stride", type=int, default=None, metavar="N",
+                   help="keep every N-th frame (default: the checkpoint's training stride)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="deepfake predict",
+        description="Score videos: p(fake) per video, per face and per frame. A video's p(fake) is the most fake "
+                    "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
+        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (searched recursively) or glob "
+                                                            "patterns (quote them: 'clips/**/*.mp4')")
+    add_model_options(p)
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default), json or csv; with --output, taken from the file's extension when not given")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the results here instead of stdout")
+    p.add_argument("--plot", metavar="DIR", help="write per video a PNG of p(fake) over time per face, with crops")
+    return p
+
+
+def _common_folder(paths: Sequence[str]) -> str | None:
+    """The deepest folder holding all `paths` (plot names are taken relative to it), or None."""
+    try:
+        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else None
+    except ValueError:  # different drives on Windows
+        return None
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"deepfake predict: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(args: list[str] | None = None) -> int:
+    """`deepfake predict PATH... [options]`; returns the exit status (0 ok, 1 some file errored, 2 usage error)."""
+    try:
+        ns = _parser().parse_args(args)
+        config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
+                               stride=ns.stride, workers=ns.workers)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except (UsageError, ValueError) as err:
+        return _fail(str(err))
+    fmt = ns.format
+    if fmt is None:
+        suffix = Path(ns.output).suffix.lower().lstrip(".") if ns.output else ""
+        fmt = suffix if suffix in ("json", "csv") else "table"
+
+    from deepfake.weights import WeightsError
+
+    try:
+        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+    except (WeightsError, ValueError) as err:
+        return _fail(str(err))
+
+    from tqdm import tqdm
+
+    entries = collect_videos(ns.paths)
+    results: list[dict] = []
+    seconds: list[float | None] = []
+    plot_dir = Path(ns.plot) if ns.plot else None
+    plot_names: set[str] = set()
+    plot_root = _common_folder([p for p, reason in entries if reason is None])
+    plot_failures = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(entries), unit="video", disable=ns.no_progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold):
+            results.append(pred.result)
+            seconds.append(pred.seconds)
+            if plot_dir is not None and pred.result["status"] != "error":
+                try:
+                    from deepfake.plots import plot_name, plot_video
+
+                    name = plot_name(pred.result["video"], plot_names, root=plot_root)
+                    plot_video(pred.result, pred.faces, plot_dir / name, threshold=config.threshold)
+                except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction
+                    plot_failures += 1
+                    bar.write(f"deepfake predict: warning: no plot for {pred.result['video']}: "
+                              f"{type(err).__name__}: {err}", file=sys.stderr)
+            bar.set_postfix_str(f"{Path(pred.result['video']).name}: {pred.result['verdict']}", refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print("deepfake predict: interrupted", file=sys.stderr)
+        return 130
+    bar.close()
+    elapsed = time.perf_counter() - start
+
+    text = write_results(results, fmt, seconds)
+    if ns.output:
+        try:
+            atomic_write_text(ns.output, text)
+        except OSError as err:
+            return _fail(f"can't write {ns.output}: {err}", 1)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    counts = {k: sum(1 for r in results if r["verdict"] == k) for k in ("fake", "real", "no face", "error")}
+    summary = (f"{len(results)} video(s): {counts['fake']} fake, {counts['real']} real, {counts['no face']} no face, "
+               f"{counts['error']} error(s); threshold {config.threshold:g}; {elapsed:.1f} s on {detector.device}")
+    if ns.output:
+        summary += f"; results in {ns.output}"
+    if plot_dir is not None:
+        summary += f"; plots in {plot_dir}" + (f" ({plot_failures} failed)" if plot_failures else "")
+    print(f"deepfake predict: {summary}", file=sys.stderr)
+    return 1 if counts["error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
