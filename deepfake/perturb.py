@@ -50,6 +50,9 @@ Differences from the released script, all deliberate:
   and not the codec dominates. (The script writes through XVID and lets FFmpeg re-encode at its default
   CRF 23 when the dataset's look is to be matched exactly.) VC, alone or in a mix, is the only lossy encode.
 - Values are rounded to the nearest integer and clipped to [0, 255], where the script truncates.
+- The near-lossless encode turns off libx264's macroblock-tree rate control, which makes its output differ
+  slightly from run to run; the VC encode keeps it (x264's defaults, as the script had them), so a VC output
+  can differ imperceptibly between two runs with the same seed (>= 44 dB PSNR between runs, measured).
 - Output videos have no audio, are written upright (a phone video's display rotation is applied to the
   pixels), use yuv420p (yuv444p when a side is odd, which 4:2:0 can't hold) and keep the frame rate.
 - Mixes: the script applies a mix by running itself repeatedly with random distinct types and random levels,
@@ -130,6 +133,11 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 FRAME_CRF = 10            # near-lossless encode of frame-level distortions
 FRAME_PRESET = "veryfast"  # quality is set by the CRF; the preset only trades speed for file size
+# libx264 with macroblock-tree rate control (its default) writes a slightly different bitstream from run to run
+# for the same frames (measured: 2-8 distinct outputs in 12 runs, even with one thread). The near-lossless encode
+# turns it off and is exactly reproducible; VC keeps x264's defaults, as `ffmpeg -crf X` had them, because
+# without mbtree the same CRF compresses much less (+60% bytes, +0.6 dB at CRF 35 on a test clip).
+FRAME_X264_PARAMS = "mbtree=0"
 VC_PRESET = "medium"       # FFmpeg's default, what the released script's `ffmpeg -crf X` used
 X264_THREADS = 4           # fixed, so that the bitstream does not depend on the machine's core count
 
@@ -425,13 +433,13 @@ def distort_frame(frame: np.ndarray, d: Distortion, rng: np.random.Generator) ->
 class _Encoder:
     """H.264 MP4 written to a hidden temporary name and moved into place by `close` (atomic)."""
 
-    def __init__(self, dst: Path, rate: Fraction, crf: int, preset: str) -> None:
+    def __init__(self, dst: Path, rate: Fraction, options: dict[str, str]) -> None:
         import av
 
         self._frame_type = av.VideoFrame
         self.dst = dst
         self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-        self.rate, self.crf, self.preset = rate, crf, preset
+        self.rate, self.options = rate, dict(options, threads=str(X264_THREADS))
         self.container = None
         self.stream = None
         self.size: tuple[int, int] | None = None
@@ -445,7 +453,7 @@ class _Encoder:
         self.stream.width, self.stream.height = width, height
         # 4:2:0 needs even sides; 4:4:4 keeps an odd-sized video at its size instead of cropping or padding it.
         self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        self.stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": str(X264_THREADS)}
+        self.stream.options = self.options
         self.size = (height, width)
 
     def write(self, rgb: np.ndarray) -> None:
@@ -486,8 +494,10 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
     Frame-level types distort every frame and encode the result near-losslessly (CRF `FRAME_CRF`); VC
     re-encodes at its level's CRF; a mix applies its frame-level types in their drawn order, then encodes at
     the CRF of its VC if it drew one. Everything random (the mix, block positions, noise) comes from `seed`:
-    the same arguments give the same frames. The identity (level 0) copies the file byte for byte. Frames are
-    streamed: the video is never held in memory. The file appears at `dst` only when complete.
+    the same arguments give the same file, except that an output encoded for VC may differ very slightly from
+    run to run (libx264's mbtree; measured >= 44 dB PSNR between runs, see `FRAME_X264_PARAMS`). The identity
+    (level 0) copies the file byte for byte. Frames are streamed: the video is never held in memory. The file
+    appears at `dst` only when complete.
 
     Args:
         src: the video.
@@ -530,10 +540,10 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
     frame_parts = [p for p in plan if p.kind != "VC"]
     vc = [p for p in plan if p.kind == "VC"]
     if vc:
-        crf, preset = int(vc[0].param), VC_PRESET
+        options = {"crf": str(int(vc[0].param)), "preset": VC_PRESET}
     else:
-        crf, preset = FRAME_CRF, FRAME_PRESET
-    encoder = _Encoder(dst, _frame_rate(info.fps), crf, preset)
+        options = {"crf": str(FRAME_CRF), "preset": FRAME_PRESET, "x264-params": FRAME_X264_PARAMS}
+    encoder = _Encoder(dst, _frame_rate(info.fps), options)
     try:
         for _, rgb in iter_frames(src):
             for part in frame_parts:
