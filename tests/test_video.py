@@ -1,0 +1,144 @@
+"""data_prep.video: probing, strided streaming decode, rotation/grayscale handling, and one-line VideoErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from data_prep.video import VideoError, iter_frames, probe
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pix_fmt: str = "yuv420p",
+                rotation: int | None = None, options: dict | None = None) -> Path:
+    """H.264 video of RGB frames (PyAV/libx264)."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def numbered_frames(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    """Frames whose brightness encodes their index (survives compression), to check which frames come back."""
+    return [np.full((h, w, 3), 10 + 20 * i, np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", numbered_frames(11))
+
+
+def test_probe_reads_header_and_first_frame(clip):
+    info = probe(clip)
+    assert (info.n_frames, info.width, info.height, info.rotation) == (11, 64, 48, 0)
+    assert info.n_frames_exact and info.fps == pytest.approx(10.0) and info.codec == "h264"
+
+
+@pytest.mark.parametrize("stride", [1, 3, 5, 20])
+def test_iter_frames_keeps_every_stride_th_frame(clip, stride):
+    stats: dict = {}
+    got = list(iter_frames(clip, stride, stats=stats))
+    assert [i for i, _ in got] == list(range(0, 11, stride))
+    for index, frame in got:
+        assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+        assert abs(float(frame.mean()) - (10 + 20 * index)) < 6  # really frame `index`, not another one
+    assert stats["n_frames"] == 11
+
+
+def test_iter_frames_streams_lazily(clip):
+    frames = iter_frames(clip, 1)
+    index, first = next(frames)
+    assert index == 0 and first.shape == (48, 64, 3)
+    frames.close()  # stopping early closes the container without error
+
+
+def test_grayscale_video_comes_back_as_rgb(tmp_path):
+    gray = [np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))] * 3)] * 3
+    path = write_video(tmp_path / "gray.mp4", gray, pix_fmt="gray")
+    (_, frame), *_ = list(iter_frames(path, 1))
+    assert frame.shape == (48, 64, 3)
+    assert np.abs(frame[..., 0].astype(int) - frame[..., 1]).max() <= 2  # equal channels: gray, as RGB
+    assert frame[:, -1].mean() > frame[:, 0].mean() + 150  # the gradient survived
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    """A phone video stored landscape with a rotation flag comes out upright (marker where a player shows it)."""
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:8, :8] = 255  # marker in the stored top-left corner
+    path = write_video(tmp_path / "rot.mp4", [frame] * 2, rotation=rotation)
+    info = probe(path)
+    (_, upright), _ = list(iter_frames(path, 1))
+    expected = np.rot90(frame, k=rotation // 90)  # counter-clockwise, as players show a rotation flag
+    assert upright.shape == expected.shape == (info.height, info.width, 3)
+    marker = np.argwhere(upright[..., 0] > 128).mean(0)
+    assert np.allclose(marker, np.argwhere(expected[..., 0] > 128).mean(0), atol=1.5)
+
+
+def test_portrait_video(tmp_path):
+    path = write_video(tmp_path / "portrait.mp4", numbered_frames(2, h=96, w=48))
+    info = probe(path)
+    assert (info.width, info.height) == (48, 96)
+    assert next(iter_frames(path))[1].shape == (96, 48, 3)
+
+
+def _bad_files(tmp_path: Path, clip: Path) -> dict[str, tuple[Path, str]]:
+    data = clip.read_bytes()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 40)
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # moov atom (at the end) lost
+    (tmp_path / "folder.mp4").mkdir()
+    return {
+        "missing": (tmp_path / "nope.mp4", "missing"),
+        "empty": (tmp_path / "empty.mp4", "empty file"),
+        "text": (tmp_path / "text.mp4", "not a video"),
+        "truncated": (tmp_path / "cut.mp4", "truncated"),
+        "folder": (tmp_path / "folder.mp4", "not a file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "truncated", "folder"])
+def test_bad_files_raise_one_line_video_errors(tmp_path, clip, case):
+    path, words = _bad_files(tmp_path, clip)[case]
+    for call in (lambda: probe(path), lambda: list(iter_frames(path, 2))):
+        with pytest.raises(VideoError) as info:
+            call()
+        reason = str(info.value)
+        assert words in reason and "\n" not in reason and "Errno" not in reason
+
+
+def test_truncated_faststart_video_fails_after_its_good_frames(tmp_path):
+    """moov at the front (faststart) and the tail cut: the frames that are there decode, then a clear error."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30)]  # noise: ~equal-size frames
+    full = write_video(tmp_path / "full.mp4", frames, options={"movflags": "faststart"})
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    assert probe(cut).n_frames == 30  # the header still promises 30 frames
+    seen = []
+    with pytest.raises(VideoError, match="truncated|corrupt"):
+        for index, _ in iter_frames(cut, 1):
+            seen.append(index)
+    assert 0 < len(seen) < 30
+
+
+def test_one_frame_video(tmp_path):
+    path = write_video(tmp_path / "one.mp4", numbered_frames(1))
+    assert probe(path).n_frames == 1
+    assert [i for i, _ in iter_frames(path, 5)] == [0]
+
+
+def test_stride_must_be_positive(clip):
+    with pytest.raises(ValueError, match="stride"):
+        next(iter_frames(clip, 0))
