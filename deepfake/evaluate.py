@@ -512,6 +512,25 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _index_settings(folder: Path, detector: Detector) -> dict | None:
+    """The extraction settings of an index (`extract_config.json`), warning when they differ from training's."""
+    try:
+        settings = json.loads((folder / "extract_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(settings, dict):
+        return None
+    trained = detector.meta.get("margin")
+    if trained is not None and settings.get("margin") is not None and \
+            abs(float(settings["margin"]) - float(trained)) > 1e-6:
+        print(f"deepfake evaluate: warning: the index's crops were cut with margin {settings['margin']}, the model "
+              f"was trained with {trained}: its scores may be off", file=sys.stderr)
+    if settings.get("size") is not None and int(settings["size"]) != detector.img_size:
+        print(f"deepfake evaluate: note: the index's {settings['size']}-px crops are resized to the model's "
+              f"{detector.img_size} px", file=sys.stderr)
+    return {k: settings.get(k) for k in ("stride", "margin", "size") if k in settings}
+
+
 def _weights_id(path: Path) -> str:
     from deepfake.weights import sha256_of
 
@@ -555,7 +574,9 @@ def main(args: list[str] | None = None) -> int:
     start = time.perf_counter()
     extra: list[dict] = []
     try:
+        index_settings = None
         if mode == "index":
+            index_settings = _index_settings(Path(notes[0]).parent, detector)
             videos, scored, extra = score_index(items, notes[0], detector, config.threshold, progress)
             notes = [f"index {notes[0]}"]
         else:
@@ -570,8 +591,9 @@ def main(args: list[str] | None = None) -> int:
     settings = {
         "source": os.fspath(ns.source), "mode": mode, "notes": notes, "split": config.split,
         "weights": os.fspath(weights), "threshold": config.threshold, "no_face_prior": config.no_face_prior,
-        "seq_len": detector.seq_len, "img_size": detector.img_size, "stride": extractor.config.stride,
-        "margin": extractor.config.margin, "device": str(detector.device),
+        "seq_len": detector.seq_len, "img_size": detector.img_size, "device": str(detector.device),
+        **({"stride": extractor.config.stride, "margin": extractor.config.margin} if mode == "videos"
+           else {"index_extraction": index_settings}),
         "score_rule": "track: mean over consecutive windows of seq_len crops of the last step's p(fake); "
                       "video: max over its face tracks",
         "seconds": round(time.perf_counter() - start, 3),

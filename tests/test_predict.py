@@ -1,0 +1,369 @@
+"""`deepfake predict`: every bad input of DESIGN.md section 7 gets its own status while the others still score;
+the JSON schema, CSV columns and table; exit codes; plots; the score rule; where weights come from."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepfake import predict
+from deepfake.weights import WeightsError, resolve_weights
+
+# A random-init detector small enough for CPU tests: timm's test_efficientnet at 64 px, LSTM(16), T = 4.
+TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
+SEQ_LEN, STRIDE = 4, 3
+RESULT_KEYS = {"video", "status", "p_fake", "verdict", "faces", "error"}
+FACE_KEYS = {"track", "p_fake", "frames", "steps"}
+
+
+def make_weights(path: Path) -> Path:
+    from deepfake.checkpoint import build_meta, save_detector
+    from deepfake.model import DeepfakeDetector
+
+    torch.manual_seed(0)
+    net = DeepfakeDetector(**TINY)
+    return save_detector(path, net, build_meta(net, seq_len=SEQ_LEN, margin=0.3, stride=STRIDE))
+
+
+def read_frames(path: Path, n: int) -> list[np.ndarray]:
+    from data_prep.video import iter_frames
+
+    return [f for i, f in iter_frames(path) if i < n]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, gray: bool = False) -> Path:
+    """H.264 MP4 through PyAV; `gray` stores a single-channel (gray pixel format) video."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "gray" if gray else "yuv420p"
+        for f in frames:
+            if gray:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.mean(axis=2).astype(np.uint8)), format="gray")
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("weights") / "detector.pt")
+
+
+@pytest.fixture(scope="module")
+def inputs(synth_dataset, tmp_path_factory) -> dict[str, Path]:
+    """One file per case of DESIGN.md section 7, made from the synth clips (320x240, 10 fps)."""
+    d = tmp_path_factory.mktemp("predict_inputs")
+    real = synth_dataset / "real" / "clip_0000.mp4"
+    face = read_frames(real, 12)
+    other = read_frames(synth_dataset / "real" / "clip_0001.mp4", 12)
+    yy, xx = np.mgrid[0:240, 0:320]
+    flat = [np.dstack([(xx + 8 * i) % 256, (yy // 2 + 30 + 0 * xx), np.full_like(xx, 90)]).astype(np.uint8)
+            for i in range(12)]
+    cases = {
+        "real": shutil.copy(real, d / "real.mp4"),
+        "fake": shutil.copy(synth_dataset / "fake" / "clip_0003.mp4", d / "fake.mp4"),
+        "one_frame": write_video(d / "one_frame.mp4", face[:1]),
+        "no_face": write_video(d / "no_face.mp4", flat),
+        "two_faces": write_video(d / "two_faces.mp4", [np.hstack([a, b]) for a, b in zip(face, other)]),
+        "portrait": write_video(d / "portrait.mp4", [np.pad(f, ((120, 120), (0, 0), (0, 0))) for f in face]),
+        "grayscale": write_video(d / "grayscale.mp4", face, gray=True),
+        "missing": d / "missing.mp4",
+        "zero_byte": d / "zero_byte.mp4",
+        "truncated": d / "truncated.mp4",
+        "not_video": d / "not_video.mp4",
+    }
+    cases["zero_byte"].write_bytes(b"")
+    data = real.read_bytes()
+    cases["truncated"].write_bytes(data[: len(data) // 2])
+    cases["not_video"].write_text("this is a text file with a video's name\n")
+    return {k: Path(v) for k, v in cases.items()}
+
+
+EXPECTED = {"real": "ok", "fake": "ok", "one_frame": "ok", "no_face": "no_face", "two_faces": "ok",
+            "portrait": "ok", "grayscale": "ok", "missing": "error", "zero_byte": "error", "truncated": "error",
+            "not_video": "error"}
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    rc = predict.main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def batch(inputs, tiny_weights, tmp_path_factory) -> dict:
+    """One `deepfake predict` over every case at once, JSON out, with plots."""
+    out = tmp_path_factory.mktemp("predict_batch")
+    args = [str(p) for p in inputs.values()] + ["--weights", str(tiny_weights), "--format", "json", "--output",
+                                                str(out / "results.json"), "--plot", str(out / "plots"),
+                                                "--device", "cpu", "--no-progress"]
+    rc = predict.main(args)
+    results = json.loads((out / "results.json").read_text())
+    return {"rc": rc, "results": results, "by_name": {Path(r["video"]).stem: r for r in results},
+            "plots": out / "plots"}
+
+
+def test_every_bad_input_gets_its_status_and_the_rest_score(batch, inputs):
+    assert batch["rc"] == 1  # some files errored
+    by_name = batch["by_name"]
+    assert [Path(r["video"]).stem for r in batch["results"]] == list(inputs)  # input order, one result each
+    for name, status in EXPECTED.items():
+        r = by_name[name]
+        assert r["status"] == status, (name, r["status"], r["error"])
+        if status == "ok":
+            assert 0.0 <= r["p_fake"] <= 1.0 and r["verdict"] in ("fake", "real") and r["error"] is None
+            assert r["faces"], name
+        elif status == "no_face":
+            assert r["p_fake"] is None and r["verdict"] == "no face" and r["faces"] == [] and r["error"] is None
+        else:
+            assert r["p_fake"] is None and r["verdict"] == "error" and r["faces"] == []
+            assert r["error"] and "\n" not in r["error"] and "Traceback" not in r["error"]
+    assert "no such file" in by_name["missing"]["error"]
+    assert "empty" in by_name["zero_byte"]["error"]
+    assert len(by_name["two_faces"]["faces"]) == 2
+    assert len(by_name["one_frame"]["faces"]) == 1 and by_name["one_frame"]["faces"][0]["frames"] == [0]
+
+
+def test_json_schema_and_score_rule(batch):
+    for r in batch["results"]:
+        assert set(r) == RESULT_KEYS
+        for face in r["faces"]:
+            assert set(face) == FACE_KEYS
+            frames, steps = face["frames"], face["steps"]
+            assert len(frames) == len(steps) > 0
+            assert frames == sorted(set(frames)) and all(f % STRIDE == 0 for f in frames)
+            assert all(0.0 <= s <= 1.0 for s in steps) and 0.0 <= face["p_fake"] <= 1.0
+        if r["status"] == "ok":
+            # The video is as fake as its most fake face; the verdict follows the threshold.
+            assert r["p_fake"] == max(f["p_fake"] for f in r["faces"])
+            assert r["verdict"] == ("fake" if r["p_fake"] >= 0.5 else "real")
+
+
+def test_plots_are_valid_pngs(batch):
+    from PIL import Image
+
+    plots = sorted(batch["plots"].glob("*.png"))
+    drawn = {n for n, r in batch["by_name"].items() if r["status"] != "error"}
+    assert {p.stem for p in plots} == drawn
+    for p in plots:
+        with Image.open(p) as img:
+            img.verify()
+        with Image.open(p) as img:
+            assert img.format == "PNG" and img.width >= 500 and img.height >= 300
+        assert p.stat().st_size > 10_000
+    assert not list(batch["plots"].glob(".*"))  # no temporary files left
+
+
+def test_csv_columns_and_exit_status(inputs, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    rc, _, err = run([str(inputs["one_frame"]), str(inputs["not_video"]), str(tmp_path / "nothing" / "*.mp4"),
+                      "--weights", str(tiny_weights), "--output", str(out), "--device", "cpu", "--no-progress"], capsys)
+    assert rc == 1 and "Traceback" not in err
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == predict.CSV_COLUMNS  # format taken from the .csv extension
+    assert [r["status"] for r in rows] == ["ok", "error", "error"]
+    assert 0 <= float(rows[0]["p_fake"]) <= 1 and rows[0]["faces"] == "1" and rows[0]["error"] == ""
+    assert rows[1]["p_fake"] == "" and "not a video" in rows[1]["error"]
+    assert rows[2]["error"] == "no video file matches this pattern"
+
+
+def test_table_and_exit_zero(inputs, tiny_weights, capsys):
+    rc, out, _ = run([str(inputs["one_frame"]), str(inputs["no_face"]), "--weights", str(tiny_weights),
+                      "--device", "cpu", "--no-progress"], capsys)
+    assert rc == 0  # no face is a result, not an error
+    lines = out.splitlines()
+    assert lines[0].split() == ["video", "verdict", "p(fake)", "faces", "seconds"]
+    assert "one_frame.mp4" in lines[1] and lines[1].split()[1] in ("fake", "real")
+    assert "no_face.mp4" in lines[2] and "no face" in lines[2] and lines[2].split()[3] == "-"
+
+
+def test_python_api(inputs, tiny_weights):
+    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu"))
+    assert extractor.config.size == 64 and extractor.config.stride == STRIDE and extractor.config.margin == 0.3
+    r = predict.predict_video(inputs["one_frame"], detector, extractor)
+    assert r["status"] == "ok" and set(r) == RESULT_KEYS
+    results = predict.predict_paths([inputs["one_frame"], inputs["missing"]], detector, extractor)
+    assert [x["status"] for x in results] == ["ok", "error"]
+    assert results[0]["p_fake"] == r["p_fake"]  # same input, same score
+
+
+def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
+    from deepfake.checkpoint import load_detector
+
+    model, meta = load_detector(tiny_weights)
+    detector = predict.Detector(model, meta, device="cpu", batch_size=2)
+    rng = np.random.default_rng(0)
+    tracks = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (10, 3, 4)]
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+
+    def window_probs(crops: np.ndarray) -> np.ndarray:
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        with torch.no_grad():
+            return torch.sigmoid(model(x[None]))[0].numpy()
+
+    assert predict.track_windows(10, 4) == [(0, 4), (4, 8), (6, 10)]
+    assert predict.track_windows(3, 4) == [(0, 3)] and predict.track_windows(8, 4) == [(0, 4), (4, 8)]
+    for crops, (p, steps) in zip(tracks, detector.score_tracks(tracks)):
+        windows = predict.track_windows(len(crops), SEQ_LEN)
+        probs = [window_probs(crops[s:e]) for s, e in windows]
+        assert p == pytest.approx(np.mean([w[-1] for w in probs]), abs=1e-5)
+        expected = np.full(len(crops), np.nan)  # each crop scored in the first window that holds it
+        for (s, e), w in zip(windows, probs):
+            for k in range(s, e):
+                if np.isnan(expected[k]):
+                    expected[k] = w[k - s]
+        np.testing.assert_allclose(steps, expected, atol=1e-5)
+
+
+def test_collect_videos(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    for name in ("a/x.mp4", "a/b/y.MOV", "a/notes.txt", "a/.hidden.mp4", "z.avi"):
+        (tmp_path / name).write_bytes(b"0")
+    entries = predict.collect_videos([str(tmp_path / "a"), str(tmp_path / "*.avi"), str(tmp_path / "a" / "x.mp4"),
+                                      str(tmp_path / "gone.mp4"), str(tmp_path / "empty"),
+                                      str(tmp_path / "nope*.mp4")])
+    names = [(Path(p).relative_to(tmp_path).as_posix() if reason is None else Path(p).name, reason)
+             for p, reason in entries]
+    # A folder's own files come before its subfolders'; a file found twice is listed once.
+    assert names == [("a/x.mp4", None), ("a/b/y.MOV", None), ("z.avi", None), ("gone.mp4", None),
+                     ("empty", "folder holds no video files"), ("nope*.mp4", "no video file matches this pattern")]
+
+
+def test_user_errors_are_one_line_without_traceback(inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DEEPFAKE_WEIGHTS", raising=False)
+    monkeypatch.setenv("DEEPFAKE_CACHE", str(tmp_path / "cache"))
+    video = str(inputs["one_frame"])
+    rc, _, err = run([video, "--weights", str(tmp_path / "nope.pt")], capsys)
+    assert rc == 2 and "no such file" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run([video], capsys)  # nothing anywhere: say how to get weights
+    assert rc == 2 and "deepfake demo" in err and "deepfake fit" in err and len(err.strip().splitlines()) == 1
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    rc, _, err = run([video, "--weights", str(junk)], capsys)
+    assert rc == 2 and "junk.pt" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run([video, "--weights", str(junk), "--threshold", "1.5"], capsys)
+    assert rc == 2 and "--threshold" in err
+    rc, _, err = run([video, "--format", "xml"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when no GPU is present")
+def test_cuda_without_gpu_is_a_usage_error(inputs, tiny_weights, capsys):
+    rc, _, err = run([str(inputs["one_frame"]), "--weights", str(tiny_weights), "--device", "cuda"], capsys)
+    assert rc == 2 and "CUDA" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_weights_places(tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPFAKE_WEIGHTS", raising=False)
+    monkeypatch.setenv("DEEPFAKE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightsError, match="deepfake demo"):
+        resolve_weights(None)
+    cached = tmp_path / "cache" / "detector.pt"
+    cached.parent.mkdir()
+    shutil.copy(tiny_weights, cached)
+    assert resolve_weights(None) == cached
+    monkeypatch.setenv("DEEPFAKE_WEIGHTS", str(tiny_weights))
+    assert resolve_weights(None) == tiny_weights  # the variable wins over the cache
+    monkeypatch.setenv("DEEPFAKE_WEIGHTS", str(tmp_path / "typo.pt"))
+    with pytest.raises(WeightsError, match="DEEPFAKE_WEIGHTS"):
+        resolve_weights(None)
+    digest = hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert resolve_weights(tiny_weights, sha256=digest[:12]) == tiny_weights
+    with pytest.raises(WeightsError, match="SHA-256 mismatch"):
+        resolve_weights(tiny_weights, sha256="0" * 64)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server over a folder (the only 'internet' a test may use)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_weights_from_url_are_downloaded_once_and_hash_checked(tiny_weights, http_server, tmp_path, monkeypatch,
+                                                               capsys):
+    root, base = http_server
+    monkeypatch.setenv("DEEPFAKE_CACHE", str(tmp_path / "cache"))
+    digest = hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    good = f"detector-{digest[:10]}.pt"
+    shutil.copy(tiny_weights, root / good)
+    local = resolve_weights(f"{base}/{good}", progress=False)
+    assert local == tmp_path / "cache" / "downloads" / good and local.read_bytes() == tiny_weights.read_bytes()
+    (root / good).unlink()  # a second call uses the cached copy
+    assert resolve_weights(f"{base}/{good}", progress=False) == local
+
+    bad = "detector-0123456789.pt"  # the name promises a hash the bytes don't have
+    shutil.copy(tiny_weights, root / bad)
+    with pytest.raises(WeightsError, match="SHA-256 mismatch"):
+        resolve_weights(f"{base}/{bad}", progress=False)
+    assert not (tmp_path / "cache" / "downloads" / bad).exists()
+    assert not list((tmp_path / "cache" / "downloads").glob(".*partial"))
+    (root / "plain.pt").write_bytes(b"x")
+    with pytest.raises(WeightsError, match="SHA-256 mismatch"):  # --sha256 checks a URL without a hash in its name
+        resolve_weights(f"{base}/plain.pt", sha256="ab" * 32, progress=False)
+    with pytest.raises(WeightsError, match="HTTP 404"):
+        resolve_weights(f"{base}/absent.pt", progress=False)
+
+    # Offline (nothing listens on the port): one clear line through the CLI.
+    dead = f"http://127.0.0.1:{_free_port()}/detector.pt"
+    rc, _, err = run(["x.mp4", "--weights", dead], capsys)
+    assert rc == 2 and "offline?" in err and len(err.strip().splitlines()) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_write_results_formats_round_trip():
+    results = [{"video": "a.mp4", "status": "ok", "p_fake": 0.75, "verdict": "fake",
+                "faces": [{"track": 0, "p_fake": 0.75, "frames": [0, 5], "steps": [0.7, 0.8]}], "error": None},
+               {"video": "b.mp4", "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [],
+                "error": None},
+               predict.error_result("c.mp4", "empty file (0 bytes)\nsecond line")]
+    assert json.loads(predict.write_results(results, "json")) == results
+    rows = list(csv.DictReader(io.StringIO(predict.write_results(results, "csv", [1.0, 2.0, 0.0]))))
+    assert [r["verdict"] for r in rows] == ["fake", "no face", "error"]
+    assert rows[0]["crops"] == "2" and rows[1]["faces"] == "0" and rows[2]["faces"] == ""
+    assert rows[2]["error"] == "empty file (0 bytes) second line"  # one line
+    table = predict.write_results(results, "table", [1.0, 2.0, 0.0])
+    assert table.splitlines()[0].split() == ["video", "verdict", "p(fake)", "faces", "seconds", "reason"]
