@@ -1,0 +1,141 @@
+"""Detector weights that load without running code: a plain state dict plus JSON-able settings.
+
+    save_detector("detector.pt", net, meta)        # atomic (temp file + rename)
+    net, meta = load_detector("detector.pt")       # torch.load(weights_only=True); eval mode
+    net, meta = load_detector("runs/.../best.ckpt")  # a training checkpoint works too (weights_only=True)
+
+A pickled checkpoint can run arbitrary code when loaded; `weights_only=True` only rebuilds tensors and plain
+containers, so a file from an untrusted source can at worst hold wrong numbers. `meta` records what inference
+needs to feed the model the way it was trained (docs/architecture.md):
+
+    model     DeepfakeDetector keyword arguments (pretrained off: nothing is downloaded to rebuild it)
+    img_size  crop side; mean, std: normalisation of RGB in [0, 1]
+    seq_len   T used in training; margin, stride: the extraction settings of the training crops
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepfake.model import DeepfakeDetector
+
+__all__ = ["CheckpointError", "FORMAT", "META_KEYS", "build_meta", "save_detector", "load_detector"]
+
+FORMAT = "deepfake-detector/1"
+META_KEYS = ("model", "img_size", "mean", "std", "seq_len", "margin", "stride")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable detector checkpoint; the message is one line."""
+
+
+def build_meta(net: DeepfakeDetector, seq_len: int | None, margin: float | None, stride: int | None,
+               **extra: Any) -> dict[str, Any]:
+    """The meta of a detector: architecture, input format, and the data settings it was trained with.
+
+    Args:
+        net: the network.
+        seq_len: frames per sequence in training.
+        margin: face box margin of the training crops.
+        stride: video frames between training crops.
+        **extra: more JSON-able entries (e.g. validation metrics).
+    """
+    from deepfake import __version__
+
+    meta = {"model": net.kwargs(), **net.data_config, "seq_len": seq_len, "margin": margin, "stride": stride,
+            "deepfake_version": __version__, **extra}
+    return _plain(meta)
+
+
+def _plain(meta: dict[str, Any]) -> dict[str, Any]:
+    """JSON round trip: only str/int/float/bool/None/list/dict survive, all of which weights_only can load."""
+    try:
+        return json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"detector meta must be JSON-able: {e}") from e
+
+
+def save_detector(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Writes `model`'s weights and `meta` to `path` atomically.
+
+    Args:
+        path: the file to write (conventionally `detector.pt`).
+        model: the network; its state dict is stored on CPU.
+        meta: at least the keys in `META_KEYS` (see `build_meta`).
+
+    Returns:
+        The path written.
+    """
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"detector meta lacks {', '.join(missing)}")
+    path = Path(path)
+    state = {k.replace("_orig_mod.", ""): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "state_dict": state, "meta": _plain(meta)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _state_and_meta(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a detector checkpoint (holds a {type(obj).__name__})")
+    if obj.get("format") == FORMAT:
+        return obj["state_dict"], obj["meta"]
+    if "state_dict" in obj and "pytorch-lightning_version" in obj:  # a Lightning training checkpoint
+        meta = obj.get("detector_meta")
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path} is a Lightning checkpoint without detector settings (not written by "
+                                  f"`deepfake fit`)")
+        state = {k.removeprefix("net."): v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        return state, meta
+    raise CheckpointError(f"{path} is not a detector checkpoint (no detector weights and settings in it)")
+
+
+def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[DeepfakeDetector,
+                                                                                                dict[str, Any]]:
+    """Loads a detector saved by `save_detector`, or the network of a `deepfake fit` Lightning checkpoint.
+
+    Loading never runs code from the file (`torch.load(weights_only=True)`).
+
+    Args:
+        path: `detector.pt` or a `.ckpt` from training.
+        map_location: device for the weights (and the returned model).
+
+    Returns:
+        (model in eval mode on `map_location`, meta).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"detector checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} can't be loaded safely (weights_only=True refuses it: {first}); only load "
+                              f"files you trust with other tools") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch file ({' '.join(str(e).split())[:200]})") from e
+    state, meta = _state_and_meta(obj, path)
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: detector settings lack {', '.join(missing)}")
+    try:
+        model = DeepfakeDetector(**{**meta["model"], "pretrained": False, "pretrained_file": None})
+        model.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in state.items()})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights don't fit the recorded model "
+                              f"({' '.join(str(e).split())[:300]})") from e
+    return model.to(map_location).eval(), meta
