@@ -542,7 +542,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
-                                workers=ns.workers)
+                                workers=ns.workers, precision=ns.precision)
         config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
                                 split=ns.split, perturb=ns.perturb, seed=ns.seed)
         distortions = []
@@ -592,6 +592,7 @@ def main(args: list[str] | None = None) -> int:
         "source": os.fspath(ns.source), "mode": mode, "notes": notes, "split": config.split,
         "weights": os.fspath(weights), "threshold": config.threshold, "no_face_prior": config.no_face_prior,
         "seq_len": detector.seq_len, "img_size": detector.img_size, "device": str(detector.device),
+        "precision": detector.precision,
         **({"stride": extractor.config.stride, "margin": extractor.config.margin} if mode == "videos"
            else {"index_extraction": index_settings}),
         "score_rule": "track: mean over consecutive windows of seq_len crops of the last step's p(fake); "

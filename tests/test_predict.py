@@ -211,7 +211,7 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
     from deepfake.checkpoint import load_detector
 
     model, meta = load_detector(tiny_weights)
-    detector = predict.Detector(model, meta, device="cpu", batch_size=2)
+    detector = predict.Detector(model, meta, device="cpu", batch_size=2, precision="fp32")
     rng = np.random.default_rng(0)
     tracks = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (10, 3, 4)]
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
