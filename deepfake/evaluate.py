@@ -32,8 +32,9 @@ Writes, in DIR (every file atomically):
 
 With `--perturb all|TYPE[:LEVEL]|mix:N` (comma-separated; see `deepfake.perturb.parse_perturb`), every video is
 also written distorted (DeeperForensics-1.0's seven types at levels 1-5, or mixes of N random types; each video
-its own seed from `--seed`) into a temporary folder under DIR and evaluated the same way, one distortion at a
-time; then:
+its own seed from `--seed`, the same as `deepfake distort SOURCE --seed K` gives it, so the distorted files can be
+written once with that command and inspected) into a temporary folder under DIR and evaluated the same way, one
+distortion at a time; then:
 - `robustness.csv` / `robustness.json`: one row per distortion (`clean` first, level 0) with columns
   `ROBUSTNESS_COLUMNS`;
 - `robustness.png`: AUC against level, one line per type (mix: level = number of types), clean at level 0;

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 __all__ = ["WeightsError", "ENV_WEIGHTS", "ENV_CACHE", "cache_dir", "default_weights", "resolve_weights",
-           "download", "sha256_of", "hash_from_name", "HOW_TO_GET"]
+           "download", "install", "sha256_of", "hash_from_name", "HOW_TO_GET"]
 
 ENV_WEIGHTS = "DEEPFAKE_WEIGHTS"
 ENV_CACHE = "DEEPFAKE_CACHE"
@@ -36,9 +36,9 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _HEX = re.compile(r"[0-9a-fA-F]{8,64}")
 _CHUNK = 1 << 20
 
-HOW_TO_GET = ("get weights with `deepfake demo` (trains a small detector on generated data and writes "
-              "{cache}/detector.pt) or train your own with `deepfake fit` (it writes detector.pt next to the best "
-              "checkpoint), then pass --weights PATH_OR_URL or set DEEPFAKE_WEIGHTS")
+HOW_TO_GET = ("train one with `deepfake demo` (a small detector on generated data, to try the tools) or `deepfake fit` "
+              "(writes detector.pt next to its best checkpoint), then pass --weights PATH_OR_URL, set "
+              "DEEPFAKE_WEIGHTS, or copy it to {cache}/detector.pt")
 
 
 class WeightsError(Exception):

@@ -280,10 +280,10 @@ def test_default_weights_places(tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFAKE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsError, match="deepfake demo"):
         resolve_weights(None)
-    cached = tmp_path / "cache" / "detector.pt"
-    cached.parent.mkdir()
-    shutil.copy(tiny_weights, cached)
-    assert resolve_weights(None) == cached
+    from deepfake.weights import install
+
+    cached = install(tiny_weights)  # what a user (or `deepfake demo`) does to make weights the default
+    assert cached == tmp_path / "cache" / "detector.pt" and resolve_weights(None) == cached
     monkeypatch.setenv("DEEPFAKE_WEIGHTS", str(tiny_weights))
     assert resolve_weights(None) == tiny_weights  # the variable wins over the cache
     monkeypatch.setenv("DEEPFAKE_WEIGHTS", str(tmp_path / "typo.pt"))
