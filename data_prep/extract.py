@@ -935,7 +935,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run `deepfake-extract`; returns the exit status (0 done, 1 nothing extracted, 2 usage error)."""
+    """Run `deepfake-extract`; returns the exit status: 0 when the run finished (failed videos are listed in
+    failures.csv), 2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's).
+    """
     parser = _parser()
     opts = parser.parse_args(args)
     if opts.merge:
@@ -1076,7 +1078,7 @@ def main(args: list[str] | None = None) -> int:
     print(f"{n_videos} videos, {n_tracks} face tracks, {n_failures} failures")
     print(f"extracted {len(todo)} now ({len(records) - len(todo)} already done) in {elapsed:.1f} s on "
           f"{extractor.device}; index: {written}")
-    return 1 if n_videos and n_failures == n_videos else 0
+    return 0
 
 
 if __name__ == "__main__":
