@@ -132,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--weights", help="a detector checkpoint (default: random-init --backbone)")
-    p.add_argument("--backbone", default="efficientnet_b1", help="timm backbone without --weights (default %(default)s)")
+    p.add_argument("--backbone", default="efficientnet_b1",
+                   help="timm backbone without --weights (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=10, help="window length without --weights (default %(default)s)")
     p.add_argument("--stride", type=int, default=5, help="keep every N-th frame (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default %(default)s)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="model precision (default auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="model precision (default auto)")
     p.add_argument("--detect-every", type=int, default=None, help="ExtractConfig.detect_every (default: its default)")
     p.add_argument("--detect-size", type=int, default=None, help="ExtractConfig.detect_size (default: its default)")
     p.add_argument("--decode-threads", type=int, default=None,

@@ -48,13 +48,14 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
-           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "error_result", "track_windows", "write_results",
+           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "error_result", "track_windows",
+           "write_results",
            "CSV_COLUMNS", "main"]
 
 CSV_COLUMNS = ["video", "status", "verdict", "p_fake", "faces", "crops", "seconds", "error"]
 FORMATS = ("table", "json", "csv")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 # ------------------------------------------------------------------------------------------------- settings
@@ -70,8 +71,9 @@ class PredictConfig:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         stride: keep every `stride`-th frame; None takes the checkpoint's (what the model was trained with).
         workers: decode processes for many files (0: decode on a thread of this process).
-        precision: ``auto`` (bfloat16 autocast where the hardware has it natively: CUDA, and CPUs with
-            AVX512-BF16 or AMX; float32 elsewhere), ``bf16`` or ``fp32`` (exact, reproducible across machines).
+        precision: ``auto``: bfloat16 autocast where the hardware has it natively (CUDA GPUs from Ampere on, CPUs
+            with AVX512-BF16 or AMX), float16 on older GPUs (P100, V100, T4: Kaggle's), float32 on other CPUs;
+            or ``bf16``, ``fp16``, ``fp32`` (exact: the same scores on every machine).
     """
 
     threshold: float = 0.5
@@ -135,7 +137,8 @@ class Detector:
         meta: the checkpoint's meta: `img_size`, `mean`, `std`, `seq_len` (and `margin`, `stride` for extraction).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: windows per forward pass.
-        precision: ``auto``, ``bf16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in float32.
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in
+            float32.
 
     Example:
         >>> detector = Detector.load("detector.pt", device="auto")
@@ -160,8 +163,14 @@ class Detector:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "auto":
-            # bf16 only where the hardware computes it natively: 2-3x faster on such CPUs, emulated (slower) elsewhere.
-            precision = "bf16" if self.device.type == "cuda" or _cpu_has_bf16() else "fp32"
+            # bf16 only where the hardware computes it natively (1.5-3x faster on such CPUs; emulated, hence slower,
+            # elsewhere); GPUs before Ampere get fp16, which their tensor cores (or P100's fp16 units) run.
+            if self.device.type == "cuda":
+                precision = "bf16" if torch.cuda.get_device_capability(self.device)[0] >= 8 else "fp16"
+            else:
+                precision = "bf16" if _cpu_has_bf16() else "fp32"
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         self.precision = precision
         if hasattr(self.model, "set_channels_last"):
             self.model.set_channels_last(True)  # faster convolutions on tensor cores and oneDNN
@@ -193,8 +202,8 @@ class Detector:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         # Normalise on the device: uint8 is a quarter of the bytes of float32 to move there.
         x = (x.permute(0, 1, 4, 2, 3).float() - self._mean) / self._std  # (B, T, 3, S, S)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32"):
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy()
 
@@ -587,8 +596,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's training stride)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bfloat16 where the hardware has it (CUDA, CPUs with AVX512-BF16/AMX), else float32; "
-                        "fp32 for scores that are the same on every machine (default auto)")
+                   help="auto: bfloat16 where the hardware has it (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), "
+                        "float16 on older GPUs, else float32; fp32 for scores that are the same on every machine "
+                        "(default auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
