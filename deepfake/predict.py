@@ -303,7 +303,7 @@ def predict_video(path: str | os.PathLike, detector: Detector, extractor, thresh
     from data_prep.video import VideoError
 
     try:
-        faces = extractor.extract(path)
+        faces = extractor.extract(os.path.abspath(path))  # absolute: see iter_predictions
     except VideoError as err:
         return error_result(os.fspath(path), str(err))
     return score_faces(os.fspath(path), faces, detector, threshold)
@@ -342,8 +342,9 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
     """
     from data_prep.video import VideoError
 
-    paths = [os.fspath(p) for p in paths]
-    names = list(names) if names is not None else paths
+    names = list(names) if names is not None else [os.fspath(p) for p in paths]
+    # Absolute paths: FFmpeg reads a relative 'GB:3/clip.mp4' as a URL with protocol 'GB'.
+    paths = [os.path.abspath(p) for p in paths]
     done = 0
     last = time.perf_counter()
     try:

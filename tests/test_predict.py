@@ -187,13 +187,17 @@ def test_csv_columns_and_exit_status(inputs, tiny_weights, tmp_path, capsys):
     assert rows[2]["error"] == "no video file matches this pattern"
 
 
-def test_table_and_exit_zero(inputs, tiny_weights, capsys):
-    rc, out, _ = run([str(inputs["one_frame"]), str(inputs["no_face"]), "--weights", str(tiny_weights),
+def test_table_and_exit_zero(inputs, tiny_weights, tmp_path, monkeypatch, capsys):
+    # A relative path with a colon (what `deepfake distort` folders look like) must not read as a URL to FFmpeg.
+    (tmp_path / "GB:3").mkdir()
+    shutil.copy(inputs["one_frame"], tmp_path / "GB:3" / "one_frame.mp4")
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run(["GB:3/one_frame.mp4", str(inputs["no_face"]), "--weights", str(tiny_weights),
                       "--device", "cpu", "--no-progress"], capsys)
     assert rc == 0  # no face is a result, not an error
     lines = out.splitlines()
     assert lines[0].split() == ["video", "verdict", "p(fake)", "faces", "seconds"]
-    assert "one_frame.mp4" in lines[1] and lines[1].split()[1] in ("fake", "real")
+    assert lines[1].startswith("GB:3/one_frame.mp4 ") and lines[1].split()[1] in ("fake", "real")
     assert "no_face.mp4" in lines[2] and "no face" in lines[2] and lines[2].split()[3] == "-"
 
 
