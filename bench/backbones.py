@@ -148,7 +148,7 @@ def _fits(net, device, seq: int, seq_len: int, size: int, amp: str, channels_las
     try:
         _train_step(net, x, device, amp)
         _sync(device)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         return False
     finally:
         del x
@@ -222,6 +222,15 @@ def bench_model(name: str, opts: argparse.Namespace) -> Result:
     if device.type == "cuda":
         result.peak_gb = torch.cuda.max_memory_allocated(device) / 2**30
     return result
+
+
+def _input_size(name: str) -> int:
+    from deepfake.scaling import input_size_for
+
+    try:
+        return input_size_for(name)
+    except ValueError:
+        return 0
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -319,7 +328,7 @@ def main(args: list[str] | None = None) -> int:
             result = bench_model(name, opts)
         except (RuntimeError, ValueError) as e:  # OOM, a model that can't take the size: report, go on
             failed = True
-            result = Result(model=name, img_size=opts.img_size or 0, params_m=float("nan"),
+            result = Result(model=name, img_size=opts.img_size or _input_size(name), params_m=float("nan"),
                             backbone_params_m=float("nan"), gmacs=float("nan"), error=" ".join(str(e).split())[:120])
         finally:
             if opts.device.startswith("cuda"):

@@ -8,8 +8,8 @@ trained at.
     input_size_for("tf_efficientnet_b4")                      # 380, from timm's pretrained config
     resolve_crop_size("auto", "configs/backbones/tf_efficientnet_b4.yaml")   # 380
     resolve_crop_size("auto", "runs/.../checkpoints/detector.pt")            # the img_size it was trained at
-    compound_scaling(phi=2.0)                                 # (1.44, 1.21, 1.3225): depth, width, resolution
-    expected_variant(phi=2.0)                                 # ScaledVariant(phi=2.0, depth=1.44, width=1.21, resolution=296)
+    compound_scaling(phi=2.0)             # (1.44, 1.21, 1.3225): depth, width, resolution multipliers
+    expected_variant(phi=2.0)             # ScaledVariant(phi=2.0, depth=1.44, width=1.21, resolution=296)
 
 Which timm models, and why. EfficientNet-B0..B7 are timm's `tf_efficientnet_bN`: the weights ported from the
 official TensorFlow release (default tag `ns_jft_in1k`, Noisy Student), the only B-variants in timm with ImageNet
@@ -58,6 +58,7 @@ __all__ = [
     "BETA",
     "GAMMA",
     "BASE_RESOLUTION",
+    "CONFIG_DIR",
     "Backbone",
     "BACKBONES",
     "EFFICIENTNET_RELEASED",

@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from deepfake.progressive import ProgressiveLearning, Stage, interpolate, stage_of_epoch
 
