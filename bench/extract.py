@@ -105,7 +105,7 @@ def compare(args, clips: Path) -> None:
     videos, truth = read_truth(clips)
     config = ex.ExtractConfig(stride=args.stride, device=args.device, detect_size=args.detect_size,
                               detect_every=args.detect_every, batch_size=args.batch_size, factor=args.factor,
-                              min_face_size=args.min_face_size)
+                              min_face_size=args.min_face_size, decode_device=args.decode_device)
     extractor = ex.FaceExtractor(config)
     device = extractor.device
     baseline = MTCNN(keep_all=True, device=device)
@@ -171,12 +171,13 @@ def throughput(args, clips: Path) -> None:
                 lines.append(f"{name},{row['label']},{orig}")
         (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     n = len(labels) * args.copies
-    for reuse in (True, False):
+    for reuse in (False,) if args.skip_throughput_reuse else (True, False):
         out = Path(args.work) / "throughput-out"
         shutil.rmtree(out, ignore_errors=True)
         cli = [str(folder), str(out), "--layout", "folder", "--stride", str(args.stride), "--device", args.device,
                "--workers", str(args.workers), "--detect-size", str(args.detect_size), "--detect-every",
                str(args.detect_every), "--batch-size", str(args.batch_size), "--no-progress",
+               "--decode-device", args.decode_device,
                "--reuse-original-boxes" if reuse else "--no-reuse-original-boxes"]
         t = time.perf_counter()
         status = ex.main(cli)
@@ -202,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factor", type=float, default=ex.ExtractConfig.factor)
     p.add_argument("--min-face-size", type=int, default=ex.ExtractConfig.min_face_size)
     p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--decode-device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--naive-clips", type=int, default=1, help="clips to run the (slow) naive baseline on")
     p.add_argument("--workers", type=int, default=ex._default_workers(), help="throughput mode: decode processes")
     p.add_argument("--copies", type=int, default=5, help="throughput mode: hard-linked copies of each clip")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--skip-throughput-reuse", action="store_true", help="throughput mode: only without reuse")
     args = p.parse_args(argv)
     if args.threads:
         import torch

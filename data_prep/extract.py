@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import multiprocessing as mp
@@ -93,7 +94,10 @@ class ExtractConfig:
         min_track_score: tracks whose mean detector probability is below this are dropped.
         batch_size: frames per detector call (0: 1 on CPU, where batching does not help, 128 on GPU).
         chunk_mb: memory for decoded full-size frames held at once (per video being decoded).
-        decode_threads: FFmpeg decoding threads per video (0: FFmpeg decides).
+        decode_threads: FFmpeg decoding threads per video (0: FFmpeg decides; worker processes default to their
+            share of the cores).
+        decode_device: ``cpu``, or ``cuda`` to decode on the GPU's video decoder (NVDEC) through FFmpeg, falling
+            back to the CPU for streams it can't decode.
         quality: JPEG quality of the crops written by `deepfake-extract`.
     """
 
@@ -115,6 +119,7 @@ class ExtractConfig:
     batch_size: int = 0
     chunk_mb: int = 256
     decode_threads: int = 0
+    decode_device: str = "cpu"
     quality: int = 90
 
     def __post_init__(self) -> None:
@@ -144,6 +149,7 @@ class ExtractConfig:
         need(0 <= self.min_track_score < 1, f"min_track_score must be in [0, 1), got {self.min_track_score}")
         need(self.batch_size >= 0 and self.chunk_mb >= 1 and self.decode_threads >= 0,
              "batch_size and decode_threads must be >= 0, chunk_mb >= 1")
+        need(self.decode_device in ("cpu", "cuda"), f"decode_device must be cpu or cuda, got {self.decode_device!r}")
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
 
 
@@ -226,6 +232,10 @@ class _ReuseBoxes:
 # ----------------------------------------------------------------------------------------------------------------
 # Detector
 # ----------------------------------------------------------------------------------------------------------------
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ValueError."""
     import torch
@@ -337,7 +347,8 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
     idxs: list[int] = []
     frames: list[np.ndarray] = []
     smalls: list[np.ndarray] = []
-    for index, frame in iter_frames(path, config.stride, threads=config.decode_threads, stats=stats):
+    hwaccel = None if config.decode_device == "cpu" else config.decode_device
+    for index, frame in iter_frames(path, config.stride, threads=config.decode_threads, stats=stats, hwaccel=hwaccel):
         idxs.append(index)
         frames.append(frame)
         if small_size is not None:
@@ -510,6 +521,8 @@ class _Pool:
 
     def __init__(self, workers: int, config: ExtractConfig, jpeg: bool) -> None:
         self.ctx = mp.get_context("spawn")  # fork after CUDA init is unsafe; spawn is safe everywhere
+        if config.decode_threads == 0:  # share the cores instead of every worker starting one thread per core
+            config = dataclasses.replace(config, decode_threads=max(1, _cpu_count() // workers))
         self.config, self.jpeg = config, jpeg
         self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue()
@@ -885,8 +898,7 @@ def _parse_shard(value: str) -> tuple[int, int]:
 
 
 def _default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(16, cpus - 1))
+    return max(0, min(16, _cpu_count() - 1))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -907,6 +919,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=d.size, help="crop side in pixels (default %(default)s)")
     p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
     p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--decode-device", default=d.decode_device, choices=["cpu", "cuda"],
+                   help="decode on the CPU, or on the GPU's video decoder (NVDEC) (default %(default)s)")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes; 0 decodes in this process (default: CPU cores - 1, at most 16)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -959,7 +973,7 @@ def main(args: list[str] | None = None) -> int:
                                detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
                                min_score=opts.min_score, detect_every=opts.detect_every,
                                min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,
-                               batch_size=opts.batch_size, quality=opts.quality)
+                               batch_size=opts.batch_size, quality=opts.quality, decode_device=opts.decode_device)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2
