@@ -1,0 +1,672 @@
+"""`deepfake demo [OUT_DIR]`: the whole pipeline on generated data, in a few CPU minutes, with a short report.
+
+    deepfake demo                      # into ./demo_output (what `make demo` runs)
+    deepfake demo /tmp/demo --quick    # a much smaller run (under a minute and a half): checks the install
+    deepfake demo --install-weights    # also make the demo detector the default weights of `deepfake predict`
+
+Stages (each is the command a user would run, called in this process; its output goes to OUT_DIR/logs/):
+1. **synth**: `deepfake synth` writes a training set of 240 clips (120 real face clips + 120 self-blended fakes made
+   from them; 320x240, 4 s at 10 fps; seed 0) into `data/train/`, and a separately seeded held-out set of 80
+   clips (seed 1000) into `data/heldout/`. The held-out clips show the same few face photos `deepfake synth`
+   ships with, but with motion, light, backgrounds and blend parameters drawn from the other seed: no held-out
+   clip, and no fake made from one, is seen in training.
+2. **extract**: `deepfake-extract data/train extracted` finds, tracks and crops the faces (64-px crops, every 2nd
+   frame) and writes `extracted/index.csv`.
+3. **fit**: `deepfake fit --config configs/tiny_cpu.yaml` trains the tiny CPU detector on it (validation on a
+   25 % split by source video) for 20 epochs (`--epochs`) or 8 minutes (`--train-minutes`), whichever ends
+   first; the best epoch by validation log loss is exported as `detector.pt`.
+4. **evaluate**: `deepfake evaluate data/heldout` scores the held-out videos the way `deepfake predict` does
+   (detection, tracking, crops, model) and writes `eval/metrics.json`, `roc.png`, `predictions.csv`.
+5. **predict**: `deepfake predict` on one held-out fake with `--plot`: `predict/prediction.json` and a PNG of
+   p(fake) over time with the face crops. The clip is a typical one, not a picked one: the fake with the median
+   score in the evaluation.
+
+The report (printed, and written to `report.txt` / `report.json`) gives the validation AUC of the exported epoch,
+the held-out AUC, log loss and accuracy, the seconds per stage and where each artifact is.
+
+Re-running reuses what is finished: each stage records its settings in `OUT_DIR/demo.json` and is skipped when
+they are unchanged and its outputs are still there; a stage whose settings changed (e.g. `--quick` after a full
+run) is redone from scratch, and so is every stage after it. `--fresh` redoes everything. OUT_DIR must be new,
+empty, or an earlier demo's folder: the demo only ever deletes its own subfolders there.
+
+Weights: the demo's detector has only seen `deepfake synth`'s faces and blends; it is a working example, not a
+model for real videos. So it is **not** installed as the default weights unless `--install-weights` is given,
+which copies it to `~/.cache/deepfake/detector.pt` (`$DEEPFAKE_CACHE` when set), where `deepfake predict`
+and `deepfake evaluate` look when `--weights` is not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.callbacks import Callback
+
+__all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report", "main"]
+
+STATE_FILE = "demo.json"
+STATE_VERSION = 1
+STAGES = ("synth", "extract", "fit", "evaluate", "predict")
+# Everything the demo writes in OUT_DIR; nothing else there is ever touched.
+OWNED = ("data", "extracted", "runs", "eval", "predict", "logs", STATE_FILE, "report.txt", "report.json")
+RUN_NAME = "demo"
+
+# The file descriptor of the terminal while a stage's output goes to its log (set by `_output_to`), so that the
+# fit stage can still print a line per epoch. An environment variable rather than a module global: the callback
+# may live in a second copy of this module (`python -m deepfake.demo` imports it again by name).
+_TERMINAL_FD = "DEEPFAKE_DEMO_TERMINAL_FD"
+
+
+class DemoError(Exception):
+    """A stage failed or OUT_DIR can't be used; one line (with the log to read)."""
+
+
+class DemoFolderError(DemoError):
+    """OUT_DIR can't be used (not a folder, or a folder of something else): a usage error."""
+
+
+@dataclass
+class DemoConfig:
+    """Settings of a demo run (the defaults are the full demo; `DemoConfig.quick_config()` the quick one).
+
+    Attributes:
+        train_count: clips of the training set (half real, half self-blended fakes).
+        heldout_count: clips of the held-out set.
+        width: frame width of the generated clips.
+        height: frame height.
+        seconds: clip length.
+        fps: frame rate.
+        seed: seed of the training set.
+        heldout_seed: seed of the held-out set (different: new backgrounds, motion and blends).
+        stride: keep every `stride`-th frame for the crops.
+        size: crop side in pixels (the tiny config's input size).
+        config: training config, a path or a name under `configs/`.
+        max_epochs: epochs to train; None keeps the config's.
+        train_minutes: stop training after this many minutes even if epochs are left (None: no limit).
+        device: device of face detection, evaluation and prediction (training follows the config: CPU).
+        extract_workers: decode processes of the extraction; None: `deepfake-extract`'s default.
+        quick: the small settings (recorded in the report).
+    """
+
+    train_count: int = 240
+    heldout_count: int = 80
+    width: int = 320
+    height: int = 240
+    seconds: float = 4.0
+    fps: float = 10.0
+    seed: int = 0
+    heldout_seed: int = 1000
+    stride: int = 2
+    size: int = 64
+    config: str = "tiny_cpu.yaml"
+    max_epochs: int | None = 20
+    train_minutes: float | None = 8.0
+    device: str = "auto"
+    extract_workers: int | None = None
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("train_count", "heldout_count"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 4):
+                raise ValueError(f"{name} must be an integer >= 4 (two real clips and their fakes), got {value!r}")
+        if self.seed == self.heldout_seed:
+            raise ValueError("the held-out set needs its own seed (heldout_seed != seed), or it repeats training clips")
+        if not (self.seconds > 0 and self.fps > 0):
+            raise ValueError(f"seconds and fps must be > 0, got {self.seconds} and {self.fps}")
+        if not (isinstance(self.stride, int) and self.stride >= 1):
+            raise ValueError(f"stride must be an integer >= 1, got {self.stride!r}")
+        if self.max_epochs is not None and not (isinstance(self.max_epochs, int) and self.max_epochs >= 1):
+            raise ValueError(f"--epochs must be an integer >= 1, got {self.max_epochs!r}")
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise ValueError(f"--train-minutes must be > 0, got {self.train_minutes}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> DemoConfig:
+        """Small and fast: 16 training clips of 2 s, 8 held-out clips, 3 epochs, no decode workers."""
+        settings = dict(train_count=16, heldout_count=8, seconds=2.0, max_epochs=3, train_minutes=None,
+                        extract_workers=0, quick=True)
+        return cls(**{**settings, **overrides})
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def find_config(name: str) -> Path:
+    """A training config by path, or by name in the package's `configs/` (installed) or the repository's.
+
+    Raises:
+        DemoError: not found.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "configs", Path.cwd() / "configs"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DemoError(f"training config {name!r} not found (looked in {here / 'configs'}, {here.parent / 'configs'} "
+                    f"and ./configs); pass --config PATH")
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60:02d} s"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Everything written to stdout/stderr, by Python or by C code (FFmpeg, loggers bound to the real streams),
+    goes to `log` while the block runs."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved: list[int] = []
+    with open(log, "a", encoding="utf-8", buffering=1) as f:
+        try:
+            for fd in (1, 2):
+                try:
+                    saved.append(os.dup(fd))
+                    os.dup2(f.fileno(), fd)
+                except OSError:  # no such descriptor (e.g. an embedding host): the Python-level redirect still works
+                    saved.append(-1)
+            if saved[0] >= 0:
+                os.environ[_TERMINAL_FD] = str(saved[0])
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.environ.pop(_TERMINAL_FD, None)
+            for fd, old in zip((1, 2), saved):
+                if old >= 0:
+                    os.dup2(old, fd)
+                    os.close(old)
+
+
+def _tail(log: Path, n: int = 6) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join("    " + line[:200] for line in lines[-n:])
+
+
+class DemoProgress(Callback):
+    """Prints one line per training epoch to the terminal while the fit stage's output goes to its log."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation in Lightning 2.x
+        m = trainer.callback_metrics
+
+        def get(name: str) -> float | None:
+            value = m.get(name)
+            return float(value) if value is not None else None
+
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        line = (f"      epoch {trainer.current_epoch + 1:>2}/{total}: train loss {_fmt(get('train/loss_epoch'))}, "
+                f"val AUC {_fmt(get('val/auc'))}, val log loss {_fmt(get('val/logloss'))} "
+                f"[{_duration(time.perf_counter() - self.start)}]")
+        fd = os.environ.get(_TERMINAL_FD)
+        try:
+            if fd:
+                os.write(int(fd), (line + "\n").encode())
+            else:
+                print(line, flush=True)
+        except (OSError, ValueError):  # a progress line must never stop training
+            pass
+
+
+# ------------------------------------------------------------------------------------------------- the stages
+
+
+class _Demo:
+    """One demo run in OUT_DIR: stage bookkeeping, the stages, and the report."""
+
+    def __init__(self, out: Path, config: DemoConfig, fresh: bool, say: Callable[[str], None]) -> None:
+        self.out = out
+        self.config = config
+        self.say = say
+        self.config_path = find_config(config.config)
+        self._prepare(fresh)
+        self.state = self._read_state()
+        self.upstream_changed = False
+        self.report: dict[str, Any] = {"stages": {}, "artifacts": {}}
+
+    # bookkeeping ---------------------------------------------------------------------------------------------
+
+    def _prepare(self, fresh: bool) -> None:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise DemoFolderError(f"{out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        entries = [p.name for p in out.iterdir()]
+        if entries and not (out / STATE_FILE).is_file():
+            raise DemoFolderError(f"{out} is not empty and holds no earlier demo ({STATE_FILE}); choose a new or "
+                                  "empty folder")
+        if fresh:
+            for name in OWNED:
+                self._remove(out / name)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+    def _read_state(self) -> dict:
+        try:
+            state = json.loads((self.out / STATE_FILE).read_text())
+            if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+                return state
+        except (OSError, ValueError):
+            pass
+        return {"version": STATE_VERSION, "stages": {}}
+
+    def _save_state(self) -> None:
+        _atomic_write(self.out / STATE_FILE, json.dumps(self.state, indent=2) + "\n")
+
+    def _stage(self, name: str, number: int, key: str, what: str, outputs: list[Path], folders: list[Path],
+               run: Callable[[], dict]) -> dict:
+        """Runs a stage unless an identical finished one can be reused; returns its recorded info."""
+        done = self.state["stages"].get(name)
+        header = f"[{number}/{len(STAGES)}] {name:<8}"
+        if (done and done.get("key") == key and not self.upstream_changed
+                and all((self.out / p).exists() for p in done.get("outputs", []))):
+            self.say(f"{header} {what}: reused from an earlier run ({_duration(done['seconds'])} then)")
+            self.report["stages"][name] = {**done, "reused": True}
+            return done
+        self.upstream_changed = True  # everything after a redone stage is redone too
+        self.state["stages"].pop(name, None)
+        self._save_state()
+        for folder in folders:
+            self._remove(folder)
+        log = self.out / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+        self.say(f"{header} {what} ...")
+        start = time.perf_counter()
+        info = run()
+        seconds = time.perf_counter() - start
+        outputs = [*outputs, *(self.out / info[k] for k in ("weights",) if info.get(k))]
+        missing = [os.fspath(p) for p in outputs if not p.exists()]
+        if missing:
+            raise DemoError(f"stage {name} finished without writing {', '.join(missing)}; see {log}")
+        # Paths relative to OUT_DIR: a moved or renamed demo folder is still reused.
+        info = {**info, "key": key, "seconds": round(seconds, 2),
+                "outputs": [p.relative_to(self.out).as_posix() for p in outputs],
+                "log": log.relative_to(self.out).as_posix()}
+        self.state["stages"][name] = info
+        self._save_state()
+        self.say(f"{' ' * len(header)} done in {_duration(seconds)}")
+        self.report["stages"][name] = {**info, "reused": False}
+        return info
+
+    def _call(self, name: str, command: str, main: Callable[[list[str]], int], args: list[str]) -> int:
+        """Runs a command's `main(args)` in this process with its output in the stage's log."""
+        log = self.out / "logs" / f"{name}.log"
+        with _output_to(log):
+            print(f"$ {command} {' '.join(args)}", flush=True)
+            try:
+                status = main(args)
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else 1
+            except Exception as err:  # noqa: BLE001 - reported with the log to read, not as a demo traceback
+                import traceback
+
+                traceback.print_exc()
+                status = f"{type(err).__name__}: {err}"
+        if status != 0:
+            raise DemoError(f"stage {name} failed ({'exit status ' + str(status) if isinstance(status, int) else status}"
+                            f"); its output is in {log}:\n{_tail(log)}")
+        return int(status)
+
+    # stages --------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        c = self.config
+        data = self.out / "data"
+        train_dir, heldout_dir = data / "train", data / "heldout"
+        extracted = self.out / "extracted"
+        runs = self.out / "runs"
+        eval_dir = self.out / "eval"
+        predict_dir = self.out / "predict"
+        from data_prep import extract, synth
+        from deepfake import evaluate, predict, train
+
+        video = ["--resolution", f"{c.width}x{c.height}", "--seconds", f"{c.seconds:g}", "--fps", f"{c.fps:g}"]
+        synth_key = _key("synth", c.train_count, c.heldout_count, c.width, c.height, c.seconds, c.fps, c.seed,
+                         c.heldout_seed, synth.GENERATOR_VERSION)
+
+        def run_synth() -> dict:
+            self._call("synth", "deepfake synth", synth.main, [str(train_dir), "--count", str(c.train_count), *video, "--seed",
+                                             str(c.seed), "--no-progress"])
+            self._call("synth", "deepfake synth", synth.main, [str(heldout_dir), "--count", str(c.heldout_count), *video, "--seed",
+                                             str(c.heldout_seed), "--no-progress"])
+            return {}
+
+        self._stage("synth", 1, synth_key,
+                    f"{c.train_count} training + {c.heldout_count} held-out clips ({c.width}x{c.height}, {c.seconds:g} s "
+                    f"at {c.fps:g} fps; half real faces, half self-blended fakes)",
+                    [train_dir / "labels.csv", heldout_dir / "labels.csv"], [data], run_synth)
+
+        extract_key = _key(synth_key, "extract", c.stride, c.size)
+
+        def run_extract() -> dict:
+            args = [str(train_dir), str(extracted), "--layout", "folder", "--stride", str(c.stride), "--size",
+                    str(c.size), "--device", c.device, "--no-progress"]
+            if c.extract_workers is not None:
+                args += ["--workers", str(c.extract_workers)]
+            self._call("extract", "deepfake-extract", extract.main, args)
+            return _index_counts(extracted / "index.csv")
+
+        info = self._stage("extract", 2, extract_key, f"faces of the {c.train_count} training videos (frame stride "
+                           f"{c.stride}, {c.size}-px crops)", [extracted / "index.csv"], [extracted],
+                           run_extract)
+        self.report["extract"] = {k: info.get(k) for k in ("videos", "tracks", "crops")}
+
+        config_text = self.config_path.read_text()
+        fit_key = _key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes)
+
+        def run_fit() -> dict:
+            args = ["fit", "--config", str(self.config_path), "--data.index", str(extracted), "--run_dir", str(runs),
+                    "--run_name", RUN_NAME, "--trainer.enable_progress_bar", "false",
+                    "--trainer.callbacks+=deepfake.demo.DemoProgress"]
+            if c.max_epochs is not None:
+                args += ["--trainer.max_epochs", str(c.max_epochs)]
+            if c.train_minutes is not None:
+                minutes = max(1, math.ceil(c.train_minutes))
+                args += ["--trainer.max_time", f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"]
+            self._call("fit", "deepfake", train.main, args)
+            return _fit_summary(runs / RUN_NAME, self.out)
+
+        limit = f", at most {c.train_minutes:g} min" if c.train_minutes else ""
+        info = self._stage("fit", 3, fit_key, f"{self.config_path.name}{limit}", [], [runs], run_fit)
+        weights = self.out / info["weights"]
+        if not weights.is_file():
+            raise DemoError(f"the trained weights {weights} are gone; run again with --fresh")
+        self.report["fit"] = info
+
+        eval_key = _key(fit_key, "evaluate")
+
+        def run_evaluate() -> dict:
+            self._call("evaluate", "deepfake evaluate", evaluate.main, [str(heldout_dir), "--weights", str(weights), "--out",
+                                                   str(eval_dir), "--device", c.device, "--no-progress"])
+            return {}
+
+        self._stage("evaluate", 4, eval_key, f"the detector on the {c.heldout_count} held-out videos",
+                    [eval_dir / "metrics.json"], [eval_dir], run_evaluate)
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        self.report["heldout"] = {k: metrics.get(k) for k in ("n", "n_real", "n_fake", "auc", "logloss",
+                                                              "balanced_logloss", "accuracy", "ap", "eer")}
+        self.report["heldout"]["no_face"] = (metrics.get("no_face") or {}).get("count")
+        self.report["heldout"]["errors"] = (metrics.get("errors") or {}).get("count")
+
+        clip = _pick_clip(heldout_dir, eval_dir / "predictions.csv")
+        predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
+
+        def run_predict() -> dict:
+            self._call("predict", "deepfake predict", predict.main, [str(clip), "--weights", str(weights), "--format", "json",
+                                                 "--output", str(predict_dir / "prediction.json"), "--plot",
+                                                 str(predict_dir / "plots"), "--device", c.device, "--no-progress"])
+            return {}
+
+        self._stage("predict", 5, predict_key, f"a typical held-out fake (median score), "
+                    f"{clip.relative_to(heldout_dir).as_posix()}, with a plot", [predict_dir / "prediction.json"], [predict_dir], run_predict)
+        result = json.loads((predict_dir / "prediction.json").read_text())[0]
+        plots = sorted((predict_dir / "plots").glob("*.png"))
+        self.report["predict"] = {"video": clip.relative_to(heldout_dir).as_posix(), "label": _label_of(clip),
+                                  "p_fake": result.get("p_fake"), "verdict": result.get("verdict"),
+                                  "faces": len(result.get("faces") or []), "status": result.get("status")}
+
+        self.report["artifacts"] = {
+            "training videos": os.fspath(train_dir),
+            "held-out videos": os.fspath(heldout_dir),
+            "face crops + index": os.fspath(extracted / "index.csv"),
+            "training run": f"{self.out / info['run_dir']} (config.yaml, metrics.csv, TensorBoard events)",
+            "detector weights": os.fspath(weights),
+            "held-out evaluation": f"{eval_dir / 'metrics.json'}, roc.png, predictions.csv",
+            "prediction": os.fspath(predict_dir / "prediction.json"),
+            "plot": os.fspath(plots[0]) if plots else "(no plot written)",
+            "logs": os.fspath(self.out / "logs"),
+        }
+        return self.report
+
+
+def _index_counts(index: Path) -> dict:
+    with open(index, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"videos": len({r["video"] for r in rows}), "tracks": len({(r["video"], r["track"]) for r in rows}),
+            "crops": len(rows)}
+
+
+def _fit_summary(run_root: Path, out: Path) -> dict:
+    """The newest run's folder and weights (relative to `out`), epochs, and the validation metrics of the exported
+    (best by validation log loss) epoch."""
+    versions = sorted((p for p in run_root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
+    if not versions:
+        raise DemoError(f"training wrote no run folder under {run_root}")
+    run = versions[-1]
+    weights = run / "checkpoints" / "detector.pt"
+    if not weights.is_file():
+        raise DemoError(f"training finished without exporting {weights}")
+    epochs: dict[int, dict[str, float]] = {}
+    with open(run / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                epoch = int(float(row["epoch"]))
+            except (KeyError, ValueError):
+                continue
+            for k, v in row.items():
+                if k.startswith("val/") and v not in ("", None):
+                    epochs.setdefault(epoch, {})[k] = float(v)
+    scored = {e: m for e, m in epochs.items() if "val/logloss" in m}
+    best = min(scored, key=lambda e: scored[e]["val/logloss"]) if scored else None
+    last = max(epochs) if epochs else None
+    return {"run_dir": run.relative_to(out).as_posix(), "weights": weights.relative_to(out).as_posix(),
+            "epochs": (last + 1) if last is not None else 0,
+            "best_epoch": (best + 1) if best is not None else None,
+            "val_auc": scored[best].get("val/auc") if best is not None else None,
+            "val_logloss": scored[best].get("val/logloss") if best is not None else None,
+            "val_accuracy": scored[best].get("val/acc") if best is not None else None,
+            "last_val_auc": scored[last].get("val/auc") if last in scored else None}
+
+
+def _pick_clip(heldout: Path, predictions: Path) -> Path:
+    """A typical held-out fake: the one with the median p(fake) among the evaluated fakes (neither the best nor the
+    worst case), else the first fake, else the first video."""
+    try:
+        with open(predictions, newline="") as f:
+            fakes = [r for r in csv.DictReader(f) if r.get("label") == "1" and r.get("status") == "ok"]
+        fakes.sort(key=lambda r: (float(r["p_fake"]), r["video"]))
+        if fakes and (heldout / fakes[(len(fakes) - 1) // 2]["video"]).is_file():
+            return heldout / fakes[(len(fakes) - 1) // 2]["video"]
+    except (OSError, KeyError, ValueError):
+        pass
+    videos = sorted((heldout / "fake").glob("*.mp4")) or sorted(heldout.rglob("*.mp4"))
+    if not videos:
+        raise DemoError(f"no video in {heldout}")
+    return videos[0]
+
+
+def _label_of(clip: Path) -> str:
+    return "fake" if clip.parent.name == "fake" else "real"
+
+
+# ------------------------------------------------------------------------------------------------- the report
+
+
+def format_report(report: dict, total_seconds: float) -> str:
+    """The text `deepfake demo` prints at the end."""
+    lines = [f"deepfake demo: finished in {_duration(total_seconds)}"
+             + (" (--quick: a smoke test, the numbers mean little)" if report.get("quick") else ""), ""]
+    fit, held, pred = report.get("fit", {}), report.get("heldout", {}), report.get("predict", {})
+    lines.append("metrics (video level)")
+    lines.append(f"  validation, best of {fit.get('epochs')} epochs (epoch {fit.get('best_epoch')}):  AUC "
+                 f"{_fmt(fit.get('val_auc'))}   log loss {_fmt(fit.get('val_logloss'))}")
+    n = held.get("n")
+    extra = ", ".join(f"{v} {k}" for k, v in (("without a face", held.get("no_face")), ("unreadable",
+                                                                                       held.get("errors"))) if v)
+    lines.append(f"  held-out set, {n} videos never trained on{' (' + extra + ', left out)' if extra else ''}:")
+    lines.append(f"      AUC {_fmt(held.get('auc'))}   log loss {_fmt(held.get('logloss'))}   balanced log loss "
+                 f"{_fmt(held.get('balanced_logloss'))}   accuracy {_fmt(held.get('accuracy'))} (threshold 0.5)   "
+                 f"(chance: AUC 0.5, log loss 0.693)")
+    lines.append(f"  one clip, {pred.get('video')} (truly {pred.get('label')}): p(fake) {_fmt(pred.get('p_fake'))}"
+                 f" -> {pred.get('verdict')}")
+    lines += ["", "time per stage"]
+    for name in STAGES:
+        s = report["stages"].get(name)
+        if s:
+            lines.append(f"  {name:<9}{_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
+                                                                         if s.get("reused") else ""))
+    lines += ["", "artifacts"]
+    width = max(len(k) for k in report["artifacts"])
+    lines += [f"  {k:<{width}}  {v}" for k, v in report["artifacts"].items()]
+    if report.get("installed"):
+        lines += ["", f"installed as the default weights: {report['installed']} (`deepfake predict VIDEO` uses it)"]
+    weights = report["artifacts"].get("detector weights")
+    lines += ["", "next", f"  deepfake predict VIDEO... --weights {weights} --plot plots/",
+              "  deepfake fit --config configs/b1_lstm.yaml --data.index EXTRACTED_DFDC   (a model for real videos)"]
+    return "\n".join(lines)
+
+
+def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None, fresh: bool = False,
+             install_weights: bool = False, say: Callable[[str], None] | None = None) -> dict:
+    """Runs the demo (module docstring) and returns the report dict (also written to OUT_DIR/report.json).
+
+    Args:
+        out_dir: the demo folder (new, empty, or an earlier demo's).
+        config: the settings (default: the full demo).
+        fresh: redo every stage.
+        install_weights: copy the trained detector to the default weights place.
+        say: where progress lines go (default: print).
+
+    Raises:
+        DemoError: a stage failed (the message names its log) or OUT_DIR can't be used.
+    """
+    config = config or DemoConfig()
+    say = say or (lambda line: print(line, flush=True))
+    start = time.perf_counter()
+    out = Path(out_dir).expanduser()
+    demo = _Demo(out, config, fresh, say)
+    report = demo.run()
+    report["quick"] = config.quick
+    report["settings"] = asdict(config)
+    if install_weights:
+        from deepfake.weights import install
+
+        report["installed"] = os.fspath(install(report["artifacts"]["detector weights"]))
+    total = time.perf_counter() - start
+    report["seconds"] = round(total, 2)
+    text = format_report(report, total)
+    _atomic_write(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    _atomic_write(out / "report.txt", text + "\n")
+    say("")
+    say(text)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = DemoConfig()
+    p = _Parser(prog="deepfake demo",
+                description="Run the whole pipeline on generated data: synth (training + held-out set), extract, "
+                            "fit the tiny CPU detector, evaluate on the held-out set, predict one clip with a plot; "
+                            "then print metrics, time per stage and where everything is. Re-running reuses "
+                            "finished stages.")
+    p.add_argument("out_dir", nargs="?", default="demo_output", metavar="OUT_DIR",
+                   help="demo folder (default %(default)s): new, empty, or an earlier demo's")
+    p.add_argument("--quick", action="store_true", help="a much smaller run (about a minute): checks the install")
+    p.add_argument("--fresh", action="store_true", help="redo every stage")
+    p.add_argument("--install-weights", action="store_true",
+                   help="copy the trained detector to ~/.cache/deepfake/detector.pt, the default weights of "
+                        "`deepfake predict` (off by default: it knows only the demo's generated fakes)")
+    p.add_argument("--train-minutes", type=float, default=None, metavar="M",
+                   help=f"stop training after M minutes (default {d.train_minutes:g}; quick: none)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help=f"training epochs (default {d.max_epochs}; quick: 3)")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help=f"training config, a path or a name in configs/ (default {d.config})")
+    p.add_argument("--device", default=None,
+                   help="device of detection, evaluation and prediction: auto, cpu, cuda (default auto); training "
+                        "follows the config (CPU)")
+    return p
+
+
+def main(args: list[str] | None = None) -> int:
+    """`deepfake demo [OUT_DIR] [options]`; returns 0 when the demo finished, 1 when a stage failed, 2 usage."""
+    try:
+        ns = _parser().parse_args(args)
+        overrides = {k: v for k, v in (("train_minutes", ns.train_minutes), ("max_epochs", ns.epochs),
+                                       ("config", ns.config), ("device", ns.device)) if v is not None}
+        config = DemoConfig.quick_config(**overrides) if ns.quick else DemoConfig(**overrides)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except (_UsageError, ValueError) as err:
+        print(f"deepfake demo: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        run_demo(ns.out_dir, config, fresh=ns.fresh, install_weights=ns.install_weights)
+    except DemoError as err:
+        print(f"deepfake demo: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, DemoFolderError) else 1
+    except KeyboardInterrupt:
+        print("deepfake demo: interrupted; run it again to go on from the last finished stage", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"deepfake demo: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
