@@ -331,7 +331,7 @@ def _warn(message: str) -> None:
 def _score(rows: list[_Row], detector, extractor, config: SubmissionConfig, flush: Callable[[], None],
            start: float) -> None:
     """Fill in the rows' scores in place; a failure costs one video, the time limit the rest."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: no widget warnings in a Kaggle notebook
 
     from deepfake.predict import iter_predictions, predict_video
 
