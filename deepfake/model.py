@@ -17,7 +17,6 @@ Inputs are RGB scaled to [0, 1] and normalised with `mean`/`std`. Constructor ke
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["DetectorConfig", "DeepfakeDetector", "last_valid", "valid_mask"]
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class DetectorConfig:

@@ -1,0 +1,634 @@
+"""Training data: sequences of face crops from `index.csv`, augmented consistently, real/fake balanced.
+
+    dm = FaceSequenceDataModule("out/extracted", seq_len=10, img_size=240, batch_size=16)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    batch["frames"]   # (B, T, 3, H, W) uint8 RGB; the LightningModule scales and normalises on the device
+    batch["length"]   # (B,) valid frames; a track shorter than T is zero-padded at the end
+    batch["label"]    # (B,) float, 1 fake
+
+An item is a window of T consecutive crops of one face track (consecutive in the index, i.e. every
+`stride`-th video frame). Training draws a random window per item; evaluation cuts every track into
+consecutive windows (`eval_windows="all"`, what `deepfake predict` scores) or takes the centred one.
+
+Frames travel as uint8: a quarter of the bytes through worker queues, pinned memory and the host-to-device
+copy, and normalisation is one fused op on the GPU (`DeepfakeLitModule.on_after_batch_transfer`).
+
+Augmentations (DESIGN.md section 4, the DFDC winners' set) run through albumentations' `images=` target, so
+every frame of a sequence gets the same random parameters (same flip, crop shift, JPEG quality, colour
+change, cut-out part), as a real video would. One `strength` knob scales their probabilities and
+magnitudes (0: flips only), which is what progressive learning (EfficientNetV2) grows over training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "IndexFileError",
+    "FaceTrackRecord",
+    "read_index",
+    "load_tracks",
+    "split_by_original",
+    "AugmentConfig",
+    "FacePartCutout",
+    "build_augment",
+    "FaceSequenceDataset",
+    "BalancedSampler",
+    "FaceSequenceDataModule",
+]
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop")
+_REQUIRED = ("video", "label", "track", "frame", "crop")
+_LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1, "0.0": 0, "1.0": 1}
+SPLITS = ("train", "val", "test")
+# Face box margin the crops were cut with when the index does not say (data_prep's default: 30 % per side).
+DEFAULT_MARGIN = 0.3
+# Extraction settings `deepfake-extract` writes beside index.csv.
+EXTRACT_SETTINGS = "extract_config.json"
+
+
+class IndexFileError(ValueError):
+    """An index.csv that can't be used; the message is one line a user can act on."""
+
+
+# ------------------------------------------------------------------------------------------------------ index
+
+
+@dataclass
+class FaceTrackRecord:
+    """One face track of one video: its crops in frame order and what the index says about it."""
+
+    video: str
+    track: int
+    label: int
+    original: str
+    split: str
+    frames: np.ndarray  # (N,) int, frame numbers in the video
+    crops: list[str]  # N absolute paths
+
+
+def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """Reads and checks `index.csv` (docs/architecture.md).
+
+    Args:
+        path: the index file, or the folder that holds `index.csv`.
+
+    Returns:
+        The table (labels as 0/1 ints, empty `split` as "", missing `original` filled with `video`) and the
+        folder that crop paths are relative to.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "index.csv"
+    if not path.is_file():
+        raise IndexFileError(f"{path} does not exist; make it with `deepfake-extract VIDEOS OUT_DIR` first")
+    try:
+        df = pd.read_csv(path, dtype={"video": str, "split": str, "original": str, "crop": str, "label": str},
+                         keep_default_na=False, na_values={"frame": [""], "track": [""]})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise IndexFileError(f"{path} is not a readable CSV: {' '.join(str(e).split())}") from e
+    missing = [c for c in _REQUIRED if c not in df.columns]
+    if missing:
+        raise IndexFileError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(INDEX_COLUMNS)}")
+    if df.empty:
+        raise IndexFileError(f"{path} has no rows (no face was extracted)")
+    labels = df["label"].str.strip().str.lower().map(_LABELS)
+    if labels.isna().any():
+        bad = df.loc[labels.isna(), "label"].iloc[0]
+        raise IndexFileError(f"{path}: label {bad!r} is not 0/1 (or real/fake)")
+    df["label"] = labels.astype(int)
+    for col in ("track", "frame"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any():
+            raise IndexFileError(f"{path}: column {col} must hold integers")
+        df[col] = values.astype(int)
+    df["split"] = df["split"].str.strip().str.lower() if "split" in df.columns else ""
+    bad_split = sorted(set(df["split"]) - {"", *SPLITS})
+    if bad_split:
+        raise IndexFileError(f"{path}: split {bad_split[0]!r} is not one of train, val, test or empty")
+    if "original" not in df.columns:
+        df["original"] = df["video"]
+    df["original"] = df["original"].where(df["original"].str.len() > 0, df["video"])
+    return df, path.parent
+
+
+def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackRecord]:
+    """Groups index rows into face tracks, (video, track) in sorted order, crops sorted by frame."""
+    root = Path(root)
+    tracks = []
+    for (video, track), rows in df.groupby(["video", "track"], sort=True):
+        rows = rows.sort_values("frame", kind="stable")
+        first = rows.iloc[0]
+        if rows["label"].nunique() > 1:
+            raise IndexFileError(f"video {video} has rows with both labels")
+        tracks.append(FaceTrackRecord(
+            video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
+            split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
+            crops=[str(root / c) for c in rows["crop"]],
+        ))
+    return tracks
+
+
+def _unit_hash(text: str, seed: int) -> float:
+    """A stable number in [0, 1) for a string (the same on every machine and Python run)."""
+    digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_original(originals: Sequence[str], val_fraction: float, test_fraction: float = 0.0,
+                      seed: int = 0) -> dict[str, str]:
+    """Deterministic split of source videos: {original: "train" | "val" | "test"}.
+
+    Each original goes by a hash of its name, so a fake and the real video it was made from always land in the
+    same split, and adding videos to a dataset never moves the ones already there. Small sets are kept usable:
+    when the hash leaves a requested split empty, the original with the lowest hash moves into it.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
+                         f"and sum to < 1")
+    unique = sorted(set(originals))
+    h = {o: _unit_hash(o, seed) for o in unique}
+    out = {o: "val" if h[o] < val_fraction else "test" if h[o] < val_fraction + test_fraction else "train"
+           for o in unique}
+    for name, fraction in (("val", val_fraction), ("test", test_fraction)):
+        members = [o for o in unique if out[o] == "train"]
+        if fraction > 0 and name not in out.values() and len(members) > 1:
+            out[min(members, key=lambda o: h[o])] = name
+    return out
+
+
+def _extraction_settings(index_dir: Path, tracks: list[FaceTrackRecord]) -> dict[str, Any]:
+    """`margin` and `stride` the crops were made with: from `extract_config.json` (written by `deepfake-extract`
+    beside the index), else the stride is inferred from the frame steps in the index."""
+    try:
+        data = json.loads((index_dir / EXTRACT_SETTINGS).read_text())
+    except (OSError, ValueError):
+        data = {}
+    found = {k: data[k] for k in ("margin", "stride") if isinstance(data, dict) and data.get(k) is not None}
+    if "stride" not in found:
+        steps = np.concatenate([np.diff(t.frames) for t in tracks if len(t.frames) > 1] or [np.array([1])])
+        found["stride"] = int(max(1, np.median(steps)))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentations (DFDC winners' set), each scaled by `strength`.
+
+    Args:
+        strength: scales every probability and magnitude below; 1.0 is the DFDC-style default (JPEG quality
+            60-100, shift 10 %, scale 20 %, rotation 10 degrees, ...), 0 leaves flips only. At most 2.
+        flip: horizontal flips (p 0.5, not scaled).
+        jpeg: JPEG re-compression, quality from 100 - 40 * strength to 100.
+        noise: Gaussian noise.
+        blur: Gaussian blur.
+        color: brightness/contrast or hue/saturation/value jitter.
+        gray: conversion to grey.
+        geometric: shift, scale and rotation (the face stays roughly centred).
+        cutout: face-part cut-out: blacks out the eyes, nose, mouth or one half of the face, placed from the
+            crop margin, so the model can't rely on one region.
+        perturb: DeeperForensics-1.0 distortions as augmentation: keyword arguments of
+            `deepfake.perturb.DeeperForensicsDistortion` (e.g. `{mode: sing, levels: [1, 5], p: 0.3}`; `mode:
+            mix` for std/mix-style training); None: off.
+    """
+
+    strength: float = 1.0
+    flip: bool = True
+    jpeg: bool = True
+    noise: bool = True
+    blur: bool = True
+    color: bool = True
+    gray: bool = True
+    geometric: bool = True
+    cutout: bool = True
+    perturb: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.strength, (int, float)) and 0.0 <= self.strength <= 2.0):
+            raise ValueError(f"augment strength must be in [0, 2], got {self.strength!r}")
+        if self.perturb is not None and not isinstance(self.perturb, dict):
+            raise ValueError(f"augment perturb must be a mapping of DeeperForensicsDistortion arguments or null, "
+                             f"got {self.perturb!r}")
+
+
+class FacePartCutout(A.ImageOnlyTransform):
+    """Blacks out one part of the face (eyes, nose, mouth, left or right half) in a face crop.
+
+    The DFDC winners cut out face parts found by landmarks; the index has no landmarks, so the parts are placed
+    from the crop's geometry: extraction centres the face box with `margin` of its size on each side, and the
+    parts sit at their usual places in a frontal face box, jittered. All images of one call get the same part.
+
+    Args:
+        margin: the crop margin per side, as a fraction of the face box.
+        p: probability of applying the transform.
+    """
+
+    # (x1, y1, x2, y2) as fractions of the face box.
+    PARTS = {
+        "eyes": (0.08, 0.22, 0.92, 0.52),
+        "nose": (0.35, 0.35, 0.65, 0.72),
+        "mouth": (0.22, 0.65, 0.78, 0.92),
+        "left": (0.0, 0.0, 0.5, 1.0),
+        "right": (0.5, 0.0, 1.0, 1.0),
+    }
+
+    def __init__(self, margin: float = DEFAULT_MARGIN, p: float = 0.5) -> None:
+        super().__init__(p=p)
+        if not 0.0 <= margin <= 2.0:
+            raise ValueError(f"margin must be in [0, 2], got {margin}")
+        self.margin = float(margin)
+
+    def get_params(self) -> dict:
+        """Draw the part and its jitter: `box` as fractions of the crop."""
+        rng = self.random_generator
+        names = list(self.PARTS)
+        x1, y1, x2, y2 = self.PARTS[names[int(rng.integers(len(names)))]]
+        jx, jy = rng.uniform(-0.06, 0.06, size=2)
+        scale = 1.0 + 2.0 * self.margin
+        to_crop = lambda v, j: float(np.clip((self.margin + v + j) / scale, 0.0, 1.0))  # noqa: E731
+        return {"box": (to_crop(x1, jx), to_crop(y1, jy), to_crop(x2, jx), to_crop(y2, jy))}
+
+    def apply(self, img: np.ndarray, box: tuple = (0.0, 0.0, 0.0, 0.0), **params) -> np.ndarray:
+        """Cut the drawn part out of one image."""
+        h, w = img.shape[:2]
+        x1, y1, x2, y2 = int(box[0] * w), int(box[1] * h), int(math.ceil(box[2] * w)), int(math.ceil(box[3] * h))
+        out = img.copy()
+        out[y1:y2, x1:x2] = 0
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("margin",)
+
+
+def build_augment(cfg: AugmentConfig, margin: float = DEFAULT_MARGIN) -> A.Compose | None:
+    """The albumentations pipeline for `cfg`; call it as `pipeline(images=frames)` with frames (T, H, W, 3) uint8.
+
+    Args:
+        cfg: which augmentations and how strong.
+        margin: crop margin the crops were made with (places the face-part cut-out).
+
+    Returns:
+        The pipeline, or None when nothing is enabled.
+    """
+    s = float(cfg.strength)
+    p = lambda base: float(min(1.0, base * s))  # noqa: E731
+    t: list[A.BasicTransform] = []
+    if cfg.flip:
+        t.append(A.HorizontalFlip(p=0.5))
+    if s > 0:
+        if cfg.geometric:
+            t.append(A.Affine(translate_percent=(-0.1 * s, 0.1 * s), scale=(1 - 0.2 * min(s, 1.5), 1 + 0.2 * s),
+                              rotate=(-10 * s, 10 * s), border_mode=cv2.BORDER_CONSTANT, fill=0, p=p(0.5)))
+        if cfg.color:
+            t.append(A.OneOf([
+                A.RandomBrightnessContrast(brightness_limit=0.2 * s, contrast_limit=0.2 * s),
+                A.HueSaturationValue(hue_shift_limit=10 * s, sat_shift_limit=20 * s, val_shift_limit=15 * s),
+            ], p=p(0.5)))
+        if cfg.gray:
+            t.append(A.ToGray(p=p(0.1)))
+        if cfg.cutout:
+            t.append(FacePartCutout(margin=margin, p=p(0.25)))
+        if cfg.blur:
+            t.append(A.GaussianBlur(blur_limit=(3, 3 + 2 * max(0, round(s))), sigma_limit=(0.3, 0.3 + s), p=p(0.1)))
+        if cfg.noise:
+            t.append(A.GaussNoise(std_range=(0.005, 0.005 + 0.03 * s), p=p(0.1)))
+        if cfg.jpeg:
+            t.append(A.ImageCompression(quality_range=(max(10, round(100 - 40 * s)), 100), p=p(0.5)))
+    if cfg.perturb:
+        from deepfake.perturb import DeeperForensicsDistortion  # lazy: optional, and pulls in PyAV
+
+        t.append(DeeperForensicsDistortion(**cfg.perturb))
+    return A.Compose(t) if t else None
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+
+
+def _read_crop(path: str, size: int) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"cannot read face crop {path} (missing or not an image); re-run extraction")
+    if img.shape[0] != size or img.shape[1] != size:
+        shrink = img.shape[0] > size or img.shape[1] > size
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class FaceSequenceDataset(Dataset):
+    """Windows of `seq_len` consecutive crops of one face track.
+
+    Args:
+        tracks: the face tracks (`load_tracks`).
+        seq_len: T, frames per sequence.
+        img_size: crops are resized to img_size x img_size when they differ.
+        train: True draws one random window per track and item (use a sampler over tracks); False uses fixed
+            windows (`eval_windows`).
+        transform: albumentations pipeline applied as `transform(images=...)` (same parameters for every frame).
+        eval_windows: "all": every track cut into consecutive windows (the tail that does not fill a window is
+            dropped unless the track is shorter than T); "center": the centred window of each track.
+
+    Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
+    item), `track` (index into `tracks`), `video` (index into `videos`).
+    """
+
+    def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
+                 transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all") -> None:
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        if eval_windows not in ("all", "center"):
+            raise ValueError(f"eval_windows must be 'all' or 'center', got {eval_windows!r}")
+        if not tracks:
+            raise ValueError("no face tracks to make sequences from")
+        self.tracks = list(tracks)
+        self.seq_len = int(seq_len)
+        self.img_size = int(img_size)
+        self.train = bool(train)
+        self.transform = transform
+        self.videos = sorted({t.video for t in self.tracks})
+        video_ids = {v: i for i, v in enumerate(self.videos)}
+        self._video_of_track = [video_ids[t.video] for t in self.tracks]
+        self.items: list[tuple[int, int]] = []  # (track index, window start; -1: random)
+        for i, t in enumerate(self.tracks):
+            n = len(t.crops)
+            if self.train:
+                self.items.append((i, -1))
+            elif eval_windows == "center" or n <= self.seq_len:
+                self.items.append((i, max(0, (n - self.seq_len) // 2)))
+            else:
+                self.items.extend((i, s) for s in range(0, n - self.seq_len + 1, self.seq_len))
+        self._seed: int | None = None
+        self._rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(len,) label of each item."""
+        return np.array([self.tracks[t].label for t, _ in self.items], dtype=np.int64)
+
+    def windows_per_item(self) -> np.ndarray:
+        """(len,) how many non-overlapping windows each item's track holds (at least 1)."""
+        return np.array([max(1, len(self.tracks[t].crops) // self.seq_len) for t, _ in self.items], dtype=np.int64)
+
+    def _random(self) -> np.random.Generator:
+        # DataLoader workers are forked with copies of the same generators; reseed from the worker's own seed
+        # (different per worker and epoch, reproducible under seed_everything) so they don't repeat each other.
+        info = get_worker_info()
+        seed = int(info.seed if info is not None else torch.initial_seed())
+        if seed != self._seed:
+            self._seed = seed
+            self._rng = np.random.default_rng(seed)
+            if self.transform is not None:
+                self.transform.set_random_seed(seed % 2**32)
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        track_index, start = self.items[index]
+        track = self.tracks[track_index]
+        n, t = len(track.crops), self.seq_len
+        rng = self._random() if self.train or self.transform is not None else None
+        if self.train:
+            start = int(rng.integers(0, n - t + 1)) if n > t else 0
+        paths = track.crops[start:start + t]
+        frames = np.stack([_read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
+        if self.transform is not None:
+            frames = self.transform(images=frames)["images"]  # same random parameters for every frame
+        length = len(paths)
+        out = torch.zeros((t, 3, self.img_size, self.img_size), dtype=torch.uint8)
+        out[:length] = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        return {"frames": out, "length": length, "label": float(track.label), "index": index,
+                "track": track_index, "video": self._video_of_track[track_index]}
+
+
+class BalancedSampler(Sampler[int]):
+    """Draws `num_samples` items with replacement, real and fake equally often (weights per class sum to 1/2).
+
+    Within a class an item is drawn in proportion to `weights` (e.g. windows in its track, so an epoch covers
+    long tracks more). The order depends only on `seed` and the epoch (`set_epoch`, or counted per pass when
+    nobody calls it, as under Lightning's distributed wrapper), so every DDP rank sees the same sequence.
+    With `balance=False` classes keep their natural proportions.
+    """
+
+    def __init__(self, labels: Sequence[int], num_samples: int, weights: Sequence[float] | None = None,
+                 balance: bool = True, seed: int = 0) -> None:
+        labels = np.asarray(labels)
+        w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if balance:
+            for c in (0, 1):
+                members = labels == c
+                if members.any():
+                    w[members] = w[members] / w[members].sum()
+        self.weights = torch.as_tensor(w / w.sum(), dtype=torch.float64)
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.epoch: int | None = None
+        self._passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch, which picks the order of the next pass."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch if self.epoch is not None else self._passes
+        self._passes += 1
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# ------------------------------------------------------------------------------------------------ datamodule
+
+
+class FaceSequenceDataModule(pl.LightningDataModule):
+    """Loads `index.csv` and serves train/val/test sequences of face crops.
+
+    Args:
+        index: `index.csv` or the folder holding it (`deepfake-extract` output).
+        seq_len: T, frames per sequence.
+        img_size: crop side fed to the model; None takes the model's (`net.img_size`, from the backbone).
+        batch_size: sequences per batch (per device).
+        eval_batch_size: sequences per validation/test batch; None: batch_size.
+        num_workers: loader processes per device; 0 loads in the training process.
+        pin_memory: page-locked host memory for faster copies to the GPU; None: on when CUDA is available.
+        persistent_workers: keep workers alive between epochs (with num_workers > 0).
+        augment: training augmentations.
+        balance: draw real and fake sequences equally often in training (DFDC is about 84 % fake).
+        epoch_size: training sequences per epoch; None: as many as the training tracks hold non-overlapping
+            windows.
+        val_fraction: share of source videos (`original`) held out for validation when the index gives no
+            `val` split (by a hash of the original's name: stable, and never splits a fake from its source).
+        test_fraction: share held out for testing the same way when the index gives no `test` split.
+        split_seed: seed of that hash split.
+        eval_windows: "all" (every consecutive window of a track, as `deepfake predict` scores) or "center".
+        margin: face box margin the crops were cut with (placing the face-part cut-out; recorded in the
+            exported detector); None: from the extraction's settings beside the index, else 0.3.
+        stride: video frames between crops (recorded in the exported detector); None: from the extraction's
+            settings, else the median frame step in the index.
+
+    Progressive learning (issue 7) may change `img_size`, `train_img_size` and `augment.strength` between epochs:
+    the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
+    `reload_dataloaders_every_n_epochs=1`).
+    """
+
+    def __init__(
+        self,
+        index: str,
+        seq_len: int = 10,
+        img_size: int | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        augment: AugmentConfig | None = None,
+        balance: bool = True,
+        epoch_size: int | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.0,
+        split_seed: int = 0,
+        eval_windows: Literal["all", "center"] = "all",
+        margin: float | None = None,
+        stride: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(augment, dict):
+            augment = AugmentConfig(**augment)
+        checks = [
+            (seq_len >= 1, f"seq_len must be >= 1, got {seq_len}"),
+            (img_size is None or 16 <= img_size <= 2048, f"img_size must be in [16, 2048] or null, got {img_size}"),
+            (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
+            (eval_batch_size is None or eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {eval_batch_size}"),
+            (num_workers >= 0, f"num_workers must be >= 0, got {num_workers}"),
+            (epoch_size is None or epoch_size >= 1, f"epoch_size must be >= 1 or null, got {epoch_size}"),
+            (eval_windows in ("all", "center"), f"eval_windows must be 'all' or 'center', got {eval_windows!r}"),
+            (margin is None or 0 <= margin <= 2, f"margin must be in [0, 2] or null, got {margin}"),
+            (stride is None or stride >= 1, f"stride must be >= 1 or null, got {stride}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        split_by_original(["x"], val_fraction, test_fraction)  # validates the fractions
+        self.index = str(index)
+        self.seq_len = int(seq_len)
+        self.img_size = img_size
+        self.train_img_size: int | None = None
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.balance = bool(balance)
+        self.epoch_size = epoch_size
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.eval_windows = eval_windows
+        self.margin = margin
+        self.stride = stride
+        self.tracks: dict[str, list[FaceTrackRecord]] = {}
+        self._datasets: dict[str, FaceSequenceDataset] = {}
+
+    # ------------------------------------------------------------------------------------------------- setup
+
+    def setup(self, stage: str | None = None) -> None:
+        """Reads the index, splits it, and resolves the image size (from the model when not given)."""
+        if self.tracks:
+            return
+        df, root = read_index(self.index)
+        tracks = load_tracks(df, root)
+        given = {t.split for t in tracks} - {""}
+        need = {"val": self.val_fraction if "val" not in given else 0.0,
+                "test": self.test_fraction if "test" not in given else 0.0}
+        unsplit = [t for t in tracks if t.split == "" or (t.split == "train" and (need["val"] or need["test"]))]
+        if unsplit:
+            assignment = split_by_original([t.original for t in unsplit], need["val"], need["test"], self.split_seed)
+            for t in unsplit:
+                t.split = assignment[t.original]
+        self.tracks = {name: [t for t in tracks if t.split == name] for name in SPLITS}
+        settings = _extraction_settings(root, tracks)
+        if self.margin is None:
+            self.margin = float(settings.get("margin", DEFAULT_MARGIN))
+        if self.stride is None:
+            self.stride = int(settings["stride"])
+        if self.img_size is None:
+            net = getattr(getattr(self, "trainer", None) and self.trainer.lightning_module, "net", None)
+            if net is None or not getattr(net, "img_size", None):
+                raise ValueError("img_size is not set and there is no model to take it from; pass img_size")
+            self.img_size = int(net.img_size)
+        counts = {k: (sum(t.label == 0 for t in v), sum(t.label == 1 for t in v)) for k, v in self.tracks.items()}
+        log.info("face tracks (real, fake): %s", counts)
+        if not self.tracks["train"] and stage in (None, "fit"):
+            raise IndexFileError(f"{self.index}: no training tracks after the split")
+
+    def extraction_meta(self) -> dict[str, Any]:
+        """What the exported detector records about the data: `seq_len`, `margin`, `stride`."""
+        return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride}
+
+    # --------------------------------------------------------------------------------------------- loaders
+
+    def _dataset(self, split: str) -> FaceSequenceDataset:
+        tracks = self.tracks.get(split) if self.tracks else None
+        if tracks is None:
+            self.setup()
+            tracks = self.tracks[split]
+        if not tracks:
+            raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
+                              f"or give rows split={split} in the index)")
+        if split == "train":
+            size = int(self.train_img_size or self.img_size)
+            return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
+                                       transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN))
+        if split not in self._datasets or self._datasets[split].img_size != self.img_size:
+            self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
+                                                        eval_windows=self.eval_windows)
+        return self._datasets[split]
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers, drop_last=False,
+                          prefetch_factor=4 if self.num_workers > 0 else None)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self._dataset("train")
+        windows = ds.windows_per_item()
+        sampler = BalancedSampler(ds.labels, self.epoch_size or int(windows.sum()), weights=windows,
+                                  balance=self.balance, seed=torch.initial_seed() % 2**31)
+        return self._loader(ds, self.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"), self.eval_batch_size)
+
+    def eval_dataset(self, stage: str) -> FaceSequenceDataset:
+        """The dataset behind the `val` or `test` loader (its `tracks` and `videos` name the items' indices)."""
+        return self._dataset(stage)
