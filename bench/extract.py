@@ -105,7 +105,7 @@ def compare(args, clips: Path) -> None:
     videos, truth = read_truth(clips)
     config = ex.ExtractConfig(stride=args.stride, device=args.device, detect_size=args.detect_size,
                               detect_every=args.detect_every, batch_size=args.batch_size, factor=args.factor,
-                              min_face_size=args.min_face_size, decode_device=args.decode_device)
+                              min_face_size=args.min_face_size)
     extractor = ex.FaceExtractor(config)
     device = extractor.device
     baseline = MTCNN(keep_all=True, device=device)
@@ -177,7 +177,6 @@ def throughput(args, clips: Path) -> None:
         cli = [str(folder), str(out), "--layout", "folder", "--stride", str(args.stride), "--device", args.device,
                "--workers", str(args.workers), "--detect-size", str(args.detect_size), "--detect-every",
                str(args.detect_every), "--batch-size", str(args.batch_size), "--no-progress",
-               "--decode-device", args.decode_device,
                "--reuse-original-boxes" if reuse else "--no-reuse-original-boxes"]
         t = time.perf_counter()
         status = ex.main(cli)
@@ -203,7 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factor", type=float, default=ex.ExtractConfig.factor)
     p.add_argument("--min-face-size", type=int, default=ex.ExtractConfig.min_face_size)
     p.add_argument("--batch-size", type=int, default=0)
-    p.add_argument("--decode-device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--naive-clips", type=int, default=1, help="clips to run the (slow) naive baseline on")
     p.add_argument("--workers", type=int, default=ex._default_workers(), help="throughput mode: decode processes")
     p.add_argument("--copies", type=int, default=5, help="throughput mode: hard-linked copies of each clip")

@@ -93,11 +93,10 @@ class ExtractConfig:
         min_track_len: tracks with fewer sampled frames are dropped (capped at the frames sampled).
         min_track_score: tracks whose mean detector probability is below this are dropped.
         batch_size: frames per detector call (0: 1 on CPU, where batching does not help, 128 on GPU).
-        chunk_mb: memory for decoded full-size frames held at once (per video being decoded).
+        chunk_mb: memory for one chunk of decoded full-size frames (up to 16 frames; three chunks are held at
+            once per video: one being detected, two decoded ahead).
         decode_threads: FFmpeg decoding threads per video (0: FFmpeg decides; worker processes default to their
             share of the cores).
-        decode_device: ``cpu``, or ``cuda`` to decode on the GPU's video decoder (NVDEC) through FFmpeg, falling
-            back to the CPU for streams it can't decode.
         quality: JPEG quality of the crops written by `deepfake-extract`.
     """
 
@@ -119,7 +118,6 @@ class ExtractConfig:
     batch_size: int = 0
     chunk_mb: int = 256
     decode_threads: int = 0
-    decode_device: str = "cpu"
     quality: int = 90
 
     def __post_init__(self) -> None:
@@ -149,7 +147,6 @@ class ExtractConfig:
         need(0 <= self.min_track_score < 1, f"min_track_score must be in [0, 1), got {self.min_track_score}")
         need(self.batch_size >= 0 and self.chunk_mb >= 1 and self.decode_threads >= 0,
              "batch_size and decode_threads must be >= 0, chunk_mb >= 1")
-        need(self.decode_device in ("cpu", "cuda"), f"decode_device must be cpu or cuda, got {self.decode_device!r}")
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
 
 
@@ -347,8 +344,7 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
     idxs: list[int] = []
     frames: list[np.ndarray] = []
     smalls: list[np.ndarray] = []
-    hwaccel = None if config.decode_device == "cpu" else config.decode_device
-    for index, frame in iter_frames(path, config.stride, threads=config.decode_threads, stats=stats, hwaccel=hwaccel):
+    for index, frame in iter_frames(path, config.stride, threads=config.decode_threads, stats=stats):
         idxs.append(index)
         frames.append(frame)
         if small_size is not None:
@@ -420,13 +416,14 @@ def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = Non
         reuse_map = reuse.by_frame()
     scale = min(1.0, config.detect_size / max(info.width, info.height))
     small_size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-    chunk_len = int(max(4, min(256, config.chunk_mb * 2**20 // max(1, info.width * info.height * 3))))
+    # Small chunks keep decoding (background thread) and detection overlapped; chunk_mb bounds memory for 4K.
+    chunk_len = int(max(2, min(16, config.chunk_mb * 2**20 // max(1, info.width * info.height * 3))))
     tracker = Tracker(config.link_iou, config.max_gap)
     reused: dict[int, tuple[list, list, list]] = {}  # track -> frames, boxes, scores (when reusing boxes)
     crops: dict[int, list] = {}
     stats: dict = {}
     n_sampled = 0
-    chunks = _prefetch(_chunks(path, config, chunk_len, None if reuse_map is not None else small_size, stats))
+    chunks = _prefetch(_chunks(path, config, chunk_len, None if reuse_map is not None else small_size, stats), 2)
     try:
         for idxs, frames, small in chunks:
             n_sampled += len(idxs)
@@ -492,9 +489,17 @@ class _Job:
     reuse_from: int | None = None  # key of the job whose boxes this one reuses (a DFDC fake's original)
 
 
-def _worker_main(wid: int, config: ExtractConfig, jpeg: bool, tasks, results, replies) -> None:
-    """Worker process loop: take a video, decode it, ask the main process for detections, send back faces."""
+def _worker_main(wid: int, config: ExtractConfig, jpeg: bool, torch_threads: int, tasks, results) -> None:
+    """Worker process loop: take a video, decode, detect, track and crop it, send back its faces."""
+    import torch
+
     cv2.setNumThreads(1)
+    torch.set_num_threads(torch_threads)
+    try:
+        detector = FaceDetector(config)
+    except Exception as err:  # e.g. CUDA out of memory: every video of this worker would fail the same way
+        results.put(("fatal", wid, None, f"{type(err).__name__}: {err}"))
+        return
     while True:
         task = tasks.get()
         if task is None:
@@ -502,31 +507,32 @@ def _worker_main(wid: int, config: ExtractConfig, jpeg: bool, tasks, results, re
         key, path, reuse = task
         results.put(("start", wid, key, None))
         try:
-            job = _video_job(path, config, reuse, jpeg)
-            request = next(job)
-            while True:
-                results.put(("detect", wid, key, request.frames))
-                request = job.send(replies.get())
-        except StopIteration as stop:
-            results.put(("done", wid, key, stop.value))
+            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg), detector)
         except VideoError as err:
-            results.put(("done", wid, key, err))
+            result = err
         except Exception as err:  # a bug or a resource problem: record it, keep the run going
-            results.put(("done", wid, key, VideoError(f"internal error: {type(err).__name__}: {err}")))
+            result = VideoError(f"internal error: {type(err).__name__}: {err}")
             traceback.print_exc()
+        results.put(("done", wid, key, result))
 
 
 class _Pool:
-    """N decode workers (spawned processes) fed from one task queue; the caller runs detection."""
+    """N worker processes (spawned), each decoding, detecting and cropping whole videos from one task queue.
+
+    Each worker has its own detector: MTCNN's cost is mostly Python work per frame and per candidate box, so
+    detecting in every worker (on the CPU, or on one shared GPU) scales with the cores, where one detecting
+    process fed by the others would be the bottleneck.
+    """
 
     def __init__(self, workers: int, config: ExtractConfig, jpeg: bool) -> None:
         self.ctx = mp.get_context("spawn")  # fork after CUDA init is unsafe; spawn is safe everywhere
+        cpus = _cpu_count()
         if config.decode_threads == 0:  # share the cores instead of every worker starting one thread per core
-            config = dataclasses.replace(config, decode_threads=max(1, _cpu_count() // workers))
+            config = dataclasses.replace(config, decode_threads=max(1, cpus // workers))
+        self.torch_threads = max(1, cpus // workers)
         self.config, self.jpeg = config, jpeg
         self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue()
-        self.replies = [self.ctx.Queue() for _ in range(workers)]
         self.procs: list = [None] * workers
         self.current: dict[int, int | None] = {}
         for wid in range(workers):
@@ -534,7 +540,7 @@ class _Pool:
 
     def _start(self, wid: int) -> None:
         proc = self.ctx.Process(target=_worker_main, daemon=True,
-                                args=(wid, self.config, self.jpeg, self.tasks, self.results, self.replies[wid]))
+                                args=(wid, self.config, self.jpeg, self.torch_threads, self.tasks, self.results))
         proc.start()
         self.procs[wid] = proc
         self.current[wid] = None
@@ -550,7 +556,6 @@ class _Pool:
                 key = self.current.get(wid)
                 if key is not None:
                     lost.append((key, f"worker process died (exit code {proc.exitcode}) on this video"))
-                self.replies[wid] = self.ctx.Queue()
                 self._start(wid)
         return lost
 
@@ -573,8 +578,9 @@ class FaceExtractor:
 
     Args:
         config: settings; defaults to `ExtractConfig()`.
-        workers: decode processes for `extract_many` (0: decode on a thread of this process, which already
-            overlaps decoding with detection; N > 0 helps with many videos and a GPU).
+        workers: processes for `extract_many`, each extracting whole videos with its own detector (0: this
+            process, decoding on a thread so that decoding overlaps detection; N > 0 uses N cores, or keeps one
+            GPU busy from N processes).
 
     Example:
         >>> extractor = FaceExtractor(ExtractConfig(stride=5, margin=0.3, size=240, device="auto"))
@@ -674,17 +680,11 @@ class FaceExtractor:
                 if time.monotonic() - last_check > 2.0:
                     last_check = time.monotonic()
                     messages += [("done", -1, key, VideoError(reason)) for key, reason in pool.dead_jobs()]
-                while True:
-                    try:
-                        messages.append(pool.results.get_nowait())
-                    except queue.Empty:
-                        break
-                requests = []
                 for kind, wid, key, payload in messages:
+                    if kind == "fatal":
+                        raise RuntimeError(f"extraction worker could not start its detector: {payload}")
                     if kind == "start":
                         pool.current[wid] = key
-                    elif kind == "detect":
-                        requests.append((wid, payload))
                     elif kind == "done" and key in unfinished:
                         if wid >= 0:
                             pool.current[wid] = None
@@ -693,21 +693,8 @@ class FaceExtractor:
                         if keep_boxes and isinstance(payload, VideoFaces):
                             keep_boxes(by_key[key], payload)
                         yield by_key[key], payload
-                self._serve(pool, requests)
         finally:
             pool.close()
-
-    def _serve(self, pool: _Pool, requests: list[tuple[int, np.ndarray]]) -> None:
-        """Run the detector on the frames of several requests at once (same-size frames batch together)."""
-        by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
-        for wid, frames in requests:
-            by_shape.setdefault(frames.shape[1:], []).append((wid, frames))
-        for group in by_shape.values():
-            results = self.detector.detect(np.concatenate([f for _, f in group]))
-            start = 0
-            for wid, frames in group:
-                pool.replies[wid].put(results[start:start + len(frames)])
-                start += len(frames)
 
 
 def extract_faces(path: str | os.PathLike, config: ExtractConfig | None = None) -> VideoFaces:
@@ -919,8 +906,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=d.size, help="crop side in pixels (default %(default)s)")
     p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
     p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--decode-device", default=d.decode_device, choices=["cpu", "cuda"],
-                   help="decode on the CPU, or on the GPU's video decoder (NVDEC) (default %(default)s)")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes; 0 decodes in this process (default: CPU cores - 1, at most 16)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -973,7 +958,7 @@ def main(args: list[str] | None = None) -> int:
                                detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
                                min_score=opts.min_score, detect_every=opts.detect_every,
                                min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,
-                               batch_size=opts.batch_size, quality=opts.quality, decode_device=opts.decode_device)
+                               batch_size=opts.batch_size, quality=opts.quality)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2

@@ -75,17 +75,12 @@ def _check_file(path: Path) -> None:
         raise VideoError("empty file (0 bytes)")
 
 
-def _open(path: Path, hwaccel: str | None = None):
+def _open(path: Path):
     """Open the container and its first video stream, mapping every FFmpeg complaint to a VideoError."""
     import av
 
     try:
-        accel = None
-        if hwaccel:
-            from av.codec.hwaccel import HWAccel
-
-            accel = HWAccel(device_type=hwaccel, allow_software_fallback=True)
-        container = av.open(os.fspath(path), mode="r", metadata_errors="ignore", hwaccel=accel)
+        container = av.open(os.fspath(path), mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError:
         raise VideoError("not a video, or truncated/corrupt (FFmpeg: invalid data; e.g. moov atom missing)") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
@@ -162,8 +157,7 @@ def _first_frame(container, stream):
 
 
 def iter_frames(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, min_complete: float = 0.9,
-                stats: dict | None = None, skip_unneeded: bool = True,
-                hwaccel: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                stats: dict | None = None, skip_unneeded: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Stream every `stride`-th frame of a video (frames 0, stride, 2*stride, ...), decoding the file once.
 
     Only the kept frames are converted to RGB; no more than one decoded frame is held at a time (plus the
@@ -181,8 +175,6 @@ def iter_frames(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, m
             file was cut short, which is an error (a truncated download should not pass for a short clip).
         stats: when given, ``stats["n_frames"]`` is set to the number of frames in the stream once it ends.
         skip_unneeded: skip decoding frames nothing needs (see above); False decodes every frame.
-        hwaccel: FFmpeg hardware decoding device type (``cuda`` for NVDEC); frames still come back as RGB arrays
-            in memory, and a stream the device can't decode falls back to software.
 
     Yields:
         (frame index, upright (H, W, 3) uint8 RGB array).
@@ -197,7 +189,7 @@ def iter_frames(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, m
         raise ValueError(f"stride must be >= 1, got {stride}")
     path = Path(path)
     _check_file(path)
-    container, stream = _open(path, hwaccel)
+    container, stream = _open(path)
     try:
         stream.thread_type = "SLICE" if threads == 1 else "AUTO"
         stream.thread_count = int(threads)
