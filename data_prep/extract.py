@@ -489,7 +489,7 @@ class _Job:
     reuse_from: int | None = None  # key of the job whose boxes this one reuses (a DFDC fake's original)
 
 
-def _worker_main(wid: int, config: ExtractConfig, jpeg: bool, torch_threads: int, tasks, results) -> None:
+def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, results) -> None:
     """Worker process loop: take a video, decode, detect, track and crop it, send back its faces."""
     import torch
 
@@ -504,7 +504,7 @@ def _worker_main(wid: int, config: ExtractConfig, jpeg: bool, torch_threads: int
         task = tasks.get()
         if task is None:
             return
-        key, path, reuse = task
+        key, path, reuse, jpeg = task
         results.put(("start", wid, key, None))
         try:
             result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg), detector)
@@ -524,13 +524,13 @@ class _Pool:
     process fed by the others would be the bottleneck.
     """
 
-    def __init__(self, workers: int, config: ExtractConfig, jpeg: bool) -> None:
+    def __init__(self, workers: int, config: ExtractConfig) -> None:
         self.ctx = mp.get_context("spawn")  # fork after CUDA init is unsafe; spawn is safe everywhere
         cpus = _cpu_count()
         if config.decode_threads == 0:  # share the cores instead of every worker starting one thread per core
             config = dataclasses.replace(config, decode_threads=max(1, cpus // workers))
         self.torch_threads = max(1, cpus // workers)
-        self.config, self.jpeg = config, jpeg
+        self.config = config
         self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue()
         self.procs: list = [None] * workers
@@ -540,13 +540,21 @@ class _Pool:
 
     def _start(self, wid: int) -> None:
         proc = self.ctx.Process(target=_worker_main, daemon=True,
-                                args=(wid, self.config, self.jpeg, self.torch_threads, self.tasks, self.results))
+                                args=(wid, self.config, self.torch_threads, self.tasks, self.results))
         proc.start()
         self.procs[wid] = proc
         self.current[wid] = None
 
-    def submit(self, key: int, path: str, reuse: _ReuseBoxes | None) -> None:
-        self.tasks.put((key, path, reuse))
+    def submit(self, key: tuple[int, int], path: str, reuse: _ReuseBoxes | None, jpeg: bool) -> None:
+        self.tasks.put((key, path, reuse, jpeg))
+
+    def cancel_queued(self) -> None:
+        """Drop tasks no worker has taken yet (after a caller stopped early)."""
+        while True:
+            try:
+                self.tasks.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
 
     def dead_jobs(self) -> list[tuple[int, str]]:
         """Jobs whose worker died (crashed or was killed); the worker is restarted."""
@@ -596,6 +604,26 @@ class FaceExtractor:
         self.workers = workers
         self.detector = FaceDetector(self.config)
         self.device = self.detector.device
+        self._pool: _Pool | None = None  # started on first use, kept for later calls (workers load MTCNN once)
+        self._run_id = 0
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they also stop with this process)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> FaceExtractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the daemon workers go with it
+            pass
 
     def extract(self, path: str | os.PathLike) -> VideoFaces:
         """Face tracks of one video.
@@ -651,7 +679,11 @@ class FaceExtractor:
         yield from self._run_pool(jobs, jpeg, keep_boxes, reuse_lookup)
 
     def _run_pool(self, jobs, jpeg, keep_boxes, reuse_lookup) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
-        pool = _Pool(self.workers, self.config, jpeg)
+        if self._pool is None:
+            self._pool = _Pool(self.workers, self.config)
+        pool = self._pool
+        self._run_id += 1
+        run = self._run_id  # results of an earlier call stopped midway carry another run id and are ignored
         by_key = {job.key: job for job in jobs}
         waiting = list(reversed(jobs))  # pop() from the end keeps input order
         unfinished = {job.key for job in jobs}
@@ -666,7 +698,7 @@ class FaceExtractor:
                     if job.reuse_from is not None and job.reuse_from in unfinished:
                         deferred.append(job)  # its original is still running: take it later
                         continue
-                    pool.submit(job.key, job.path, reuse_lookup(job) if reuse_lookup else None)
+                    pool.submit((run, job.key), job.path, reuse_lookup(job) if reuse_lookup else None, jpeg)
                     running.add(job.key)
                 waiting.extend(reversed(deferred))
                 if not running and waiting:  # only jobs waiting on jobs that can't finish: run them plainly
@@ -680,21 +712,25 @@ class FaceExtractor:
                 if time.monotonic() - last_check > 2.0:
                     last_check = time.monotonic()
                     messages += [("done", -1, key, VideoError(reason)) for key, reason in pool.dead_jobs()]
-                for kind, wid, key, payload in messages:
+                for kind, wid, tagged, payload in messages:
                     if kind == "fatal":
+                        self.close()
                         raise RuntimeError(f"extraction worker could not start its detector: {payload}")
                     if kind == "start":
-                        pool.current[wid] = key
-                    elif kind == "done" and key in unfinished:
-                        if wid >= 0:
-                            pool.current[wid] = None
+                        pool.current[wid] = tagged
+                        continue
+                    if wid >= 0:
+                        pool.current[wid] = None
+                    run_of, key = tagged
+                    if kind == "done" and run_of == run and key in unfinished:
                         unfinished.discard(key)
                         running.discard(key)
                         if keep_boxes and isinstance(payload, VideoFaces):
                             keep_boxes(by_key[key], payload)
                         yield by_key[key], payload
         finally:
-            pool.close()
+            if unfinished:
+                pool.cancel_queued()
 
 
 def extract_faces(path: str | os.PathLike, config: ExtractConfig | None = None) -> VideoFaces:
@@ -1055,9 +1091,11 @@ def main(args: list[str] | None = None) -> int:
             bar.set_postfix(tracks=n_new_tracks, failures=n_new_fail, refresh=False)
     except KeyboardInterrupt:
         bar.close()
+        extractor.close()
         print("deepfake-extract: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     bar.close()
+    extractor.close()
 
     index_text, failures_text, n_videos, n_tracks, n_failures = _assemble(out, records)
     if n == 1:
