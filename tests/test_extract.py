@@ -383,6 +383,12 @@ def test_dfdc_fakes_reuse_their_originals_boxes(dfdc, tmp_path):
     assert {(r["label"], r["split"], r["original"]) for r in fake_rows} == {("1", "train", "dfdc_train_part_0/real.mp4")}
 
 
+def test_no_reuse_original_boxes_detects_every_fake(dfdc, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(dfdc, out, "--no-reuse-original-boxes") == 0
+    assert json.loads((out / "parts" / "dfdc_train_part_0" / "fake.mp4.json").read_text())["boxes_from"] is None
+
+
 def test_shards_then_merge_equal_one_run(dfdc, messy, tmp_path, capsys):
     src = tmp_path / "src"
     (src / "real").mkdir(parents=True)
