@@ -22,11 +22,14 @@ For DFDC fakes whose `original` was extracted in the same run (or an earlier run
 original's boxes are reused when the fake has the same frame count and size: no detection at all, and crops
 aligned with the original's (`--reuse-original-boxes`, on by default).
 
-Scale (`deepfake-extract`): `--workers N` processes decode and crop while the main process runs the detector,
-batching the frames of all workers (GPU); `--shard K/N` takes a deterministic share of the videos (a fake
-always lands with its original); each finished video writes its crops and then, atomically, an index fragment
-under `OUT_DIR/parts/`, so a killed run resumes where it stopped; per-shard index files are merged into
-`index.csv` when all shards are there (or with `--merge`).
+Scale (`deepfake-extract`): `--workers N` processes each extract whole videos with their own detector (on the
+CPU, or all sharing one GPU): MTCNN's cost is mostly Python work per frame and per candidate box, so one
+detecting process fed by decoders would be the bottleneck. `--shard K/N` takes a deterministic share of the
+videos (a fake always lands with its original). Each finished video writes its crops (a folder renamed into
+place) and then, atomically, `OUT_DIR/parts/<video>.csv` (its index rows) and `<video>.json` (status), so a
+killed run resumes where it stopped; videos that failed to decode are retried by the next run, videos without
+a face are not. Per-shard `index.shard-K-of-N.csv` / `failures.shard-K-of-N.csv` are merged into `index.csv` /
+`failures.csv` by the shard that finishes last (or by `--merge`).
 """
 
 from __future__ import annotations
@@ -921,19 +924,21 @@ def _parse_shard(value: str) -> tuple[int, int]:
 
 
 def _default_workers() -> int:
-    return max(0, min(16, _cpu_count() - 1))
+    """One extraction process per core (at most 16); none on a single core, where in-process is as fast."""
+    cpus = _cpu_count()
+    return 0 if cpus < 2 else min(16, cpus)
 
 
 def _parser() -> argparse.ArgumentParser:
     d = ExtractConfig()
     p = argparse.ArgumentParser(
-        prog="deepfake-extract",
+        prog="deepfake-extract", usage="deepfake-extract SOURCE OUT_DIR [options]\n       deepfake-extract OUT_DIR --merge",
         description="Detect, track and crop the faces of a dataset's videos: OUT_DIR/crops/**.jpg + OUT_DIR/index.csv "
                     "(one row per crop), OUT_DIR/failures.csv (video,reason). Re-running resumes.",
         epilog="Sharding over N machines: run `deepfake-extract SRC OUT --shard K/N` for K = 0..N-1 into the same "
                "OUT (shared disk); the last shard to finish merges index.csv, or run `deepfake-extract OUT --merge`.")
-    p.add_argument("paths", nargs="+", metavar="SOURCE OUT_DIR", help="dataset folder and output folder "
-                   "(with --merge: just OUT_DIR)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="SOURCE (dataset folder) and OUT_DIR (output folder); "
+                   "with --merge just OUT_DIR")
     p.add_argument("--layout", default="auto", choices=["auto", "dfdc", "deeperforensics", "folder"],
                    help="dataset layout (default: auto, picked from what SOURCE contains)")
     p.add_argument("--stride", type=int, default=d.stride, help="keep every STRIDE-th frame (default %(default)s)")
@@ -943,7 +948,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
     p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--workers", type=int, default=None,
-                   help="decode processes; 0 decodes in this process (default: CPU cores - 1, at most 16)")
+                   help="processes that each extract whole videos with their own detector; 0: all in this process "
+                        "(default: one per CPU core, at most 16)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="frames per detector call (default: 1 on CPU, 128 on GPU)")
     p.add_argument("--detect-size", type=int, default=d.detect_size,
@@ -960,7 +966,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-track-score", type=float, default=d.min_track_score,
                    help="drop tracks with a lower mean detector probability (default %(default)s)")
     p.add_argument("--reuse-original-boxes", action=argparse.BooleanOptionalAction, default=True,
-                   help="crop a DFDC fake with its original's boxes when the original is in SOURCE (default on)")
+                   help="crop a fake with the boxes of its original (DFDC metadata.json, labels.csv) when that is "
+                        "in SOURCE and has the same frame count and size (default on)")
     p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="K/N",
                    help="process shard K of N (0-based); per-shard index files, merged when all are done")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into index.csv")
