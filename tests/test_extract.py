@@ -26,6 +26,18 @@ HOPPER_FACE = np.array([174, 120, 356, 340], np.float32)  # matplotlib's grace_h
 CPU = dict(device="cpu", stride=2, size=48)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """MTCNN on these small frames gains nothing from more threads, and idle OpenMP threads spinning on a busy
+    2-core machine slow everything else down; the setting is restored for the other test modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------------ test videos
 def _hopper() -> np.ndarray:
     with cbook.get_sample_data("grace_hopper.jpg") as f:
