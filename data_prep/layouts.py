@@ -253,6 +253,8 @@ def _folder(source: Path) -> LayoutResult:
         def resolve(name: str, where: str) -> str:
             name = name.strip().replace("\\", "/")
             name = name[2:] if name.startswith("./") else name
+            if name.startswith("/") or ".." in name.split("/"):
+                raise LayoutError(f"{where}: {name!r} is not inside the dataset folder (give a path relative to it)")
             if "/" in name or (source / name).exists():
                 return name
             matches = by_name.get(name, [])

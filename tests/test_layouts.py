@@ -134,6 +134,9 @@ def test_folder_labels_csv_errors(tmp_path):
     (tmp_path / "labels.csv").write_text("video,label\nreal/a.mp4,yes\n")
     with pytest.raises(LayoutError, match=r"labels.csv:2: unknown label 'yes'"):
         find_videos(tmp_path)
+    (tmp_path / "labels.csv").write_text("video,label\n../outside.mp4,real\n")
+    with pytest.raises(LayoutError, match="not inside the dataset folder"):
+        find_videos(tmp_path)
 
 
 def test_unknown_or_empty_source(tmp_path):
