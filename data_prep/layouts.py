@@ -180,6 +180,9 @@ def _dfdc(source: Path) -> LayoutResult:
             raise LayoutError(f"{meta_path}: expected an object mapping file names to entries")
         for name, entry in meta.items():
             where = f"{meta_path}: {name}"
+            for file_name in (name, (entry or {}).get("original") if isinstance(entry, dict) else None):
+                if file_name and ("/" in file_name or "\\" in file_name or file_name in (".", "..")):
+                    raise LayoutError(f"{where}: {file_name!r} is not a file name in the metadata's folder")
             if not isinstance(entry, dict) or "label" not in entry:
                 raise LayoutError(f"{where}: entry without a label")
             label = _label({"real": "real", "fake": "fake"}.get(str(entry["label"]).lower(), entry["label"]), where)
