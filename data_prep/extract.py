@@ -22,9 +22,9 @@ For DFDC fakes whose `original` was extracted in the same run (or an earlier run
 original's boxes are reused when the fake has the same frame count and size: no detection at all, and crops
 aligned with the original's (`--reuse-original-boxes`, on by default).
 
-Scale (`deepfake-extract`): `--workers N` processes each extract whole videos with their own detector (on the
-CPU, or all sharing one GPU): MTCNN's cost is mostly Python work per frame and per candidate box, so one
-detecting process fed by decoders would be the bottleneck. `--shard K/N` takes a deterministic share of the
+Scale (`deepfake-extract`): `--workers N` processes each extract whole videos: on the CPU each with its own
+detector; on a GPU they decode, track and crop while the main process detects for all of them, batching their
+frames (one process driving the GPU). `--shard K/N` takes a deterministic share of the
 videos (a fake always lands with its original). Each finished video writes its crops (a folder renamed into
 place) and then, atomically, `OUT_DIR/parts/<video>.csv` (its index rows) and `<video>.json` (status), so a
 killed run resumes where it stopped; videos that failed to decode are retried by the next run, videos without
@@ -492,22 +492,42 @@ class _Job:
     reuse_from: int | None = None  # key of the job whose boxes this one reuses (a DFDC fake's original)
 
 
-def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, results) -> None:
-    """Worker process loop: take a video, decode, detect, track and crop it, send back its faces."""
-    import torch
+class _RemoteDetector:
+    """A worker's stand-in for the detector when the main process detects for everyone (GPU mode)."""
 
+    def __init__(self, wid: int, key_of: Callable[[], object], results, replies) -> None:
+        self.wid, self.key_of, self.results, self.replies = wid, key_of, results, replies
+
+    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        self.results.put(("detect", self.wid, self.key_of(), frames))
+        return self.replies.get()
+
+
+def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, results, replies) -> None:
+    """Worker process loop: take a video, decode, detect, track and crop it, send back its faces.
+
+    With `replies` (GPU mode) the worker has no detector: it sends the detection copies of its frames to the main
+    process and waits for the boxes.
+    """
     cv2.setNumThreads(1)
-    torch.set_num_threads(torch_threads)
-    try:
-        detector = FaceDetector(config)
-    except Exception as err:  # e.g. CUDA out of memory: every video of this worker would fail the same way
-        results.put(("fatal", wid, None, f"{type(err).__name__}: {err}"))
-        return
+    current: list = [None]
+    if replies is None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        try:
+            detector = FaceDetector(config)
+        except Exception as err:  # e.g. CUDA out of memory: every video of this worker would fail the same way
+            results.put(("fatal", wid, None, f"{type(err).__name__}: {err}"))
+            return
+    else:
+        detector = _RemoteDetector(wid, lambda: current[0], results, replies)
     while True:
         task = tasks.get()
         if task is None:
             return
         key, path, reuse, jpeg = task
+        current[0] = key
         results.put(("start", wid, key, None))
         try:
             result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg), detector)
@@ -520,30 +540,34 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
 
 
 class _Pool:
-    """N worker processes (spawned), each decoding, detecting and cropping whole videos from one task queue.
+    """N worker processes (spawned) extracting whole videos from one task queue.
 
-    Each worker has its own detector: MTCNN's cost is mostly Python work per frame and per candidate box, so
-    detecting in every worker (on the CPU, or on one shared GPU) scales with the cores, where one detecting
-    process fed by the others would be the bottleneck.
+    On the CPU each worker has its own detector: MTCNN's cost there is arithmetic that scales with the cores.
+    On a GPU (`central_detection`), workers decode, track and crop, and the main process detects for all of them,
+    batching their frames: one process driving the GPU (measured on an H100: 2.7 clips/s for 15 workers feeding
+    one detector, 1.2-1.4 with 15 processes each detecting, in runs of 30-40 clips).
     """
 
-    def __init__(self, workers: int, config: ExtractConfig) -> None:
+    def __init__(self, workers: int, config: ExtractConfig, central_detection: bool) -> None:
         self.ctx = mp.get_context("spawn")  # fork after CUDA init is unsafe; spawn is safe everywhere
         cpus = _cpu_count()
         if config.decode_threads == 0:  # share the cores instead of every worker starting one thread per core
             config = dataclasses.replace(config, decode_threads=max(1, cpus // workers))
         self.torch_threads = max(1, cpus // workers)
         self.config = config
+        self.central = central_detection
         self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue()
+        self.replies: list = [None] * workers
         self.procs: list = [None] * workers
-        self.current: dict[int, int | None] = {}
+        self.current: dict[int, object] = {}
         for wid in range(workers):
             self._start(wid)
 
     def _start(self, wid: int) -> None:
-        proc = self.ctx.Process(target=_worker_main, daemon=True,
-                                args=(wid, self.config, self.torch_threads, self.tasks, self.results))
+        self.replies[wid] = self.ctx.Queue() if self.central else None
+        proc = self.ctx.Process(target=_worker_main, daemon=True, args=(
+            wid, self.config, self.torch_threads, self.tasks, self.results, self.replies[wid]))
         proc.start()
         self.procs[wid] = proc
         self.current[wid] = None
@@ -589,9 +613,10 @@ class FaceExtractor:
 
     Args:
         config: settings; defaults to `ExtractConfig()`.
-        workers: processes for `extract_many`, each extracting whole videos with its own detector (0: this
-            process, decoding on a thread so that decoding overlaps detection; N > 0 uses N cores, or keeps one
-            GPU busy from N processes).
+        workers: processes for `extract_many`, each extracting whole videos (0: this process, decoding on a
+            thread so that decoding overlaps detection). On the CPU each worker has its own detector; on a GPU
+            the workers decode, track and crop while this process detects for all of them in batches.
+        detect_in_main: force that choice (None: detect in this process on a GPU, in the workers on the CPU).
 
     Example:
         >>> extractor = FaceExtractor(ExtractConfig(stride=5, margin=0.3, size=240, device="auto"))
@@ -600,13 +625,16 @@ class FaceExtractor:
         ...     pass
     """
 
-    def __init__(self, config: ExtractConfig | None = None, workers: int = 0) -> None:
+    def __init__(self, config: ExtractConfig | None = None, workers: int = 0, *,
+                 detect_in_main: bool | None = None) -> None:
         self.config = config or ExtractConfig()
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.workers = workers
         self.detector = FaceDetector(self.config)
         self.device = self.detector.device
+        # With workers: detect in this process for all of them (default on a GPU) or in each worker (CPU).
+        self.detect_in_main = self.device.startswith("cuda") if detect_in_main is None else detect_in_main
         self._pool: _Pool | None = None  # started on first use, kept for later calls (workers load MTCNN once)
         self._run_id = 0
 
@@ -683,7 +711,7 @@ class FaceExtractor:
 
     def _run_pool(self, jobs, jpeg, keep_boxes, reuse_lookup) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
         if self._pool is None:
-            self._pool = _Pool(self.workers, self.config)
+            self._pool = _Pool(self.workers, self.config, central_detection=self.detect_in_main)
         pool = self._pool
         self._run_id += 1
         run = self._run_id  # results of an earlier call stopped midway carry another run id and are ignored
@@ -715,7 +743,11 @@ class FaceExtractor:
                 if time.monotonic() - last_check > 2.0:
                     last_check = time.monotonic()
                     messages += [("done", -1, key, VideoError(reason)) for key, reason in pool.dead_jobs()]
+                requests = []
                 for kind, wid, tagged, payload in messages:
+                    if kind == "detect":  # served whatever run it belongs to: the worker waits for it
+                        requests.append((wid, payload))
+                        continue
                     if kind == "fatal":
                         self.close()
                         raise RuntimeError(f"extraction worker could not start its detector: {payload}")
@@ -731,9 +763,27 @@ class FaceExtractor:
                         if keep_boxes and isinstance(payload, VideoFaces):
                             keep_boxes(by_key[key], payload)
                         yield by_key[key], payload
+                self._serve(pool, requests)
         finally:
             if unfinished:
                 pool.cancel_queued()
+
+    def _serve(self, pool: _Pool, requests: list[tuple[int, np.ndarray]]) -> None:
+        """Detect for workers (GPU mode): the frames of all pending requests of one size go in one batch."""
+        by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        for wid, frames in requests:
+            by_shape.setdefault(frames.shape[1:], []).append((wid, frames))
+        for group in by_shape.values():
+            results = self.detector.detect(np.concatenate([f for _, f in group]))
+            start = 0
+            for wid, frames in group:
+                if self.replies_ok(pool, wid):
+                    pool.replies[wid].put(results[start:start + len(frames)])
+                start += len(frames)
+
+    @staticmethod
+    def replies_ok(pool: _Pool, wid: int) -> bool:
+        return pool.replies[wid] is not None and pool.procs[wid].is_alive()
 
 
 def extract_faces(path: str | os.PathLike, config: ExtractConfig | None = None) -> VideoFaces:

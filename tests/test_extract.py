@@ -270,11 +270,16 @@ def test_extract_many_keeps_input_order_and_goes_on_after_errors(extractor, vide
     assert kinds == [1, "VideoError", "VideoError", 0, 2]
 
 
-def test_extract_many_with_worker_processes_matches_in_process(extractor, videos):
+@pytest.mark.parametrize("detect_in_main", [False, True], ids=["detect-in-workers", "detect-in-main"])
+def test_extract_many_with_worker_processes_matches_in_process(extractor, videos, detect_in_main):
+    """Both pool modes (CPU: workers detect; GPU: the main process detects for the workers) give the same faces."""
     names = ["two", "cut", "astro"]
     inline = dict(extractor.extract_many([videos[n][0] for n in names]))
-    pooled = FaceExtractor(ExtractConfig(**CPU), workers=1)
-    for path, result in pooled.extract_many([videos[n][0] for n in names]):
+    pooled = FaceExtractor(ExtractConfig(**CPU), workers=1, detect_in_main=detect_in_main)
+    results = list(pooled.extract_many([videos[n][0] for n in names]))
+    results += list(pooled.extract_many([videos["astro"][0]]))  # the pool is kept for the next call
+    pooled.close()
+    for path, result in results:
         if isinstance(inline[path], VideoError):
             assert isinstance(result, VideoError) and str(result) == str(inline[path])
             continue
