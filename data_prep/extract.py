@@ -119,7 +119,7 @@ class ExtractConfig:
     min_track_len: int = 5
     min_track_score: float = 0.95
     batch_size: int = 0
-    chunk_mb: int = 256
+    chunk_mb: int = 128
     decode_threads: int = 0
     quality: int = 90
 
