@@ -483,7 +483,7 @@ def _run_inline(job: Generator, detector: FaceDetector) -> VideoFaces:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Worker processes: decode + crop in N processes, detection batched in the main process
+# Worker processes: whole videos in N processes; detection in each (CPU) or batched in the main process (GPU)
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class _Job:
