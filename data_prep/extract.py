@@ -1009,7 +1009,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=d.stride, help="keep every STRIDE-th frame (default %(default)s)")
     p.add_argument("--margin", type=float, default=d.margin,
                    help="crop margin per side, share of the face box (default %(default)s)")
-    p.add_argument("--size", type=int, default=d.size, help="crop side in pixels (default %(default)s)")
+    p.add_argument("--size", default=str(d.size),
+                   help="crop side in pixels, or auto: the input size of the model in --size-from "
+                        "(default %(default)s)")
+    p.add_argument("--size-from", default=None, metavar="CONFIG_OR_CHECKPOINT",
+                   help="with --size auto: a training config (e.g. configs/backbones/tf_efficientnet_b4.yaml) or a "
+                        "detector checkpoint (detector.pt, .ckpt)")
     p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
     p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--workers", type=int, default=None,
@@ -1062,7 +1067,12 @@ def main(args: list[str] | None = None) -> int:
         parser.error("give SOURCE and OUT_DIR")
     source, out = Path(opts.paths[0]), Path(opts.paths[1])
     try:
-        config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=opts.size, device=opts.device,
+        from deepfake.scaling import resolve_crop_size
+
+        size = resolve_crop_size(opts.size, opts.size_from)
+        if opts.size_from and opts.size.strip().lower() != "auto":
+            print(f"deepfake-extract: note: --size {size} given, --size-from {opts.size_from} ignored", file=sys.stderr)
+        config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=size, device=opts.device,
                                detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
                                min_score=opts.min_score, detect_every=opts.detect_every,
                                min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,

@@ -452,3 +452,14 @@ def test_synth_dataset_recall_against_ground_truth(extracted_dataset, synth_data
         assert row["label"] == ("1" if labels[row["video"]]["label"] == "fake" else "0")
         assert row["original"] == labels[row["video"]]["original"]
     assert read_csv(extracted_dataset / "failures.csv") == []
+
+
+def test_size_auto_follows_the_training_config(dfdc, tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    status = extract.main([str(dfdc), str(out), "--size", "auto", "--size-from", str(root / "configs" / "tiny_cpu.yaml"),
+                           "--stride", "2", "--device", "cpu", "--workers", "0", "--limit", "1", "--no-progress"])
+    assert status == 0
+    assert json.loads((out / "extract_config.json").read_text())["size"] == 64
+    assert extract.main([str(dfdc), str(tmp_path / "o2"), "--size", "auto", "--no-progress"]) == 2
+    assert "auto" in capsys.readouterr().err
