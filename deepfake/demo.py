@@ -54,7 +54,8 @@ from typing import Any
 
 from pytorch_lightning.callbacks import Callback
 
-__all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report", "main"]
+__all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report",
+           "main"]
 
 STATE_FILE = "demo.json"
 STATE_VERSION = 1
@@ -96,7 +97,13 @@ class DemoConfig:
         max_epochs: epochs to train; None keeps the config's.
         train_minutes: stop training after this many minutes even if epochs are left (None: no limit).
         device: device of face detection, evaluation and prediction (training follows the config: CPU).
-        extract_workers: decode processes of the extraction; None: `deepfake-extract`'s default.
+        extract_workers: extraction processes; None: `deepfake-extract`'s default (one per core).
+        threads: torch CPU threads of the stages run in this process (training, scoring; None: torch's default).
+            One by default: training loads its data in another process (`loader_workers`) and extraction has its
+            own worker processes, which keeps two cores busy, and unlike several OpenMP threads one thread does
+            not collapse when other programs share the cores (measured on a shared 2-core machine: 2 training
+            epochs took 131 s with two torch threads, 23 s with one thread and one loader process).
+        loader_workers: data-loading processes while training (`--data.num_workers`).
         quick: the small settings (recorded in the report).
     """
 
@@ -115,6 +122,8 @@ class DemoConfig:
     train_minutes: float | None = 8.0
     device: str = "auto"
     extract_workers: int | None = None
+    threads: int | None = 1
+    loader_workers: int = 1
     quick: bool = False
 
     def __post_init__(self) -> None:
@@ -132,14 +141,18 @@ class DemoConfig:
             raise ValueError(f"--epochs must be an integer >= 1, got {self.max_epochs!r}")
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise ValueError(f"--train-minutes must be > 0, got {self.train_minutes}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ValueError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+        if not (isinstance(self.loader_workers, int) and self.loader_workers >= 0):
+            raise ValueError(f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> DemoConfig:
-        """Small and fast: 16 training clips of 2 s, 8 held-out clips, 3 epochs, no decode workers."""
+        """Small and fast: 16 training clips of 2 s, 8 held-out clips, 3 epochs, no worker processes."""
         settings = dict(train_count=16, heldout_count=8, seconds=2.0, max_epochs=3, train_minutes=None,
-                        extract_workers=0, quick=True)
+                        extract_workers=0, loader_workers=0, quick=True)
         return cls(**{**settings, **overrides})
 
 
@@ -342,10 +355,15 @@ class _Demo:
 
     def _call(self, name: str, command: str, main: Callable[[list[str]], int], args: list[str]) -> int:
         """Runs a command's `main(args)` in this process with its output in the stage's log."""
+        import torch
+
         log = self.out / "logs" / f"{name}.log"
+        threads = torch.get_num_threads()
         with _output_to(log):
             print(f"$ {command} {' '.join(args)}", flush=True)
             try:
+                if self.config.threads:
+                    torch.set_num_threads(self.config.threads)
                 status = main(args)
             except SystemExit as exit_:
                 status = exit_.code if isinstance(exit_.code, int) else 1
@@ -354,9 +372,11 @@ class _Demo:
 
                 traceback.print_exc()
                 status = f"{type(err).__name__}: {err}"
+            finally:
+                torch.set_num_threads(threads)
         if status != 0:
-            raise DemoError(f"stage {name} failed ({'exit status ' + str(status) if isinstance(status, int) else status}"
-                            f"); its output is in {log}:\n{_tail(log)}")
+            why = f"exit status {status}" if isinstance(status, int) else status
+            raise DemoError(f"stage {name} failed ({why}); its output is in {log}:\n{_tail(log)}")
         return int(status)
 
     # stages --------------------------------------------------------------------------------------------------
@@ -377,15 +397,15 @@ class _Demo:
                          c.heldout_seed, synth.GENERATOR_VERSION)
 
         def run_synth() -> dict:
-            self._call("synth", "deepfake synth", synth.main, [str(train_dir), "--count", str(c.train_count), *video, "--seed",
-                                             str(c.seed), "--no-progress"])
-            self._call("synth", "deepfake synth", synth.main, [str(heldout_dir), "--count", str(c.heldout_count), *video, "--seed",
-                                             str(c.heldout_seed), "--no-progress"])
+            for folder, count, seed in ((train_dir, c.train_count, c.seed), (heldout_dir, c.heldout_count,
+                                                                              c.heldout_seed)):
+                self._call("synth", "deepfake synth", synth.main,
+                           [str(folder), "--count", str(count), *video, "--seed", str(seed), "--no-progress"])
             return {}
 
         self._stage("synth", 1, synth_key,
-                    f"{c.train_count} training + {c.heldout_count} held-out clips ({c.width}x{c.height}, {c.seconds:g} s "
-                    f"at {c.fps:g} fps; half real faces, half self-blended fakes)",
+                    f"{c.train_count} training + {c.heldout_count} held-out clips ({c.width}x{c.height}, "
+                    f"{c.seconds:g} s at {c.fps:g} fps; half real faces, half self-blended fakes)",
                     [train_dir / "labels.csv", heldout_dir / "labels.csv"], [data], run_synth)
 
         extract_key = _key(synth_key, "extract", c.stride, c.size)
@@ -404,12 +424,13 @@ class _Demo:
         self.report["extract"] = {k: info.get(k) for k in ("videos", "tracks", "crops")}
 
         config_text = self.config_path.read_text()
-        fit_key = _key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes)
+        fit_key = _key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes, c.loader_workers)
 
         def run_fit() -> dict:
             args = ["fit", "--config", str(self.config_path), "--data.index", str(extracted), "--run_dir", str(runs),
                     "--run_name", RUN_NAME, "--trainer.enable_progress_bar", "false",
-                    "--trainer.callbacks+=deepfake.demo.DemoProgress"]
+                    "--trainer.callbacks+=deepfake.demo.DemoProgress", "--data.num_workers", str(c.loader_workers),
+                    "--data.persistent_workers", "true" if c.loader_workers else "false"]
             if c.max_epochs is not None:
                 args += ["--trainer.max_epochs", str(c.max_epochs)]
             if c.train_minutes is not None:
@@ -428,8 +449,9 @@ class _Demo:
         eval_key = _key(fit_key, "evaluate")
 
         def run_evaluate() -> dict:
-            self._call("evaluate", "deepfake evaluate", evaluate.main, [str(heldout_dir), "--weights", str(weights), "--out",
-                                                   str(eval_dir), "--device", c.device, "--no-progress"])
+            self._call("evaluate", "deepfake evaluate", evaluate.main,
+                       [str(heldout_dir), "--weights", str(weights), "--out", str(eval_dir), "--device", c.device,
+                        "--no-progress"])
             return {}
 
         self._stage("evaluate", 4, eval_key, f"the detector on the {c.heldout_count} held-out videos",
@@ -444,13 +466,15 @@ class _Demo:
         predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
 
         def run_predict() -> dict:
-            self._call("predict", "deepfake predict", predict.main, [str(clip), "--weights", str(weights), "--format", "json",
-                                                 "--output", str(predict_dir / "prediction.json"), "--plot",
-                                                 str(predict_dir / "plots"), "--device", c.device, "--no-progress"])
+            self._call("predict", "deepfake predict", predict.main,
+                       [str(clip), "--weights", str(weights), "--format", "json", "--output",
+                        str(predict_dir / "prediction.json"), "--plot", str(predict_dir / "plots"), "--device",
+                        c.device, "--no-progress"])
             return {}
 
         self._stage("predict", 5, predict_key, f"a typical held-out fake (median score), "
-                    f"{clip.relative_to(heldout_dir).as_posix()}, with a plot", [predict_dir / "prediction.json"], [predict_dir], run_predict)
+                    f"{clip.relative_to(heldout_dir).as_posix()}, with a plot", [predict_dir / "prediction.json"],
+                    [predict_dir], run_predict)
         result = json.loads((predict_dir / "prediction.json").read_text())[0]
         plots = sorted((predict_dir / "plots").glob("*.png"))
         self.report["predict"] = {"video": clip.relative_to(heldout_dir).as_posix(), "label": _label_of(clip),

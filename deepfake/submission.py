@@ -66,8 +66,12 @@ class SubmissionConfig:
         clip: every label written is clipped to [lo, hi].
         device: ``auto`` (GPU when present), ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: windows of `seq_len` crops per forward pass.
-        workers: decode processes (0: decode on a thread, overlapped with detection).
+        workers: extraction processes, each taking whole videos (0: this process, decoding on a thread overlapped
+            with detection; on a GPU the workers decode and crop while this process detects for all of them).
         stride: keep every `stride`-th frame; None takes the checkpoint's (what it was trained with).
+        precision: the detector's arithmetic (`deepfake.predict.PredictConfig`): ``auto`` (bfloat16 where the
+            hardware has it, float16 on older GPUs such as Kaggle's P100, else float32), ``bf16``, ``fp16``,
+            ``fp32``.
         time_limit_s: stop scoring after this many seconds and give the remaining videos the prior (None: no
             limit). Leave room for the kernel's start and the model load.
         flush_every_s: rewrite the (complete) file with the scores so far this often.
@@ -81,6 +85,7 @@ class SubmissionConfig:
     batch_size: int = 8
     workers: int = 0
     stride: int | None = None
+    precision: str = "auto"
     time_limit_s: float | None = None
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
@@ -102,6 +107,10 @@ class SubmissionConfig:
             raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
         if self.stride is not None and not (isinstance(self.stride, int) and self.stride >= 1):
             raise ValueError(f"stride must be an integer >= 1 or None, got {self.stride!r}")
+        from deepfake.predict import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be > 0 seconds or None, got {self.time_limit_s}")
         if not self.flush_every_s > 0:
@@ -398,8 +407,8 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         sample_submission: the competition's `sample_submission.csv`; its `filename` column is the row list.
         config: all settings at once (overrides `prior`, `clip`, `device` and `settings`).
-        **settings: other `SubmissionConfig` fields (batch_size, workers, stride, time_limit_s, flush_every_s,
-            expected_videos, progress).
+        **settings: other `SubmissionConfig` fields (batch_size, workers, stride, precision, time_limit_s,
+            flush_every_s, expected_videos, progress).
 
     Returns:
         The report (`report.summary()` for the lines to print; they are printed too).
@@ -424,7 +433,7 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         from deepfake.predict import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
-                                workers=config.workers)
+                                workers=config.workers, precision=config.precision)
         detector, extractor, path = load_predictor(weights, pconfig)
     except Exception as err:  # noqa: BLE001 - any failure here still leaves a complete, prior-only submission
         model_error = " ".join(str(err).split()) or type(err).__name__
@@ -492,9 +501,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
                    help="windows of seq_len crops per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, metavar="N",
-                   help="decode processes (default 0: a decode thread overlapped with detection)")
+                   help="extraction processes, each taking whole videos (default 0: this process, decoding on a "
+                        "thread overlapped with detection)")
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's training stride)")
+    p.add_argument("--precision", default=d.precision, help="auto (default), bf16, fp16 or fp32")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop scoring after this long; the videos left get the prior (default: no limit)")
     p.add_argument("--expected-videos", type=int, default=d.expected_videos, metavar="N",
@@ -508,7 +519,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         config = SubmissionConfig(prior=ns.prior, clip=tuple(ns.clip), device=ns.device, batch_size=ns.batch_size,
-                                  workers=ns.workers, stride=ns.stride, time_limit_s=ns.time_limit,
+                                  workers=ns.workers, stride=ns.stride, precision=ns.precision,
+                                  time_limit_s=ns.time_limit,
                                   expected_videos=ns.expected_videos, progress=not ns.no_progress)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)

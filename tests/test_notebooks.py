@@ -222,6 +222,8 @@ def test_user_errors(tmp_path, capsys):
     assert "0 <= lo <= hi <= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="prior"):
         SubmissionConfig(prior=1.5)
+    assert submission.main([str(tmp_path), "--precision", "fp8"]) == 2  # a typo must not become a prior-only file
+    assert "precision must be one of" in capsys.readouterr().err
     with pytest.raises(SubmissionError, match="no video files"):
         make_submission(tmp_path, None, tmp_path / "s.csv")
     bad = tmp_path / "bad.csv"
@@ -296,7 +298,8 @@ def test_submission_notebook(test_videos, confident_weights, kernel_name, tmp_pa
     out = tmp_path / "working" / "submission.csv"
     nb = run_notebook("dfdc_submission.ipynb", {
         "WHEELS_DIR": str(tmp_path / "no-wheels-needed"), "WEIGHTS": str(confident_weights),
-        "TEST_VIDEOS": str(test_videos / "test_videos"), "SAMPLE_SUBMISSION": str(test_videos / "sample_submission.csv"),
+        "TEST_VIDEOS": str(test_videos / "test_videos"),
+        "SAMPLE_SUBMISSION": str(test_videos / "sample_submission.csv"),
         "OUTPUT": str(out), "DEVICE": "cpu", "PRIOR": 0.5, "CLIP": (0.01, 0.99), "TIME_LIMIT_S": 3600.0,
         "STRIDE": None}, tmp_path, kernel_name)
     rows = read_rows(out)
