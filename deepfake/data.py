@@ -8,8 +8,8 @@
     batch["label"]    # (B,) float, 1 fake
 
 An item is a window of T consecutive crops of one face track (consecutive in the index, i.e. every
-`stride`-th video frame). Training draws a random window per item; evaluation cuts every track into
-consecutive windows (`eval_windows="all"`, what `deepfake predict` scores) or takes the centred one.
+`stride`-th video frame). Training draws a random window per item; evaluation takes the windows `deepfake
+predict` scores (`eval_windows="all"`) or the centred one.
 
 Frames travel as uint8: a quarter of the bytes through worker queues, pinned memory and the host-to-device
 copy, and normalisation is one fused op on the GPU (`DeepfakeLitModule.on_after_batch_transfer`).
@@ -39,6 +39,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from deepfake.predict import track_windows
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -155,6 +157,12 @@ def _unit_hash(text: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
+                         f"and sum to < 1")
+
+
 def split_by_original(originals: Sequence[str], val_fraction: float, test_fraction: float = 0.0,
                       seed: int = 0) -> dict[str, str]:
     """Deterministic split of source videos: {original: "train" | "val" | "test"}.
@@ -163,9 +171,7 @@ def split_by_original(originals: Sequence[str], val_fraction: float, test_fracti
     same split, and adding videos to a dataset never moves the ones already there. Small sets are kept usable:
     when the hash leaves a requested split empty, the original with the lowest hash moves into it.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
-                         f"and sum to < 1")
+    _check_fractions(val_fraction, test_fraction)
     unique = sorted(set(originals))
     h = {o: _unit_hash(o, seed) for o in unique}
     out = {o: "val" if h[o] < val_fraction else "test" if h[o] < val_fraction + test_fraction else "train"
@@ -347,8 +353,9 @@ class FaceSequenceDataset(Dataset):
         train: True draws one random window per track and item (use a sampler over tracks); False uses fixed
             windows (`eval_windows`).
         transform: albumentations pipeline applied as `transform(images=...)` (same parameters for every frame).
-        eval_windows: "all": every track cut into consecutive windows (the tail that does not fill a window is
-            dropped unless the track is shorter than T); "center": the centred window of each track.
+        eval_windows: "all": the windows `deepfake predict` scores (`deepfake.predict.track_windows`:
+            consecutive windows, the last one ending at the track's end); "center": the centred window of each
+            track.
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
@@ -375,10 +382,10 @@ class FaceSequenceDataset(Dataset):
             n = len(t.crops)
             if self.train:
                 self.items.append((i, -1))
-            elif eval_windows == "center" or n <= self.seq_len:
+            elif eval_windows == "center":
                 self.items.append((i, max(0, (n - self.seq_len) // 2)))
             else:
-                self.items.extend((i, s) for s in range(0, n - self.seq_len + 1, self.seq_len))
+                self.items.extend((i, s) for s, _ in track_windows(n, self.seq_len))
         self._seed: int | None = None
         self._rng = np.random.default_rng(0)
 
@@ -485,7 +492,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             `val` split (by a hash of the original's name: stable, and never splits a fake from its source).
         test_fraction: share held out for testing the same way when the index gives no `test` split.
         split_seed: seed of that hash split.
-        eval_windows: "all" (every consecutive window of a track, as `deepfake predict` scores) or "center".
+        eval_windows: "all" (the windows `deepfake predict` scores, so validation matches it) or "center".
         margin: face box margin the crops were cut with (placing the face-part cut-out; recorded in the
             exported detector); None: from the extraction's settings beside the index, else 0.3.
         stride: video frames between crops (recorded in the exported detector); None: from the extraction's
@@ -533,7 +540,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        split_by_original(["x"], val_fraction, test_fraction)  # validates the fractions
+        _check_fractions(val_fraction, test_fraction)
         self.index = str(index)
         self.seq_len = int(seq_len)
         self.img_size = img_size

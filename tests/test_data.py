@@ -191,10 +191,11 @@ def test_datamodule_splits_by_original_and_batches(face_index):
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (3, 5, 3, 48, 48) and batch["frames"].dtype == torch.uint8
     assert batch["length"].tolist() == [5, 5, 5]
-    # Evaluation: every track cut into consecutive windows (12 crops -> 2 windows of 5), fixed.
+    # Evaluation: the windows deepfake predict scores (12 crops, T=5 -> starts 0, 5, 7), always the same.
     val = dm.eval_dataset("val")
-    assert len(val) == 2 * len(dm.tracks["val"])
-    a, b = val[1], val[1]
+    assert len(val) == 3 * len(dm.tracks["val"])
+    assert [s for _, s in val.items[:3]] == [0, 5, 7]
+    a, b = val[2], val[2]
     assert torch.equal(a["frames"], b["frames"]) and a["track"] == 0 and a["length"] == 5
     assert val.videos[a["video"]] == dm.tracks["val"][0].video
 
