@@ -1,7 +1,7 @@
 """`deepfake demo [OUT_DIR]`: the whole pipeline on generated data, in a few CPU minutes, with a short report.
 
     deepfake demo                      # into ./demo_output (what `make demo` runs)
-    deepfake demo /tmp/demo --quick    # a much smaller run (under a minute and a half): checks the install
+    deepfake demo /tmp/demo --quick    # a much smaller run (under a minute): checks the install
     deepfake demo --install-weights    # also make the demo detector the default weights of `deepfake predict`
 
 Stages (each is the command a user would run, called in this process; its output goes to OUT_DIR/logs/):
@@ -649,7 +649,7 @@ def _parser() -> argparse.ArgumentParser:
                             "finished stages.")
     p.add_argument("out_dir", nargs="?", default="demo_output", metavar="OUT_DIR",
                    help="demo folder (default %(default)s): new, empty, or an earlier demo's")
-    p.add_argument("--quick", action="store_true", help="a much smaller run (about a minute): checks the install")
+    p.add_argument("--quick", action="store_true", help="a much smaller run (under a minute): checks the install")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     p.add_argument("--install-weights", action="store_true",
                    help="copy the trained detector to ~/.cache/deepfake/detector.pt, the default weights of "
