@@ -128,19 +128,20 @@ def test_lit_module_checkpoint_hparams_are_plain():
 def test_learning_works(tmp_path):
     """The tiny config learns `deepfake synth`'s self-blended fakes: validation AUC well above chance.
 
-    24 real clips and 24 fakes made from them (the same few faces in both classes, so the model has to find the
-    blending, not the person), faces cropped at synth's ground-truth boxes; about 100 training steps.
+    32 real clips and 32 fakes made from them (the same few faces in both classes, so the model has to find the
+    blending, not the person), faces cropped at synth's ground-truth boxes, 40 % of the sources held out for
+    validation; 16 epochs of 8 steps. Over seeds 1, 4 and 42 the final AUC was 0.98-1.00, log loss 0.22-0.29.
     """
     from data_prep import synth
 
-    assert synth.main([str(tmp_path / "synth"), "--count", "48", "--resolution", "320x240", "--seconds", "3",
+    assert synth.main([str(tmp_path / "synth"), "--count", "64", "--resolution", "320x240", "--seconds", "3",
                        "--fps", "10", "--seed", "7", "--no-progress"]) == 0
     index = index_from_synth(tmp_path / "synth", tmp_path / "extracted", stride=2, size=64)
-    assert fit(index, tmp_path / "runs", "--trainer.max_epochs", "12", "--data.epoch_size", "128",
-               "--data.val_fraction", "0.3") == 0
+    assert fit(index, tmp_path / "runs", "--trainer.max_epochs", "16", "--data.epoch_size", "128",
+               "--data.val_fraction", "0.4") == 0
     m = metrics(run_folder(tmp_path / "runs")).dropna(subset=["val/auc"])
-    assert m["val/auc"].iloc[-3:].min() >= 0.8, m[["epoch", "val/auc", "val/logloss"]].to_string()
-    assert m["val/logloss"].iloc[-1] < 0.5 < m["val/logloss"].iloc[0]
+    assert m["val/auc"].iloc[-3:].min() >= 0.85, m[["epoch", "val/auc", "val/logloss"]].to_string()
+    assert m["val/logloss"].iloc[-1] < 0.45 < m["val/logloss"].iloc[0], m[["epoch", "val/logloss"]].to_string()
 
 
 @pytest.mark.slow
