@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("deepfake.predict", "score videos, folders or globs: table, JSON or CSV, optional plots"),
     "evaluate": ("deepfake.evaluate", "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ROC curve"),
     "distort": ("deepfake.perturb", "write DeeperForensics-1.0-style distorted copies of videos"),
+    "submit": ("deepfake.submission", "write a complete Kaggle DFDC submission.csv (filename,label) for test videos"),
 }
 PASS_SUBCOMMAND = {"fit", "validate", "test"}
 

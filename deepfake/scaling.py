@@ -82,7 +82,10 @@ ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 BASE_RESOLUTION = 224
 
 # Where the per-backbone training configs live (repository root / configs / backbones).
+# configs/backbones of the checkout (editable install), else the copy shipped in the wheel as deepfake/configs/.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "backbones"
+if not CONFIG_DIR.is_dir():
+    CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "backbones"
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,10 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _HEX = re.compile(r"[0-9a-fA-F]{8,64}")
 _CHUNK = 1 << 20
 
-HOW_TO_GET = ("train one with `deepfake demo` (a small detector on generated data, to try the tools) or `deepfake fit` "
-              "(writes detector.pt next to its best checkpoint), then pass --weights PATH_OR_URL, set "
-              "DEEPFAKE_WEIGHTS, or copy it to {cache}/detector.pt")
+HOW_TO_GET = ("run `deepfake demo --install-weights` (trains a small detector on generated data, to try the tools, and "
+              "copies it to {cache}/detector.pt), or train one with `deepfake fit` (writes detector.pt next to its "
+              "best checkpoint) and pass --weights PATH_OR_URL, set DEEPFAKE_WEIGHTS, or copy it to "
+              "{cache}/detector.pt")
 
 
 class WeightsError(Exception):
