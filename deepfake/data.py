@@ -566,6 +566,12 @@ class FaceSequenceDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Reads the index, splits it, and resolves the image size (from the model when not given)."""
+        if self.img_size is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            net = getattr(module, "net", None)
+            if not getattr(net, "img_size", None):
+                raise ValueError("img_size is not set and there is no model to take it from; pass img_size")
+            self.img_size = int(net.img_size)
         if self.tracks:
             return
         df, root = read_index(self.index)
@@ -584,11 +590,6 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             self.margin = float(settings.get("margin", DEFAULT_MARGIN))
         if self.stride is None:
             self.stride = int(settings["stride"])
-        if self.img_size is None:
-            net = getattr(getattr(self, "trainer", None) and self.trainer.lightning_module, "net", None)
-            if net is None or not getattr(net, "img_size", None):
-                raise ValueError("img_size is not set and there is no model to take it from; pass img_size")
-            self.img_size = int(net.img_size)
         counts = {k: (sum(t.label == 0 for t in v), sum(t.label == 1 for t in v)) for k, v in self.tracks.items()}
         log.info("face tracks (real, fake): %s", counts)
         if not self.tracks["train"] and stage in (None, "fit"):
@@ -601,13 +602,12 @@ class FaceSequenceDataModule(pl.LightningDataModule):
     # --------------------------------------------------------------------------------------------- loaders
 
     def _dataset(self, split: str) -> FaceSequenceDataset:
-        tracks = self.tracks.get(split) if self.tracks else None
-        if tracks is None:
+        if not self.tracks:
             self.setup()
-            tracks = self.tracks[split]
+        tracks = self.tracks[split]
         if not tracks:
             raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
-                              f"or give rows split={split} in the index)")
+                                 f"or give rows split={split} in the index)")
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
