@@ -120,6 +120,7 @@ class DeepfakeLitModule(pl.LightningModule):
         self.lr, self.weight_decay, self.backbone_lr_scale = lr, weight_decay, backbone_lr_scale
         self.scheduler, self.warmup, self.min_lr_ratio = scheduler, warmup, min_lr_ratio
         self.channels_last, self.compile_backbone = channels_last, compile
+        self._compiled = False
         # Recorded in checkpoints when no datamodule with `extraction_meta()` is attached (plain dataloaders):
         # the defaults of the datamodule and of extraction; set it to what the data really is.
         self.data_meta: dict[str, Any] = {"seq_len": 10, "margin": 0.3, "stride": 5}
@@ -131,7 +132,7 @@ class DeepfakeLitModule(pl.LightningModule):
         on_cuda = self.trainer.strategy.root_device.type == "cuda"
         if self.channels_last if self.channels_last is not None else on_cuda:
             self.net.set_channels_last(True)
-        if self.compile_backbone and not getattr(self, "_compiled", False):
+        if self.compile_backbone and not self._compiled:
             self.net.backbone.compile()  # in place: parameter names (and checkpoints) stay the same
             self._compiled = True
 
