@@ -39,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deepfake.cliutil import OneLineParser, UsageError
 from data_prep.sbi import BlendParams, sample_blend_params, self_blend
 
 __all__ = ["SynthConfig", "SynthError", "FacePhoto", "face_photos", "make_dataset", "parse_resolution", "main"]
@@ -647,13 +648,8 @@ def make_dataset(out_dir: str | os.PathLike, config: SynthConfig | None = None) 
 # ---------------------------------------------------------------------------------------------------- the CLI
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise _UsageError(message)
+_UsageError = UsageError  # one line on stderr, exit 2
+_Parser = OneLineParser
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -54,6 +54,8 @@ from typing import Any
 
 from pytorch_lightning.callbacks import Callback
 
+from deepfake.cliutil import OneLineParser, UsageError
+
 __all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report",
            "main"]
 
@@ -631,13 +633,8 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None, fresh
 # ------------------------------------------------------------------------------------------------- the CLI
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise _UsageError(message)
+_UsageError = UsageError  # one line on stderr, exit 2
+_Parser = OneLineParser
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from deepfake.cliutil import OneLineParser, UsageError
+
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
            "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "error_result", "track_windows",
            "write_results",
@@ -573,13 +575,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 # -------------------------------------------------------------------------------------------------- the CLI
 
 
-class UsageError(Exception):
-    """A bad command line; one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise UsageError(message)
+_Parser = OneLineParser  # evaluate builds its parser on it too
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

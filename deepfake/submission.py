@@ -44,6 +44,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepfake.cliutil import OneLineParser, UsageError
+
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission", "main"]
 
@@ -469,13 +471,8 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
 # ------------------------------------------------------------------------------------------------- the CLI
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise _UsageError(message)
+_UsageError = UsageError  # one line on stderr, exit 2
+_Parser = OneLineParser
 
 
 def _parser() -> argparse.ArgumentParser:
