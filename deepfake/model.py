@@ -138,7 +138,9 @@ class DeepfakeDetector(nn.Module):
         self.config = config if config is not None else DetectorConfig(**kwargs)
         cfg = self.config
         self.backbone = _create_backbone(cfg)
-        self.num_features = int(self.backbone.num_features)
+        # The pooled feature size: timm's `head_hidden_size` where a model has a head conv after pooling
+        # (MobileNetV3: 960 before it, 1024/1280 after), else `num_features`.
+        self.num_features = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
         self.lstm = nn.LSTM(
             input_size=self.num_features,
             hidden_size=cfg.lstm_hidden,

@@ -169,3 +169,11 @@ def test_load_detector_refuses_code(tmp_path):
         load_detector(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_detector(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_050", "resnet18"])
+def test_pooled_feature_size_matches_the_lstm(backbone):
+    # MobileNetV3's pooled output (head_hidden_size) differs from its num_features: the LSTM must take the former.
+    net = DeepfakeDetector(backbone=backbone, pretrained=False, lstm_hidden=8, img_size=32)
+    out = net(torch.randn(1, 2, 3, 32, 32))
+    assert out.shape == (1, 2)
