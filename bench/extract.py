@@ -14,7 +14,8 @@ Modes:
   (decode + detect + crop; no JPEG, no disk). Prints seconds per clip (scaled to a 10-s clip), crops/s, the
   speed ratios, and for each: recall against the clips' `boxes.csv` (a ground-truth face at a sampled frame
   counts as found when a crop box in that frame has IoU >= 0.5 with it) and the share of crops that match no
-  ground-truth face (IoU < 0.5 with all of them).
+  ground-truth face (IoU < 0.5 with all of them), and "box IoU", the mean IoU of each found face with its crop's
+  detector box (how tight the boxes are: the same face detected more or less exactly).
 - ``throughput``: `deepfake-extract` over a folder of the clips (`--copies` hard links of each, so there are
   enough videos to keep `--workers` busy) into a fresh output folder: clips/s, with JPEG writing, resume files
   and index; with and without DFDC-style box reuse for the fakes.
@@ -70,23 +71,28 @@ def read_truth(clips: Path) -> tuple[list[str], dict[tuple[str, int], list[np.nd
     return videos, truth
 
 
-def score(video: str, found: list[tuple[int, np.ndarray]], truth, n_frames: int, stride: int) -> tuple[int, int, int]:
-    """(ground-truth faces found, ground-truth faces at sampled frames, crops matching no face)."""
+def score(video: str, found: list[tuple[int, np.ndarray]], truth, n_frames: int,
+          stride: int) -> tuple[int, int, int, float]:
+    """(ground-truth faces found, ground-truth faces at sampled frames, crops matching no face, sum over the found
+    faces of their best IoU with a crop box)."""
     by_frame: dict[int, list[np.ndarray]] = defaultdict(list)
     for frame, box in found:
         by_frame[frame].append(box)
     hit = total = false = 0
+    iou_sum = 0.0
     for frame in range(0, n_frames, stride):
         gt = truth.get((video, frame), [])
         crops = by_frame.get(frame, [])
         total += len(gt)
         if gt and crops:
             iou = iou_matrix(np.array(gt), np.array(crops))
-            hit += int((iou.max(axis=1) >= 0.5).sum())
+            best = iou.max(axis=1)
+            hit += int((best >= 0.5).sum())
+            iou_sum += float(best[best >= 0.5].sum())
             false += int((iou.max(axis=0) < 0.5).sum())
         else:
             false += len(crops)
-    return hit, total, false
+    return hit, total, false, iou_sum
 
 
 def naive(path: str, mtcnn, stride: int, margin: float, size: int) -> tuple[list[tuple[int, np.ndarray]], int]:
@@ -107,7 +113,8 @@ def compare(args, clips: Path) -> None:
 
     videos, truth = read_truth(clips)
     config = ex.ExtractConfig(stride=args.stride, device=args.device, detect_size=args.detect_size,
-                              detect_every=args.detect_every, batch_size=args.batch_size, factor=args.factor,
+                              detect_every=args.detect_every, refine_between=args.refine_between,
+                              batch_size=args.batch_size, factor=args.factor,
                               min_face_size=args.min_face_size)
     extractor = ex.FaceExtractor(config)
     device = extractor.device
@@ -118,12 +125,13 @@ def compare(args, clips: Path) -> None:
     extractor.extract(paths[0])
     naive(paths[0], baseline, args.stride * 10, config.margin, config.size)
 
-    rows = {"naive": [0.0, 0, 0, 0, 0, 0], "ours": [0.0, 0, 0, 0, 0, 0]}  # time, clips, crops, hit, total, false
+    # time, clips, crops, hit, total, false, IoU sum
+    rows = {"naive": [0.0, 0, 0, 0, 0, 0, 0.0], "ours": [0.0, 0, 0, 0, 0, 0, 0.0]}
 
     def add(name: str, dt: float, video: str, found: list, n_frames: int) -> None:
-        hit, total, false = score(video, found, truth, n_frames, args.stride)
-        r = rows.setdefault(name, [0.0, 0, 0, 0, 0, 0])
-        r[0] += dt; r[1] += 1; r[2] += len(found); r[3] += hit; r[4] += total; r[5] += false
+        hit, total, false, iou_sum = score(video, found, truth, n_frames, args.stride)
+        r = rows.setdefault(name, [0.0, 0, 0, 0, 0, 0, 0.0])
+        r[0] += dt; r[1] += 1; r[2] += len(found); r[3] += hit; r[4] += total; r[5] += false; r[6] += iou_sum
 
     def boxes_of(faces) -> list[tuple[int, np.ndarray]]:
         return [(int(f), b) for tr in faces.tracks for f, b in zip(tr.frames, tr.boxes)]
@@ -163,14 +171,14 @@ def compare(args, clips: Path) -> None:
 
     print(f"\nclips: {len(videos)} x {args.resolution}, {args.seconds:g} s at {args.fps:g} fps, stride {args.stride} "
           f"| device {device} | torch threads {torch.get_num_threads()}")
-    print(f"{'':6} {'s/10-s clip':>12} {'crops/s':>9} {'recall':>8} {'false crops':>12}")
+    print(f"{'':7} {'s/10-s clip':>12} {'crops/s':>9} {'recall':>8} {'false crops':>12} {'box IoU':>8}")
     per_clip = {}
-    for name, (t, n, crops, hit, total, false) in rows.items():
+    for name, (t, n, crops, hit, total, false, iou_sum) in rows.items():
         if not n:
             continue
         per_clip[name] = t / n * (10.0 / seconds_per_clip)
-        print(f"{name:6} {per_clip[name]:12.3f} {crops / t:9.1f} {hit / max(total, 1):8.4f} "
-              f"{false / max(crops, 1):12.4f}")
+        print(f"{name:7} {per_clip[name]:12.3f} {crops / t:9.1f} {hit / max(total, 1):8.4f} "
+              f"{false / max(crops, 1):12.4f} {iou_sum / max(hit, 1):8.3f}")
     if "naive" in per_clip:
         for name in per_clip:
             if name != "naive":
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--detect-size", type=int, default=ex.ExtractConfig.detect_size)
     p.add_argument("--detect-every", type=int, default=ex.ExtractConfig.detect_every)
+    p.add_argument("--refine-between", action=argparse.BooleanOptionalAction,
+                   default=ex.ExtractConfig.refine_between)
     p.add_argument("--factor", type=float, default=ex.ExtractConfig.factor)
     p.add_argument("--min-face-size", type=int, default=ex.ExtractConfig.min_face_size)
     p.add_argument("--batch-size", type=int, default=0)

@@ -1,15 +1,20 @@
 """Face extraction: videos -> face tracks -> square JPEG crops + `index.csv` (`deepfake-extract`, `FaceExtractor`).
 
 Per video (`FaceExtractor.extract`):
-1. Decode every `stride`-th frame once (`data_prep.video.iter_frames`), in chunks of at most `chunk_mb` of
-   frames, on a background thread so the next chunk decodes while this one is detected.
-2. Detect faces with facenet-pytorch `MTCNN.detect` on a copy of the frame whose longer side is `detect_size`
-   (640 by default: 1/3 of 1080p), with pyramid `factor` 0.6 and `min_face_size` 20 pixels *at that size*
-   (so the smallest face found is about 3% of the frame's longer side: 60 px in 1080p, 120 px in 4K). Only every
-   `detect_every`-th sampled frame (and the last of each chunk) is detected; a frame in between gets its boxes
-   by linear interpolation when the detected frames on both sides have the same faces (every box pairs up
-   one to one with IoU >= `interp_iou`); otherwise, e.g. a face appears, leaves or moves fast, the frames in
-   between are detected too. Boxes are scaled back to video pixels.
+1. Decode every `stride`-th frame once (`data_prep.video.iter_decoded`), in chunks of at most `chunk_mb` of
+   frames, on a background thread so the next chunk decodes while this one is detected. Frames are not converted
+   to RGB as a whole: the detector gets an RGB copy at its own size, the crops convert only their regions.
+2. Detect faces with MTCNN (facenet-pytorch's networks, batched: `data_prep.mtcnn`) on a copy of the frame whose
+   longer side is `detect_size` (640 by default: 1/3 of 1080p), with pyramid `factor` 0.6 and `min_face_size`
+   20 pixels *at that size* (so the smallest face found is about 3% of the frame's longer side: 60 px in 1080p,
+   120 px in 4K). Only every `detect_every`-th sampled frame (6: every 30th frame at stride 5) is detected in
+   full. A frame in between, when the detected frames on both sides have the same faces (every box pairs up one
+   to one with IoU >= `interp_iou`), gets their boxes interpolated linearly and then re-fitted by O-Net, MTCNN's
+   last stage (`refine_between`): each box moves onto the face in *this* frame, and O-Net says whether a face
+   is still there. Where the faces on both sides differ (a face appears, leaves or moves fast) or O-Net no
+   longer sees a face, the frames in between are detected in full. Boxes are scaled back to video pixels. A face
+   seen only between two detected frames, for fewer than `detect_every` sampled frames, is missed: with the
+   defaults that is under a second, shorter than the 5 sampled frames a track needs anyway.
 3. Boxes scoring under `min_score` (0.9) are dropped; the rest are linked into tracks by IoU (>= `link_iou`,
    0.3) with each track's constant-velocity prediction; a track unseen for more than `max_gap` (2) sampled
    frames ends. Tracks shorter than `min_track_len` (5) sampled frames (capped at the number of sampled
@@ -59,7 +64,7 @@ import cv2
 import numpy as np
 
 from data_prep.track import Tracker, greedy_match, square_crop
-from data_prep.video import VideoError, iter_frames, probe
+from data_prep.video import DecodedFrame, VideoError, iter_decoded, probe
 
 __all__ = ["ExtractConfig", "FaceExtractor", "FaceTrack", "VideoFaces", "VideoError", "extract_faces", "main",
            "INDEX_COLUMNS"]
@@ -68,7 +73,7 @@ INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", 
 FAILURE_COLUMNS = ["video", "reason"]
 # Settings that change what is written; a resumed run must use the same ones.
 _OUTPUT_SETTINGS = ("stride", "margin", "size", "quality", "detect_size", "min_face_size", "factor", "thresholds",
-                    "min_score", "detect_every", "min_track_len", "min_track_score")
+                    "min_score", "detect_every", "refine_between", "min_track_len", "min_track_score")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,7 +94,11 @@ class ExtractConfig:
             this size).
         thresholds: MTCNN's three stage thresholds.
         min_score: boxes whose detector probability is below this are ignored.
-        detect_every: run the detector on every k-th sampled frame and interpolate in between (1: every one).
+        detect_every: run the full detector on every k-th sampled frame and interpolate in between (1: every one).
+            6 by default: with `refine_between` the boxes are as close to the faces as with 2 (measured on
+            `deepfake synth` clips, `bench/extract.py`) for half the detector time.
+        refine_between: re-fit each interpolated box with O-Net, MTCNN's last stage, and detect in full the frames
+            where O-Net no longer sees the face (False: keep the interpolated boxes as they are).
         interp_iou: boxes of two detected frames pair up for interpolation when their IoU is at least this.
         link_iou: a box joins a track when its IoU with the track's predicted box is at least this.
         max_gap: sampled frames a track may miss before it ends.
@@ -115,7 +124,8 @@ class ExtractConfig:
     factor: float = 0.6
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_score: float = 0.9
-    detect_every: int = 2
+    detect_every: int = 6
+    refine_between: bool = True
     interp_iou: float = 0.2
     link_iou: float = 0.3
     max_gap: int = 2
@@ -252,21 +262,17 @@ def resolve_device(device: str) -> str:
 
 
 class FaceDetector:
-    """facenet-pytorch MTCNN, batched, with its three networks in channels-last memory layout.
+    """MTCNN with facenet-pytorch's networks, batched (`data_prep.mtcnn.MTCNNCascade`), on the configured device.
 
-    Channels-last gives the same boxes and is about 1.5x faster on CPU (its max-pooling is the bottleneck of
-    P-Net in the default layout).
+    On the CPU frames go one at a time (batching made each frame slower there) on `detect_threads` torch threads;
+    on a GPU in batches of `batch_size`.
     """
 
     def __init__(self, config: ExtractConfig) -> None:
-        import torch
-        from facenet_pytorch import MTCNN
+        from data_prep.mtcnn import MTCNNCascade
 
         self.device = resolve_device(config.device)
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=config.min_face_size, thresholds=list(config.thresholds),
-                           factor=config.factor, select_largest=False, post_process=False, device=self.device)
-        for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
-            net.to(memory_format=torch.channels_last)
+        self.mtcnn = MTCNNCascade(config.min_face_size, config.thresholds, config.factor, self.device)
         self.batch_size = config.batch_size or (128 if self.device.startswith("cuda") else 1)
         self.threads = 0 if self.device.startswith("cuda") else config.detect_threads
 
@@ -287,18 +293,30 @@ class FaceDetector:
             torch.set_num_threads(self.threads)
         try:
             for start in range(0, len(frames), self.batch_size):
-                batch = np.ascontiguousarray(frames[start:start + self.batch_size])
-                boxes, probs = self.mtcnn.detect(batch)
-                for b, p in zip(boxes, probs):
-                    if b is None:
-                        out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
-                    else:
-                        out.append((np.asarray(b, np.float32).reshape(-1, 4),
-                                    np.asarray(p, np.float32).reshape(-1)))
+                out.extend(self.mtcnn.detect(frames[start:start + self.batch_size]))
         finally:
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
         return out
+
+    def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Given boxes re-fitted by O-Net, one (boxes, probabilities) entry per given box (`MTCNNCascade.refine`)."""
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            return self.mtcnn.refine(frames, boxes)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Serve a video job's request: a detection, or a refinement when it carries boxes."""
+        if request.boxes is None:
+            return self.detect(request.frames)
+        return self.refine(request.frames, request.boxes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,6 +325,7 @@ class FaceDetector:
 @dataclass
 class _DetectRequest:
     frames: np.ndarray  # (B, h, w, 3) uint8 detection copies of sampled frames
+    boxes: list[np.ndarray] | None = None  # per frame, boxes to refine (None: detect)
 
 
 _END = object()
@@ -357,16 +376,20 @@ def _prefetch(it: Iterator, depth: int = 1) -> Iterator:
 
 
 def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[int, int] | None,
-            stats: dict) -> Iterator[tuple[list[int], list[np.ndarray], np.ndarray | None]]:
-    """Sampled frames in chunks: (frame indices, full frames, detection copies stacked or None)."""
+            stats: dict) -> Iterator[tuple[list[int], list[DecodedFrame], np.ndarray | None]]:
+    """Sampled frames in chunks: (frame indices, decoded frames, detection copies stacked or None).
+
+    Frames stay decoded but unconverted: the detector gets an RGB copy at its size and the crops convert only
+    their face regions (`DecodedFrame`).
+    """
     idxs: list[int] = []
-    frames: list[np.ndarray] = []
+    frames: list[DecodedFrame] = []
     smalls: list[np.ndarray] = []
-    for index, frame in iter_frames(path, config.stride, threads=config.decode_threads, stats=stats):
+    for index, frame in iter_decoded(path, config.stride, threads=config.decode_threads, stats=stats):
         idxs.append(index)
         frames.append(frame)
         if small_size is not None:
-            smalls.append(_resize(frame, small_size))
+            smalls.append(frame.resized(*small_size))
         if len(idxs) == chunk_len:
             yield idxs, frames, (np.stack(smalls) if smalls else None)
             idxs, frames, smalls = [], [], []
@@ -374,20 +397,32 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
         yield idxs, frames, (np.stack(smalls) if smalls else None)
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    w, h = size
-    if frame.shape[1] == w and frame.shape[0] == h:
-        return frame
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-
-
 _Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4), scores (N,), detected (N,) bool
 
 
-def _detect_chunk(small: np.ndarray, config: ExtractConfig) -> Generator[_DetectRequest, list, list[_Detections]]:
-    """Boxes for every frame of a chunk, detecting only where interpolation can't be trusted."""
+def _detect_chunk(small: np.ndarray, config: ExtractConfig,
+                  carry: tuple[np.ndarray, _Detections] | None = None
+                  ) -> Generator[_DetectRequest, list, list[_Detections]]:
+    """Boxes for every frame of a chunk, detecting in full only where the frames around can't be trusted.
+
+    Args:
+        small: (N, h, w, 3) detection copies of the chunk's sampled frames.
+        config: the settings.
+        carry: the detection copy (1, h, w, 3) and the detections of the frame before the chunk (the last of the
+            previous chunk, which is always detected in full): the chunk's first frames interpolate from it instead
+            of being detected again.
+
+    Returns:
+        Per frame of the chunk: boxes (N, 4) in detection-copy pixels, scores (N,), and whether each box was
+        detected or re-fitted by O-Net (True) rather than interpolated.
+    """
+    offset = 0
+    if carry is not None and carry[0].shape[1:] == small.shape[1:]:
+        small, offset = np.concatenate([carry[0], small]), 1
     n = len(small)
     dets: list[_Detections | None] = [None] * n
+    if offset:
+        dets[0] = carry[1]
 
     def run(indices: list[int]) -> Generator[_DetectRequest, list, None]:
         if not indices:
@@ -398,23 +433,35 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig) -> Generator[_Detect
             dets[i] = (boxes[keep], scores[keep], np.ones(int(keep.sum()), bool))
 
     keys = sorted(set(range(0, n, config.detect_every)) | {n - 1})
-    yield from run(keys)
-    refine: list[int] = []
+    yield from run(keys[offset:])
+    detect: list[int] = []
+    between: list[int] = []
     for a, b in zip(keys, keys[1:]):
         if b - a < 2:
             continue
         (ba, sa, _), (bb, sb, _) = dets[a], dets[b]
         pairs = greedy_match(ba, bb, config.interp_iou)
         if len(pairs) != len(ba) or len(pairs) != len(bb):
-            refine.extend(range(a + 1, b))
+            detect.extend(range(a + 1, b))
             continue
         for i in range(a + 1, b):
             t = (i - a) / (b - a)
             boxes = np.array([ba[p] * (1 - t) + bb[q] * t for p, q in pairs], np.float32).reshape(-1, 4)
             scores = np.array([min(sa[p], sb[q]) for p, q in pairs], np.float32)
             dets[i] = (boxes, scores, np.zeros(len(pairs), bool))
-    yield from run(refine)
-    return dets  # type: ignore[return-value]
+            if len(pairs):
+                between.append(i)
+    if config.refine_between and between:
+        # O-Net re-fits each interpolated box where the face is in this frame; a frame where it no longer sees a
+        # face there (the face turned, left or moved unlike the interpolation) is detected in full instead.
+        results = yield _DetectRequest(small[between], [dets[i][0] for i in between])
+        for i, (boxes, scores) in zip(between, results):
+            if (scores >= config.min_score).all():
+                dets[i] = (boxes, scores, np.ones(len(boxes), bool))
+            else:
+                detect.append(i)
+    yield from run(sorted(detect))
+    return dets[offset:]  # type: ignore[return-value]
 
 
 def _encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
@@ -424,9 +471,14 @@ def _encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = None,
-               jpeg: bool = False) -> Generator[_DetectRequest, list, VideoFaces]:
-    """Extract the faces of one video; yields detection requests, receives their results, returns VideoFaces."""
+def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = None, jpeg: bool = False,
+               overlap: bool = True) -> Generator[_DetectRequest, list, VideoFaces]:
+    """Extract the faces of one video; yields detection requests, receives their results, returns VideoFaces.
+
+    With `overlap` the video decodes on a background thread while its frames are detected and cropped; without,
+    all in this thread (what a worker process does when the other workers already keep every core busy: measured
+    on 2 cores with 2 workers, 0.77 s per 10-s 1080p clip against 0.82-0.89 s with a decoding thread each).
+    """
     info = probe(path)
     reuse_map = None
     if reuse is not None and reuse.stride == config.stride and (reuse.n_frames, reuse.width, reuse.height) == (
@@ -434,19 +486,26 @@ def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = Non
         reuse_map = reuse.by_frame()
     scale = min(1.0, config.detect_size / max(info.width, info.height))
     small_size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-    # Small chunks keep decoding (background thread) and detection overlapped; chunk_mb bounds memory for 4K.
+    # Small chunks keep decoding (background thread) and detection overlapped; chunk_mb bounds memory for 4K. A
+    # multiple of detect_every keeps the detected frames evenly spaced across chunks.
     chunk_len = int(max(2, min(16, config.chunk_mb * 2**20 // max(1, info.width * info.height * 3))))
+    if chunk_len >= config.detect_every:
+        chunk_len -= chunk_len % config.detect_every
     tracker = Tracker(config.link_iou, config.max_gap)
     reused: dict[int, tuple[list, list, list]] = {}  # track -> frames, boxes, scores (when reusing boxes)
     crops: dict[int, list] = {}
     stats: dict = {}
     n_sampled = 0
-    chunks = _prefetch(_chunks(path, config, chunk_len, None if reuse_map is not None else small_size, stats), 2)
+    carry = None  # the last frame of the previous chunk: detection copy and detections
+    chunks = _chunks(path, config, chunk_len, None if reuse_map is not None else small_size, stats)
+    if overlap:
+        chunks = _prefetch(chunks, 2)
     try:
         for idxs, frames, small in chunks:
             n_sampled += len(idxs)
             if reuse_map is None:
-                per_frame = yield from _detect_chunk(small, config)
+                per_frame = yield from _detect_chunk(small, config, carry)
+                carry = (small[-1:], per_frame[-1])
             for k, (index, frame) in enumerate(zip(idxs, frames)):
                 if reuse_map is None:
                     boxes, scores, detected = per_frame[k]
@@ -492,7 +551,7 @@ def _run_inline(job: Generator, detector: FaceDetector) -> VideoFaces:
     try:
         request = next(job)
         while True:
-            request = job.send(detector.detect(request.frames))
+            request = job.send(detector.run(request))
     except StopIteration as stop:
         return stop.value
 
@@ -513,8 +572,8 @@ class _RemoteDetector:
     def __init__(self, wid: int, key_of: Callable[[], object], results, replies) -> None:
         self.wid, self.key_of, self.results, self.replies = wid, key_of, results, replies
 
-    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        self.results.put(("detect", self.wid, self.key_of(), frames))
+    def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
+        self.results.put(("detect", self.wid, self.key_of(), request))
         return self.replies.get()
 
 
@@ -526,6 +585,8 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
     """
     cv2.setNumThreads(1)
     current: list = [None]
+    # A decoding thread only pays when this worker has a core to spare or waits for the main process's detector.
+    overlap = replies is not None or torch_threads > 1
     if replies is None:
         import torch
 
@@ -545,7 +606,7 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
         current[0] = key
         results.put(("start", wid, key, None))
         try:
-            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg), detector)
+            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg, overlap), detector)
         except VideoError as err:
             result = err
         except Exception as err:  # a bug or a resource problem: record it, keep the run going
@@ -783,18 +844,22 @@ class FaceExtractor:
             if unfinished:
                 pool.cancel_queued()
 
-    def _serve(self, pool: _Pool, requests: list[tuple[int, np.ndarray]]) -> None:
-        """Detect for workers (GPU mode): the frames of all pending requests of one size go in one batch."""
-        by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
-        for wid, frames in requests:
-            by_shape.setdefault(frames.shape[1:], []).append((wid, frames))
-        for group in by_shape.values():
-            results = self.detector.detect(np.concatenate([f for _, f in group]))
+    def _serve(self, pool: _Pool, requests: list[tuple[int, _DetectRequest]]) -> None:
+        """Detect for workers (GPU mode): the frames of all pending requests of one kind and size go in one batch."""
+        groups: dict[tuple, list[tuple[int, _DetectRequest]]] = {}
+        for wid, request in requests:
+            groups.setdefault((request.boxes is None, request.frames.shape[1:]), []).append((wid, request))
+        for (detect, _), group in groups.items():
+            frames = np.concatenate([r.frames for _, r in group])
+            if detect:
+                results = self.detector.detect(frames)
+            else:
+                results = self.detector.refine(frames, [b for _, r in group for b in r.boxes])
             start = 0
-            for wid, frames in group:
+            for wid, request in group:
                 if self.replies_ok(pool, wid):
-                    pool.replies[wid].put(results[start:start + len(frames)])
-                start += len(frames)
+                    pool.replies[wid].put(results[start:start + len(request.frames)])
+                start += len(request.frames)
 
     @staticmethod
     def replies_ok(pool: _Pool, wid: int) -> bool:
@@ -1029,6 +1094,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--factor", type=float, default=d.factor, help="MTCNN pyramid factor (default %(default)s)")
     p.add_argument("--detect-every", type=int, default=d.detect_every,
                    help="detect on every k-th sampled frame, interpolate boxes between (default %(default)s)")
+    p.add_argument("--refine-between", action=argparse.BooleanOptionalAction, default=d.refine_between,
+                   help="re-fit the interpolated boxes with O-Net (MTCNN's last stage) and detect in full where it "
+                        "loses the face (default on)")
     p.add_argument("--min-score", type=float, default=d.min_score,
                    help="ignore boxes with a lower detector probability (default %(default)s)")
     p.add_argument("--min-track-len", type=int, default=d.min_track_len,
@@ -1075,7 +1143,7 @@ def main(args: list[str] | None = None) -> int:
         config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=size, device=opts.device,
                                detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
                                min_score=opts.min_score, detect_every=opts.detect_every,
-                               min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,
+                               refine_between=opts.refine_between, min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,
                                batch_size=opts.batch_size, quality=opts.quality)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
@@ -1103,8 +1171,9 @@ def main(args: list[str] | None = None) -> int:
             previous = json.loads(settings_path.read_text())
         except ValueError:
             previous = None
-        changed = {key: (previous.get(key), value) for key, value in settings.items()
-                   if previous is not None and previous.get(key) != value}
+        # A setting the folder's file does not name is newer than the folder's crops: not a change.
+        changed = {key: (previous[key], value) for key, value in settings.items()
+                   if isinstance(previous, dict) and key in previous and previous[key] != value}
         if changed:
             what = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
             print(f"deepfake-extract: {out} holds crops made with other settings ({what}); use another OUT_DIR or "

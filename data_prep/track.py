@@ -64,13 +64,13 @@ def crop_box(box: np.ndarray, margin: float) -> tuple[int, int, int]:
     return x0, y0, side_i
 
 
-def square_crop(frame: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
+def square_crop(frame, box: np.ndarray, margin: float, size: int) -> np.ndarray:
     """Cut the square around a face box (see `crop_box`) and resize it to `size` x `size`.
 
     Parts of the square outside the frame are black, so the face keeps its place and scale in the crop.
 
     Args:
-        frame: (H, W, 3) uint8 image.
+        frame: (H, W, 3) uint8 image, or a `data_prep.video.DecodedFrame` (only the region needed is converted).
         box: x1, y1, x2, y2 in frame pixels.
         margin: share of the box's larger side added on each side.
         size: output side in pixels.
@@ -83,7 +83,7 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float, size: int) ->
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
     if sx1 <= sx0 or sy1 <= sy0:  # the box lies wholly outside the frame: nothing to show
         return np.zeros((size, size, 3), np.uint8)
-    region = frame[sy0:sy1, sx0:sx1]
+    region = frame[sy0:sy1, sx0:sx1] if isinstance(frame, np.ndarray) else frame.region(sx0, sy0, sx1, sy1)
     if (sx0, sy0, sx1, sy1) != (x0, y0, x0 + side, y0 + side):
         region = cv2.copyMakeBorder(region, sy0 - y0, y0 + side - sy1, sx0 - x0, x0 + side - sx1,
                                     cv2.BORDER_CONSTANT, value=(0, 0, 0))

@@ -19,6 +19,7 @@ from skimage import data as skdata
 from data_prep import extract
 from data_prep.extract import ExtractConfig, FaceExtractor, VideoError, VideoFaces, _DetectRequest, _detect_chunk
 from data_prep.track import Tracker, crop_box, greedy_match, iou_matrix, square_crop
+from data_prep.video import iter_frames
 
 # Face boxes (x1, y1, x2, y2) in the photos as shipped, measured with MTCNN at full resolution.
 ASTRONAUT_FACE = np.array([181, 62, 268, 172], np.float32)  # skimage.data.astronaut(), 512 x 512
@@ -154,37 +155,68 @@ def test_square_crop_geometry_and_padding():
     assert (square_crop(frame, np.array([500, 500, 520, 520]), 0.3, 16) == 0).all()
 
 
-def _scripted(frames_boxes: list[list[list[float]]], config: ExtractConfig) -> tuple[list, list[int]]:
-    """Drive _detect_chunk with a fake detector that 'finds' the given boxes; returns results and frames asked."""
+def _scripted(frames_boxes: list[list[list[float]]], config: ExtractConfig,
+              refit=lambda box: (box, 0.99)) -> tuple[list, list[int], list[int]]:
+    """Drive _detect_chunk with a fake detector that 'finds' the given boxes and a fake O-Net (`refit`: box ->
+    (re-fitted box, probability)); returns the results, the frames detected and the frames refined."""
     small = np.arange(len(frames_boxes), dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
-    job, asked = _detect_chunk(small, config), []
+    job, asked, refined = _detect_chunk(small, config), [], []
     try:
         request = next(job)
         while True:
             assert isinstance(request, _DetectRequest)
             indices = [int(f[0, 0, 0]) for f in request.frames]
-            asked += indices
-            request = job.send([(np.array(frames_boxes[i], np.float32).reshape(-1, 4),
-                                 np.full(len(frames_boxes[i]), 0.99, np.float32)) for i in indices])
+            if request.boxes is None:
+                asked += indices
+                request = job.send([(np.array(frames_boxes[i], np.float32).reshape(-1, 4),
+                                     np.full(len(frames_boxes[i]), 0.99, np.float32)) for i in indices])
+            else:
+                refined += indices
+                fits = [[refit(b) for b in boxes] for boxes in request.boxes]
+                request = job.send([(np.array([b for b, _ in f], np.float32).reshape(-1, 4),
+                                     np.array([p for _, p in f], np.float32)) for f in fits])
     except StopIteration as stop:
-        return stop.value, asked
+        return stop.value, asked, refined
 
 
 def test_detect_every_k_interpolates_between_matching_detections():
-    config = ExtractConfig(detect_every=3)
+    config = ExtractConfig(detect_every=3, refine_between=False)
     boxes = [[[10 + 3 * i, 10, 50 + 3 * i, 50]] for i in range(7)]  # one face moving steadily
-    dets, asked = _scripted(boxes, config)
-    assert asked == [0, 3, 6]
+    dets, asked, refined = _scripted(boxes, config)
+    assert asked == [0, 3, 6] and refined == []
     for i, (b, s, detected) in enumerate(dets):
         assert np.allclose(b, boxes[i], atol=1e-4) and s[0] == pytest.approx(0.99)
         assert bool(detected[0]) == (i in (0, 3, 6))
 
 
+def test_interpolated_boxes_are_refit_by_onet():
+    boxes = [[[10 + 3 * i, 10, 50 + 3 * i, 50]] for i in range(7)]
+    dets, asked, refined = _scripted(boxes, ExtractConfig(detect_every=3), refit=lambda b: (b + 1, 0.98))
+    assert asked == [0, 3, 6] and refined == [1, 2, 4, 5]  # one refinement request for the chunk
+    for i, (b, s, detected) in enumerate(dets):
+        moved = 1 if i in refined else 0  # what the fake O-Net returned, not the interpolation
+        assert np.allclose(b, np.array(boxes[i]) + moved, atol=1e-4) and bool(detected[0])
+        assert s[0] == pytest.approx(0.98 if moved else 0.99)
+
+
+def test_frames_where_onet_loses_the_face_are_detected_in_full():
+    boxes = [[[10 + 3 * i, 10, 50 + 3 * i, 50]] for i in range(7)]
+    lost = {4}  # the face turns away at frame 4: O-Net's probability there falls under min_score
+
+    def refit(box):
+        return box, (0.3 if box[0] > 10 + 3 * 3.5 and box[0] < 10 + 3 * 4.5 else 0.99)
+
+    dets, asked, refined = _scripted(boxes, ExtractConfig(detect_every=3), refit=refit)
+    assert refined == [1, 2, 4, 5] and sorted(asked) == sorted([0, 3, 6, *lost])
+    assert np.allclose(dets[4][0], boxes[4]) and dets[4][1][0] == pytest.approx(0.99)  # the full detection's box
+
+
 def test_detect_every_k_detects_in_between_when_faces_change():
     config = ExtractConfig(detect_every=3)
     boxes = [[[10, 10, 50, 50]]] * 3 + [[[10, 10, 50, 50], [100, 10, 140, 50]]] * 4  # a second face arrives
-    dets, asked = _scripted(boxes, config)
-    assert sorted(asked) == [0, 1, 2, 3, 6]  # frames 1-2 re-detected (counts differ 0 -> 3), 4-5 interpolated
+    dets, asked, refined = _scripted(boxes, config)
+    assert sorted(asked) == [0, 1, 2, 3, 6]  # frames 1-2 re-detected (counts differ 1 -> 2), 4-5 interpolated
+    assert refined == [4, 5]
     assert [len(b) for b, _, _ in dets] == [1, 1, 1, 2, 2, 2, 2]
     low = [[[10, 10, 50, 50]]] * 2
     config = ExtractConfig(detect_every=1, min_score=0.995)  # scores of 0.99 are under min_score: dropped
@@ -373,7 +405,7 @@ def dfdc(videos, tmp_path_factory) -> Path:
     src.mkdir()
     real, truth = videos["astro"]
     (src / "real.mp4").write_bytes(real.read_bytes())
-    frames = [cv2.convertScaleAbs(f, alpha=0.8, beta=20) for _, f in extract.iter_frames(real, 1)]  # other look
+    frames = [cv2.convertScaleAbs(f, alpha=0.8, beta=20) for _, f in iter_frames(real, 1)]  # other look
     _encode(src / "fake.mp4", frames)
     _encode(src / "short.mp4", frames[:8])
     (src / "metadata.json").write_text(json.dumps({

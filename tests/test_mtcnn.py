@@ -1,0 +1,174 @@
+"""The batched MTCNN cascade (data_prep.mtcnn) against facenet-pytorch's MTCNN and known face boxes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from matplotlib import cbook
+from skimage import data as skdata
+
+from data_prep.mtcnn import MTCNNCascade
+from data_prep.track import iou_matrix
+
+# Face boxes (x1, y1, x2, y2) in the photos as shipped, measured with MTCNN at full resolution.
+ASTRONAUT_FACE = np.array([181, 62, 268, 172], np.float32)  # skimage.data.astronaut(), 512 x 512
+HOPPER_FACE = np.array([174, 120, 356, 340], np.float32)  # matplotlib's grace_hopper.jpg, 512 wide x 600 high
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _hopper() -> np.ndarray:
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def _paste(canvas: tuple[int, int], photo: np.ndarray, face: np.ndarray, height: int, x: int, y: int,
+           frame: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The photo scaled to `height` and pasted at (x, y) on a gradient (cut at the frame's edges); its face box."""
+    h, w = canvas
+    if frame is None:
+        frame = np.dstack([np.tile(np.linspace(40, 200, w, dtype=np.uint8), (h, 1)),
+                           np.tile(np.linspace(200, 60, h, dtype=np.uint8)[:, None], (1, w)),
+                           np.full((h, w), 120, np.uint8)])
+    s = height / photo.shape[0]
+    image = cv2.resize(photo, (round(photo.shape[1] * s), height), interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + image.shape[1], w), min(y + image.shape[0], h)
+    frame[y0:y1, x0:x1] = image[y0 - y:y1 - y, x0 - x:x1 - x]
+    return frame, face * s + np.array([x, y, x, y], np.float32)
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
+    """640x360 frames (the detector's usual input size) with faces of several sizes and places, and their boxes."""
+    astro, hopper = skdata.astronaut(), _hopper()
+    out = []
+    for height, x, y in [(360, 140, 0), (240, 300, 60), (150, 40, 200), (100, 500, 30)]:
+        frame, box = _paste((360, 640), astro, ASTRONAUT_FACE, height, x, y)
+        out.append((frame, box[None]))
+    frame, a = _paste((360, 640), astro, ASTRONAUT_FACE, 300, -60, 30)
+    frame, b = _paste((360, 640), hopper, HOPPER_FACE, 300, 380, 30, frame)
+    out.append((frame, np.stack([a, b])))  # two faces
+    return out
+
+
+@pytest.fixture(scope="module")
+def cascade() -> MTCNNCascade:
+    return MTCNNCascade(min_face_size=20, factor=0.709, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, min_face_size=20, factor=0.709, post_process=False, device="cpu")
+
+
+def _match(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Best IoU of each true box with a found one."""
+    if len(found) == 0:
+        return np.zeros(len(truth))
+    return iou_matrix(truth, found).max(axis=1)
+
+
+def test_finds_the_faces_facenet_pytorch_finds_as_tightly(scenes, cascade, reference):
+    ours_iou, ref_iou = [], []
+    for frame, truth in scenes:
+        (boxes, probs), = cascade.detect(frame)
+        ref_boxes, ref_probs = reference.detect(frame)
+        assert boxes.dtype == np.float32 and boxes.shape == (len(truth), 4) and probs.shape == (len(truth),)
+        assert len(ref_boxes) == len(truth)
+        assert (probs > 0.99).all() and (np.diff(probs) <= 0).all()  # most probable first
+        assert (_match(boxes, ref_boxes) > 0.75).all()  # the same faces as facenet-pytorch
+        ours_iou += list(_match(boxes, truth))
+        ref_iou += list(_match(ref_boxes, truth))
+    # As close to the true boxes as facenet-pytorch's, face by face and on average.
+    assert min(ours_iou) > 0.7 and np.mean(ours_iou) >= np.mean(ref_iou) - 0.02
+
+
+def test_full_size_photos_match_facenet_pytorch(cascade, reference):
+    for image, face in [(skdata.astronaut(), ASTRONAUT_FACE), (_hopper(), HOPPER_FACE)]:
+        (boxes, probs), = cascade.detect(image)
+        ref_boxes, _ = reference.detect(image)
+        assert len(boxes) == 1 and probs[0] > 0.99
+        assert iou_matrix(boxes, ref_boxes)[0, 0] > 0.85 and iou_matrix(boxes, face[None])[0, 0] > 0.85
+
+
+def test_a_batch_gives_what_frames_one_at_a_time_give(scenes, cascade):
+    frames = np.stack([f for f, _ in scenes])
+    batched = cascade.detect(frames)
+    assert len(batched) == len(frames)
+    for frame, (boxes, probs) in zip(frames, batched):
+        (one_boxes, one_probs), = cascade.detect(frame)
+        np.testing.assert_allclose(boxes, one_boxes, atol=1e-3)
+        np.testing.assert_allclose(probs, one_probs, atol=1e-5)
+
+
+def test_batched_torch_resampling_finds_the_same_faces(scenes, cascade):
+    """The GPU code path (pyramid by torch interpolation, candidates by one roi_align per stage), run on the CPU."""
+    gpu_style = MTCNNCascade(min_face_size=20, factor=0.709, device="cpu")
+    gpu_style.opencv_resampling = False
+    frames = np.stack([f for f, _ in scenes])
+    for (frame, truth), (boxes, probs), (cpu_boxes, _) in zip(scenes, gpu_style.detect(frames),
+                                                              cascade.detect(frames)):
+        assert len(boxes) == len(truth) and (probs > 0.99).all()
+        assert (_match(boxes, truth) > 0.7).all() and (_match(boxes, cpu_boxes) > 0.75).all()
+
+
+def test_no_face_gives_empty_arrays(cascade):
+    coffee = cv2.resize(skdata.coffee(), (640, 360), interpolation=cv2.INTER_AREA)
+    flat = np.full((360, 640, 3), 128, np.uint8)
+    for boxes, probs in cascade.detect(np.stack([coffee, flat])):
+        assert boxes.shape == (0, 4) and boxes.dtype == np.float32 and probs.shape == (0,)
+    assert cascade.detect(np.zeros((0, 360, 640, 3), np.uint8)) == []
+
+
+def test_a_face_cut_by_the_frame_edge_is_found(cascade):
+    frame, truth = _paste((360, 640), skdata.astronaut(), ASTRONAUT_FACE, 360, -140, 0)  # a fifth of it outside
+    assert truth[0] < 0 < truth[2]
+    (boxes, probs), = cascade.detect(frame)
+    assert len(boxes) >= 1 and probs[0] > 0.9
+    assert _match(boxes[:1], truth[None])[0] > 0.5
+
+
+def test_refine_keeps_detected_boxes_and_corrects_shifted_ones(scenes, cascade):
+    frames = np.stack([f for f, _ in scenes])
+    detected = [b for b, _ in cascade.detect(frames)]
+    kept = cascade.refine(frames, detected)
+    rng = np.random.default_rng(0)
+    shifted = []
+    for boxes in detected:
+        wh = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
+        shifted.append(boxes + rng.uniform(-0.2, 0.2, boxes.shape).astype(np.float32) * wh)
+    corrected = cascade.refine(frames, shifted)
+    for (frame, truth), boxes, moved, (k_boxes, k_probs), (c_boxes, c_probs) in zip(
+            scenes, detected, shifted, kept, corrected):
+        assert k_boxes.shape == boxes.shape and k_probs.shape == (len(boxes),)  # one answer per box, in order
+        assert (k_probs > 0.95).all() and (np.diag(iou_matrix(k_boxes, boxes)) > 0.75).all()
+        assert (c_probs > 0.9).all()
+        # O-Net pulls a shifted box back onto the face.
+        assert iou_matrix(c_boxes, truth).max(axis=1).mean() > iou_matrix(moved, truth).max(axis=1).mean()
+
+
+def test_refine_says_when_no_face_is_left(scenes, cascade):
+    frame, truth = scenes[2]  # a face at the left; the right of the frame is background
+    away = truth + np.array([400, -150, 400, -150], np.float32)
+    (_, probs), = cascade.refine(frame[None], [away])
+    assert probs[0] < 0.5
+    assert cascade.refine(frame[None], [np.zeros((0, 4), np.float32)])[0][0].shape == (0, 4)
+    assert cascade.refine(frame[:0][None][:0], []) == []
+
+
+def test_bad_input_is_refused_with_a_reason(cascade):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        cascade.detect(np.zeros((10, 10), np.float32))
+    with pytest.raises(ValueError, match="box lists for"):
+        cascade.refine(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((1, 4))])
