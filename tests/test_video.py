@@ -142,3 +142,39 @@ def test_one_frame_video(tmp_path):
 def test_stride_must_be_positive(clip):
     with pytest.raises(ValueError, match="stride"):
         next(iter_frames(clip, 0))
+
+
+# ------------------------------------------------------------------------------------------ DecodedFrame
+def _textured(n: int, h: int, w: int) -> list[np.ndarray]:
+    """A real photo (colour, edges, fine detail) moving sideways, so a misplaced region or wrong chroma would show."""
+    import cv2
+    from skimage import data as skdata
+
+    photo = cv2.resize(skdata.astronaut(), (w, h), interpolation=cv2.INTER_AREA)
+    return [np.roll(photo, 3 * i, axis=1) for i in range(n)]
+
+
+@pytest.mark.parametrize("pix_fmt, rotation", [("yuv420p", None), ("yuvj420p", None), ("yuv444p", None),
+                                               ("yuv420p", 90), ("gray", None)])
+def test_decoded_frame_regions_are_the_whole_frame_conversion(tmp_path, pix_fmt, rotation):
+    """Regions cut from the YUV planes (4:2:0, upright) or from the converted frame (anything else) are exactly
+    what converting the whole frame gives there, at edges and odd offsets too."""
+    from data_prep.video import iter_decoded
+
+    path = write_video(tmp_path / f"{pix_fmt}.mp4", _textured(3, 96, 160), pix_fmt=pix_fmt, rotation=rotation)
+    whole = [f for _, f in iter_frames(path, 1)]
+    for (index, frame), rgb in zip(iter_decoded(path, 1), whole):
+        fast = frame._planar  # 8-bit 4:2:0 shown as stored: regions come from the planes, never the whole frame
+        assert fast or pix_fmt not in ("yuv420p", "yuvj420p") or rotation is not None
+        h, w = rgb.shape[:2]
+        assert frame.shape == rgb.shape and (frame.height, frame.width) == (h, w)
+        for x0, y0, x1, y1 in [(0, 0, w, h), (0, 0, 17, 9), (w - 33, h - 21, w, h), (5, 7, 6, 8), (13, 3, 61, 50)]:
+            np.testing.assert_array_equal(frame.region(x0, y0, x1, y1), rgb[y0:y1, x0:x1])
+        assert (frame._rgb is None) == fast  # the fast path converted nothing whole; the others converted once
+        small = frame.resized(w // 3, h // 3)  # the detector's copy: area-averaged, close to OpenCV's INTER_AREA
+        import cv2
+
+        reference = cv2.resize(rgb, (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+        assert small.shape == reference.shape and np.abs(small.astype(int) - reference).mean() < 4
+        with pytest.raises(ValueError, match="not inside"):
+            frame.region(0, 0, w + 1, h)
