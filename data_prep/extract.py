@@ -174,8 +174,10 @@ class FaceTrack:
     Attributes:
         track: track number within the video (0, 1, ... in order of first appearance).
         frames: (N,) int frame indices in the video, increasing.
-        boxes: (N, 4) float32 x1, y1, x2, y2 in video pixels (detected, or interpolated between detections).
-        scores: (N,) float32 detector probabilities (an interpolated box has the lower of its two neighbours').
+        boxes: (N, 4) float32 x1, y1, x2, y2 in video pixels (detected, re-fitted by O-Net between detected
+            frames, or, with `refine_between` off, interpolated).
+        scores: (N,) float32 detector probabilities (O-Net's for a re-fitted box; an interpolated box has the lower
+            of its two neighbours').
         crops: (N, size, size, 3) uint8 RGB square crops.
         jpegs: the crops as JPEG bytes instead (set, with `crops` empty, by `deepfake-extract`'s workers).
     """
@@ -1143,7 +1145,8 @@ def main(args: list[str] | None = None) -> int:
         config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=size, device=opts.device,
                                detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
                                min_score=opts.min_score, detect_every=opts.detect_every,
-                               refine_between=opts.refine_between, min_track_len=opts.min_track_len, min_track_score=opts.min_track_score,
+                               refine_between=opts.refine_between, min_track_len=opts.min_track_len,
+                               min_track_score=opts.min_track_score,
                                batch_size=opts.batch_size, quality=opts.quality)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)

@@ -252,10 +252,11 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
     """Stream every `stride`-th frame of a video (frames 0, stride, 2*stride, ...), decoding the file once.
 
     Kept frames come as `DecodedFrame`s, which convert to RGB only what is asked of them; frames are decoded one
-    by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames). In a constant-frame-rate stream (the container's frame count matches its
-    duration x frame rate), frames that are neither kept nor referenced by other frames (e.g. most B-frames)
-    are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set packet by packet), which roughly halves
-    decoding for typical H.264 with B-frames; frame numbers then come from timestamps.
+    by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames). In
+    a constant-frame-rate stream (the container's frame count matches its duration x frame rate), frames that are
+    neither kept nor referenced by other frames (e.g. most B-frames) are not decoded at all (FFmpeg's
+    ``skip_frame=NONREF``, set packet by packet), which roughly halves decoding for typical H.264 with B-frames;
+    frame numbers then come from timestamps.
 
     Args:
         path: the video file.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Keep CPU tests predictable on small CI machines (2 cores) and quiet about telemetry/hub access.
@@ -35,3 +36,25 @@ def extracted_dataset(synth_dataset, tmp_path_factory) -> Path:
     assert status == 0
     assert (out / "index.csv").is_file()
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: MTCNN on small frames gains nothing from more, and idle OpenMP threads
+    spinning on a busy 2-core machine slow everything else down. The setting is restored for the other modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def hopper() -> np.ndarray:
+    """matplotlib's grace_hopper.jpg (a real face photo, 512 wide x 600 high) as RGB."""
+    import cv2
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()

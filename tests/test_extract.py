@@ -13,7 +13,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-from matplotlib import cbook
 from skimage import data as skdata
 
 from data_prep import extract
@@ -27,24 +26,10 @@ HOPPER_FACE = np.array([174, 120, 356, 340], np.float32)  # matplotlib's grace_h
 CPU = dict(device="cpu", stride=2, size=48)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """MTCNN on these small frames gains nothing from more threads, and idle OpenMP threads spinning on a busy
-    2-core machine slow everything else down; the setting is restored for the other test modules."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ test videos
-def _hopper() -> np.ndarray:
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        return cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
-
-
 def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", fps: int = 10) -> Path:
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
@@ -93,10 +78,10 @@ def face_video(path: Path, canvas: tuple[int, int], photos: list[tuple[np.ndarra
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+def videos(tmp_path_factory, hopper) -> dict[str, tuple[Path, dict]]:
     """Real face photos as short videos in the shapes users bring, plus files that are not usable videos."""
     root = tmp_path_factory.mktemp("videos")
-    astro, hopper = skdata.astronaut(), _hopper()
+    astro = skdata.astronaut()
     out = {
         "astro": face_video(root / "astro.mp4", (240, 320), [(astro, ASTRONAUT_FACE, 240, 40, 0)], 12),
         "two": face_video(root / "two.mp4", (240, 480), [(astro, ASTRONAUT_FACE, 240, 0, 0),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from matplotlib import cbook
 from skimage import data as skdata
 
 from data_prep.mtcnn import MTCNNCascade
@@ -16,19 +15,7 @@ ASTRONAUT_FACE = np.array([181, 62, 268, 172], np.float32)  # skimage.data.astro
 HOPPER_FACE = np.array([174, 120, 356, 340], np.float32)  # matplotlib's grace_hopper.jpg, 512 wide x 600 high
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _hopper() -> np.ndarray:
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        return cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _paste(canvas: tuple[int, int], photo: np.ndarray, face: np.ndarray, height: int, x: int, y: int,
@@ -47,9 +34,9 @@ def _paste(canvas: tuple[int, int], photo: np.ndarray, face: np.ndarray, height:
 
 
 @pytest.fixture(scope="module")
-def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
+def scenes(hopper) -> list[tuple[np.ndarray, np.ndarray]]:
     """640x360 frames (the detector's usual input size) with faces of several sizes and places, and their boxes."""
-    astro, hopper = skdata.astronaut(), _hopper()
+    astro = skdata.astronaut()
     out = []
     for height, x, y in [(360, 140, 0), (240, 300, 60), (150, 40, 200), (100, 500, 30)]:
         frame, box = _paste((360, 640), astro, ASTRONAUT_FACE, height, x, y)
@@ -94,8 +81,8 @@ def test_finds_the_faces_facenet_pytorch_finds_as_tightly(scenes, cascade, refer
     assert min(ours_iou) > 0.7 and np.mean(ours_iou) >= np.mean(ref_iou) - 0.02
 
 
-def test_full_size_photos_match_facenet_pytorch(cascade, reference):
-    for image, face in [(skdata.astronaut(), ASTRONAUT_FACE), (_hopper(), HOPPER_FACE)]:
+def test_full_size_photos_match_facenet_pytorch(cascade, reference, hopper):
+    for image, face in [(skdata.astronaut(), ASTRONAUT_FACE), (hopper, HOPPER_FACE)]:
         (boxes, probs), = cascade.detect(image)
         ref_boxes, _ = reference.detect(image)
         assert len(boxes) == 1 and probs[0] > 0.99
