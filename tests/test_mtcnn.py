@@ -159,3 +159,19 @@ def test_bad_input_is_refused_with_a_reason(cascade):
         cascade.detect(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="box lists for"):
         cascade.refine(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((1, 4))])
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_same_faces_are_found(scenes, cascade):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    gpu = MTCNNCascade(min_face_size=20, factor=0.709, device="cuda")
+    frames = np.stack([f for f, _ in scenes])
+    for (frame, truth), (boxes, probs), (cpu_boxes, _) in zip(scenes, gpu.detect(frames), cascade.detect(frames)):
+        assert len(boxes) == len(truth) and (probs > 0.99).all()
+        assert (_match(boxes, truth) > 0.7).all() and (_match(boxes, cpu_boxes) > 0.75).all()
+    detected = [b for b, _ in gpu.detect(frames)]
+    for boxes, (refit, probs) in zip(detected, gpu.refine(frames, detected)):
+        assert refit.shape == boxes.shape and (probs > 0.95).all()
