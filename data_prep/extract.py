@@ -278,6 +278,20 @@ class FaceDetector:
         self.batch_size = config.batch_size or (128 if self.device.startswith("cuda") else 1)
         self.threads = 0 if self.device.startswith("cuda") else config.detect_threads
 
+    @contextlib.contextmanager
+    def _torch_threads(self) -> Iterator[None]:
+        """Run on `threads` torch threads (when set), restoring the caller's setting afterwards."""
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
     def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces in a batch of equally sized frames.
 
@@ -287,32 +301,16 @@ class FaceDetector:
         Returns:
             Per frame: boxes (N, 4) float32 in the frames' pixels, and probabilities (N,) float32.
         """
-        import torch
-
         out: list[tuple[np.ndarray, np.ndarray]] = []
-        before = torch.get_num_threads()
-        if self.threads and self.threads != before:
-            torch.set_num_threads(self.threads)
-        try:
+        with self._torch_threads():
             for start in range(0, len(frames), self.batch_size):
                 out.extend(self.mtcnn.detect(frames[start:start + self.batch_size]))
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
         return out
 
     def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Given boxes re-fitted by O-Net, one (boxes, probabilities) entry per given box (`MTCNNCascade.refine`)."""
-        import torch
-
-        before = torch.get_num_threads()
-        if self.threads and self.threads != before:
-            torch.set_num_threads(self.threads)
-        try:
+        with self._torch_threads():
             return self.mtcnn.refine(frames, boxes)
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
 
     def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
         """Serve a video job's request: a detection, or a refinement when it carries boxes."""

@@ -263,7 +263,11 @@ def _per_frame(boxes: torch.Tensor, scores: torch.Tensor, owner: torch.Tensor, n
 
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, owner: torch.Tensor, threshold: float) -> torch.Tensor:
     """MTCNN's last suppression: drop a box when its overlap over the *smaller* box's area exceeds `threshold`
-    with a better box of the same frame (removes a small box found inside a face). Returns kept indices."""
+    with a better box of the same frame (removes a small box found inside a face). Returns kept indices.
+
+    Not facenet-pytorch's `batched_nms_numpy`: it separates frames by shifting boxes by frame index x (largest
+    coordinate + 1), which lets a box reaching past the left edge of one frame overlap a box of the frame before
+    in a batch (a GPU batch here); going frame by frame cannot mix them."""
     b = boxes.detach().cpu().double().numpy()
     s = scores.detach().cpu().numpy()
     o = owner.detach().cpu().numpy()

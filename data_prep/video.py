@@ -141,7 +141,7 @@ class DecodedFrame:
 
     @property
     def _planar(self) -> bool:
-        return self._rotation == 0 and self._frame is not None and self._frame.format.name in _PLANAR_420
+        return self._rotation == 0 and self._frame.format.name in _PLANAR_420
 
     def rgb(self) -> np.ndarray:
         """The whole frame, upright, as (H, W, 3) uint8 RGB (converted once, then kept)."""
