@@ -155,7 +155,9 @@ def compare(args, clips: Path) -> None:
         # Dataset throughput: whole videos in parallel processes, each with its own detector (steady state:
         # the pool is started and warmed up on one round of clips first, as it is once per run in practice).
         name = f"ours x{args.workers}"
-        pooled = ex.FaceExtractor(config, workers=args.workers)
+        pooled = ex.FaceExtractor(config, workers=args.workers, detect_in_main=args.detect_in_main)
+        if pooled.detect_in_main:
+            name += " central"
         for _ in pooled.extract_many(paths[:1] * args.workers):
             pass
         batch = [(v, p) for _ in range(args.copies) for v, p in zip(videos, paths)]
@@ -169,6 +171,9 @@ def compare(args, clips: Path) -> None:
             add(name, dt, video, boxes_of(faces), faces.n_frames)
         print(f"  {name}: {len(batch)} clips, {dt:.2f} s per clip", flush=True)
 
+    sent = sent_to_detector(paths[0], config, extractor.detector)
+    print("\nGPU mode (workers decode, the main process detects), data a worker sends per clip to be detected: "
+          + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sent.items()))
     print(f"\nclips: {len(videos)} x {args.resolution}, {args.seconds:g} s at {args.fps:g} fps, stride {args.stride} "
           f"| device {device} | torch threads {torch.get_num_threads()}")
     print(f"{'':7} {'s/10-s clip':>12} {'crops/s':>9} {'recall':>8} {'false crops':>12} {'box IoU':>8}")
@@ -183,6 +188,24 @@ def compare(args, clips: Path) -> None:
         for name in per_clip:
             if name != "naive":
                 print(f"speed-up of {name}: {per_clip['naive'] / per_clip[name]:.1f}x")
+
+
+def sent_to_detector(path: str, config, detector) -> dict[str, int]:
+    """Bytes of the detection requests of one clip, pickled as a worker sends them to the detecting process."""
+    import pickle
+
+    sizes: dict[str, int] = defaultdict(int)
+
+    class Recording:
+        def run(self, request):
+            kind = "full detections" if request.boxes is None else "re-fits"
+            sizes[f"{kind} (frames)"] += len(pickle.dumps(request))
+            if hasattr(request, "for_sending"):
+                sizes[f"{kind} (as sent)"] += len(pickle.dumps(request.for_sending()))
+            return detector.run(request)
+
+    ex._run_inline(ex._video_job(path, config), Recording())
+    return dict(sizes)
 
 
 def throughput(args, clips: Path) -> None:
@@ -239,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-clips", type=int, default=1, help="clips to run the (slow) naive baseline on")
     p.add_argument("--workers", type=int, default=max(1, ex._default_workers() + 1),
                    help="extraction processes for the throughput figures (default: one per core; 0: skip)")
+    p.add_argument("--detect-in-main", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --workers: detect in the main process for all workers (default: on a GPU only)")
     p.add_argument("--copies", type=int, default=3,
                    help="times each clip is processed for the throughput figures (hard links in throughput mode)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -312,10 +312,18 @@ class FaceDetector:
         with self._torch_threads():
             return self.mtcnn.refine(frames, boxes)
 
+    def refine_inputs(self, squares: np.ndarray, crops: np.ndarray,
+                      counts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`refine` from O-Net's inputs made by `data_prep.resample.onet_inputs` (`MTCNNCascade.refine_inputs`)."""
+        with self._torch_threads():
+            return self.mtcnn.refine_inputs(squares, crops, counts)
+
     def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
         """Serve a video job's request: a detection, or a refinement when it carries boxes."""
         if request.boxes is None:
             return self.detect(request.frames)
+        if request.prepared:
+            return self.refine_inputs(request.frames, request.crops, [len(b) for b in request.boxes])
         return self.refine(request.frames, request.boxes)
 
 
@@ -324,8 +332,33 @@ class FaceDetector:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class _DetectRequest:
-    frames: np.ndarray  # (B, h, w, 3) uint8 detection copies of sampled frames
+    """Frames to detect faces in, or boxes to re-fit; or a re-fit prepared for O-Net (`prepared`).
+
+    A prepared request carries no frames, only O-Net's inputs: `frames` holds the squared boxes (N, 4) float32 of
+    all its frames and `crops` their 48x48 resamplings (`data_prep.resample.onet_inputs`), about 7 KB a face instead
+    of a 640x360 frame (691 KB) to send from a worker to the process that detects.
+    """
+
+    frames: np.ndarray  # (B, h, w, 3) uint8 detection copies of sampled frames; prepared: the squared boxes
     boxes: list[np.ndarray] | None = None  # per frame, boxes to refine (None: detect)
+    crops: np.ndarray | None = None  # prepared: (N, 48, 48, 3) uint8 O-Net inputs
+
+    @property
+    def prepared(self) -> bool:
+        return self.crops is not None
+
+    def __len__(self) -> int:
+        """Frames the request is about: one result each."""
+        return len(self.boxes) if self.boxes is not None else len(self.frames)
+
+    def for_sending(self) -> _DetectRequest:
+        """The request to send to another process: a re-fit becomes a prepared one (O-Net's inputs, not frames)."""
+        if self.boxes is None or self.prepared:
+            return self
+        from data_prep.resample import onet_inputs
+
+        squares, crops = onet_inputs(self.frames, self.boxes)
+        return _DetectRequest(squares, self.boxes, crops)
 
 
 _END = object()
@@ -573,7 +606,8 @@ class _RemoteDetector:
         self.wid, self.key_of, self.results, self.replies = wid, key_of, results, replies
 
     def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
-        self.results.put(("detect", self.wid, self.key_of(), request))
+        # A re-fit goes as O-Net's inputs (7 KB a face), not as the frames (691 KB each at 640x360).
+        self.results.put(("detect", self.wid, self.key_of(), request.for_sending()))
         return self.replies.get()
 
 
@@ -847,19 +881,20 @@ class FaceExtractor:
     def _serve(self, pool: _Pool, requests: list[tuple[int, _DetectRequest]]) -> None:
         """Detect for workers (GPU mode): the frames of all pending requests of one kind and size go in one batch."""
         groups: dict[tuple, list[tuple[int, _DetectRequest]]] = {}
-        for wid, request in requests:
+        for wid, request in requests:  # detections, and re-fits the workers prepared (`_RemoteDetector`)
             groups.setdefault((request.boxes is None, request.frames.shape[1:]), []).append((wid, request))
         for (detect, _), group in groups.items():
             frames = np.concatenate([r.frames for _, r in group])
             if detect:
                 results = self.detector.detect(frames)
             else:
-                results = self.detector.refine(frames, [b for _, r in group for b in r.boxes])
+                results = self.detector.refine_inputs(frames, np.concatenate([r.crops for _, r in group]),
+                                                      [len(b) for _, r in group for b in r.boxes])
             start = 0
             for wid, request in group:
                 if self.replies_ok(pool, wid):
-                    pool.replies[wid].put(results[start:start + len(request.frames)])
-                start += len(request.frames)
+                    pool.replies[wid].put(results[start:start + len(request)])
+                start += len(request)
 
     @staticmethod
     def replies_ok(pool: _Pool, wid: int) -> bool:

@@ -16,7 +16,9 @@ On the same frames the boxes are as close to the ground truth as facenet-pytorch
 
 `MTCNNCascade.refine` runs the last stage alone on boxes the caller already has (e.g. interpolated from the
 detected frames on either side): O-Net re-fits each box and says whether a face is still there, for a fraction of
-the cost of a detection.
+the cost of a detection. `MTCNNCascade.refine_inputs` does the same from O-Net's inputs made elsewhere
+(`data_prep.resample.onet_inputs`, NumPy and OpenCV only): extraction workers without torch prepare them so as
+to send 48x48 crops, not whole frames, to the process that drives the GPU.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import cv2
 import numpy as np
 import torch
 from torchvision.ops import batched_nms, roi_align
+
+from data_prep.resample import ONET_SIDE, onet_inputs, resample
 
 __all__ = ["MTCNNCascade"]
 
@@ -110,7 +114,7 @@ class MTCNNCascade:
         if len(boxes):
             boxes, scores, owner = self._stage(batch, boxes, owner, self.rnet, 24, self.thresholds[1])
         if len(boxes):
-            boxes, scores, owner = self._stage(batch, boxes, owner, self.onet, 48, self.thresholds[2], last=True)
+            boxes, scores, owner = self._stage(batch, boxes, owner, self.onet, ONET_SIDE, self.thresholds[2], last=True)
         return _per_frame(boxes, scores, owner, len(batch.array), by_score=True)
 
     @torch.inference_mode()
@@ -130,15 +134,39 @@ class MTCNNCascade:
         if len(boxes) != len(batch.array):
             raise ValueError(f"{len(boxes)} box lists for {len(batch.array)} frames")
         given = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
-        if not given:
-            return []
-        owner = torch.as_tensor(np.repeat(np.arange(len(given)), [len(b) for b in given]), device=self.device)
-        start = torch.as_tensor(np.concatenate(given), device=self.device)
+        counts = [len(b) for b in given]
+        if self.opencv_resampling:
+            return self.refine_inputs(*onet_inputs(batch.array, given), counts)
+        owner = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=self.device)
+        start = torch.as_tensor(np.concatenate(given) if given else np.zeros((0, 4), np.float32), device=self.device)
         if not len(start):
-            return _per_frame(start, start.new_zeros(0), owner, len(given))
+            return _per_frame(start, start.new_zeros(0), owner, len(counts))
         squares = _square(start)
-        reg, prob = self._run_net(self.onet, self._resample(batch, squares, owner, 48))
-        return _per_frame(_regress(squares, reg), prob, owner, len(given))
+        reg, prob = self._run_net(self.onet, self._resample(batch, squares, owner, ONET_SIDE))
+        return _per_frame(_regress(squares, reg), prob, owner, len(counts))
+
+    @torch.inference_mode()
+    def refine_inputs(self, squares: np.ndarray, crops: np.ndarray,
+                      counts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`refine` from O-Net's inputs made elsewhere (`data_prep.resample.onet_inputs`, e.g. in a worker process).
+
+        Args:
+            squares: (N, 4) float32, the boxes squared.
+            crops: (N, 48, 48, 3) uint8, their resamplings.
+            counts: boxes per frame (summing to N).
+
+        Returns:
+            As `refine`: per frame, the re-fitted boxes and O-Net's face probabilities.
+        """
+        if sum(counts) != len(squares) or len(squares) != len(crops):
+            raise ValueError(f"{len(squares)} boxes and {len(crops)} crops for counts summing to {sum(counts)}")
+        owner = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=self.device)
+        boxes = torch.as_tensor(np.asarray(squares, np.float32).reshape(-1, 4), device=self.device)
+        if not len(boxes):
+            return _per_frame(boxes, boxes.new_zeros(0), owner, len(counts))
+        inputs = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
+        reg, prob = self._run_net(self.onet, inputs)
+        return _per_frame(_regress(boxes, reg), prob, owner, len(counts))
 
     # ------------------------------------------------------------------------------------------------------------
     def _pyramid(self, batch: _Frames) -> Iterator[tuple[float, torch.Tensor]]:
@@ -194,20 +222,7 @@ class MTCNNCascade:
             rois = torch.cat([owner[:, None].to(boxes.dtype), boxes[:, :2] - 1, boxes[:, 2:]], dim=1)
             return roi_align(batch.tensor, rois, (side, side), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         # On the CPU OpenCV's area resize of each box is cheaper than roi_align's many bilinear samples per pixel.
-        frames = batch.array
-        h, w = frames.shape[1:3]
-        corners = torch.round(torch.cat([boxes[:, :2] - 1, boxes[:, 2:]], dim=1)).long().tolist()
-        out = np.empty((len(corners), side, side, 3), np.uint8)
-        for k, ((x0, y0, x1, y1), i) in enumerate(zip(corners, owner.tolist())):
-            x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-            if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-                region = frames[i, y0:y1, x0:x1]
-            else:
-                region = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-                cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-                if cx1 > cx0 and cy1 > cy0:
-                    region[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = frames[i, cy0:cy1, cx0:cx1]
-            out[k] = cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA)
+        out = resample(batch.array, boxes.cpu().numpy(), owner.cpu().numpy(), side)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
     @staticmethod

@@ -306,6 +306,23 @@ def test_extract_many_with_worker_processes_matches_in_process(extractor, videos
             assert np.array_equal(a.crops, b.crops)
 
 
+def test_a_refit_sent_to_another_process_goes_as_onet_inputs(extractor, videos):
+    """In GPU mode a worker sends O-Net's inputs for a re-fit, not its frames; the answer is the same."""
+    import pickle
+
+    frames = np.stack([f for _, f in iter_frames(videos["two"][0], 2)])
+    small = np.stack([cv2.resize(f, (480, 240)) for f in frames])
+    detector = extractor.detector
+    boxes = [b for b, _ in detector.detect(small)]
+    request = _DetectRequest(small, boxes)
+    sent = request.for_sending()
+    assert sent.prepared and not request.prepared and len(sent) == len(request) == len(small)
+    assert sent.for_sending() is sent and _DetectRequest(small).for_sending().crops is None  # detections go as they are
+    assert len(pickle.dumps(sent)) < 0.05 * len(pickle.dumps(request))
+    for (b1, p1), (b2, p2) in zip(detector.run(request), detector.run(sent)):
+        assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
+
+
 # ------------------------------------------------------------------------------------------------ deepfake-extract
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:

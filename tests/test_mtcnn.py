@@ -8,6 +8,7 @@ import pytest
 from skimage import data as skdata
 
 from data_prep.mtcnn import MTCNNCascade
+from data_prep.resample import onet_inputs
 from data_prep.track import iou_matrix
 
 # Face boxes (x1, y1, x2, y2) in the photos as shipped, measured with MTCNN at full resolution.
@@ -154,6 +155,38 @@ def test_refine_says_when_no_face_is_left(scenes, cascade):
     assert cascade.refine(frame[:0][None][:0], []) == []
 
 
+def _shifted(detected: list[np.ndarray]) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [b + rng.uniform(-0.15, 0.15, b.shape).astype(np.float32) * np.tile(b[:, 2:] - b[:, :2], 2)
+            for b in detected]
+
+
+def test_refine_from_inputs_made_without_torch_is_refine(scenes, cascade):
+    """A worker without torch makes O-Net's inputs (`onet_inputs`); O-Net on them gives what `refine` gives."""
+    frames = np.stack([f for f, _ in scenes])
+    boxes = _shifted([b for b, _ in cascade.detect(frames)])
+    boxes[0] = np.concatenate([boxes[0], [[-40, -30, 50, 60]]]).astype(np.float32)  # past the frame's corner
+    squares, crops = onet_inputs(frames, boxes)
+    counts = [len(b) for b in boxes]
+    assert squares.shape == (sum(counts), 4) and crops.shape == (sum(counts), 48, 48, 3) and crops.dtype == np.uint8
+    assert np.allclose(squares[:, 2] - squares[:, 0], squares[:, 3] - squares[:, 1])  # squared
+    assert crops[-1 - sum(counts[1:]), :10, :10].max() == 0  # zeros outside the frame
+    direct, prepared = cascade.refine(frames, boxes), cascade.refine_inputs(squares, crops, counts)
+    for (b1, p1), (b2, p2) in zip(direct, prepared):
+        assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
+    # The torch resampling (what a GPU uses in one process) re-fits the boxes to the same faces.
+    batched = MTCNNCascade(min_face_size=20, factor=0.709, device="cpu")
+    batched.opencv_resampling = False
+    for (b1, p1), (b2, p2) in zip(batched.refine(frames, boxes), prepared):
+        face = p2 > 0.9
+        assert np.array_equal(p1 > 0.9, face) and (np.diag(iou_matrix(b1[face], b2[face])) > 0.9).all()
+    assert cascade.refine_inputs(*onet_inputs(frames[:1], [np.zeros((0, 4))]), [0])[0][0].shape == (0, 4)
+    with pytest.raises(ValueError, match="counts summing"):
+        cascade.refine_inputs(squares, crops, counts[:-1])
+    with pytest.raises(ValueError, match="box lists for"):
+        onet_inputs(frames, boxes[:-1])
+
+
 def test_bad_input_is_refused_with_a_reason(cascade):
     with pytest.raises(ValueError, match="uint8 RGB"):
         cascade.detect(np.zeros((10, 10), np.float32))
@@ -175,3 +208,6 @@ def test_on_a_gpu_the_same_faces_are_found(scenes, cascade):
     detected = [b for b, _ in gpu.detect(frames)]
     for boxes, (refit, probs) in zip(detected, gpu.refine(frames, detected)):
         assert refit.shape == boxes.shape and (probs > 0.95).all()
+    prepared = gpu.refine_inputs(*onet_inputs(frames, detected), [len(b) for b in detected])  # made on the CPU
+    for boxes, (refit, probs) in zip(detected, prepared):
+        assert (probs > 0.95).all() and (np.diag(iou_matrix(refit, boxes)) > 0.75).all()
