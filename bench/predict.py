@@ -10,7 +10,8 @@ What is measured, on one clip made by `deepfake synth` (a real face moving over 
 - the stages, each timed on its own on the same clip: ``decode`` (every `stride`-th frame to RGB), ``detect``
   (MTCNN on the frames the extractor detects: every `detect_every`-th sampled frame, downscaled to
   `detect_size`; the extractor detects a few more where interpolation fails, so this is a lower bound),
-  ``crop`` (square crops of the boxes, resized to the model's input), ``model`` (the detector on the crops).
+  ``crop`` (square crops of the boxes, resized to the model's input), ``jpeg`` (encoding the crops as JPEG and
+  decoding them again: predict holds them that way, as training reads them), ``model`` (the detector on the crops).
   Decoding runs on a background thread during detection in the real pipeline, so the stages can add up to
   more than ``end_to_end``;
 - ``folder``: `--clips` copies of the clip through `iter_predictions` (`FaceExtractor.extract_many`, decoding
@@ -121,9 +122,13 @@ def stage_times(clip: Path, detector, extractor, repeat: int) -> dict[str, float
         return np.stack([square_crop(f, box, cfg.margin, cfg.size) for f in frames])
 
     crop_s, crops = _timed(crop, device, repeat)
+    from data_prep.extract import _encode_jpeg, decode_jpeg
+
+    # predict holds the crops as JPEG bytes (what training reads) and decodes them window by window.
+    jpeg_s, _ = _timed(lambda: [decode_jpeg(_encode_jpeg(c, cfg.quality)) for c in crops], device, repeat)
     detector.score_tracks([crops])  # warm-up (cuDNN autotuning, lazy init)
     model_s, _ = _timed(lambda: detector.score_tracks([crops]), device, repeat)
-    return {"decode": decode_s, "detect": detect_s, "crop": crop_s, "model": model_s,
+    return {"decode": decode_s, "detect": detect_s, "crop": crop_s, "jpeg": jpeg_s, "model": model_s,
             "sampled_frames": len(frames), "detected_frames": len(keys), "crops": len(crops)}
 
 
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"detect_every {config.detect_every}, detect_size {config.detect_size}; device {report['device']}"
           + (f" ({gpu})" if gpu else f" ({report['cpu_threads']} threads)"))
     print(f"  end to end   {e2e:7.3f} s per clip")
-    for k in ("decode", "detect", "crop", "model"):
+    for k in ("decode", "detect", "crop", "jpeg", "model"):
         print(f"  {k:<12} {s[k]:7.3f} s")
     if folder:
         print(f"  folder       {folder['clips_per_s']:7.2f} clips/s ({folder['clips']} clips, {folder['workers']} "

@@ -240,6 +240,39 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
         np.testing.assert_allclose(steps, expected, atol=1e-5)
 
 
+def test_crops_are_scored_as_the_jpegs_training_reads(inputs, tiny_weights):
+    """predict holds crops as the JPEG bytes deepfake-extract writes and decodes them window by window."""
+    from data_prep.extract import JpegCrops, _encode_jpeg, decode_jpeg
+
+    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu",
+                                                                                        precision="fp32"))
+    path = inputs["two_faces"]
+    raw, held = extractor.extract(path), extractor.extract(path, jpeg=True)
+    assert len(held.tracks) == len(raw.tracks) == 2 and min(len(t) for t in raw.tracks) >= SEQ_LEN
+    for a, b in zip(raw.tracks, held.tracks):
+        assert b.crops.shape == (0, 64, 64, 3) and len(b.jpegs) == len(a)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.boxes, b.boxes)
+        # The same bytes as the training index's crops (same encoder and quality), decoded as the loader does.
+        assert [bytes(j) for j in b.jpegs] == [_encode_jpeg(c, extractor.config.quality) for c in a.crops]
+        images = b.images()
+        assert isinstance(images, JpegCrops) and len(images) == len(a) and images[1:1].shape == (0, 64, 64, 3)
+        assert np.array_equal(images[0], decode_jpeg(b.jpegs[0])) and images[:].shape == a.crops.shape
+        assert np.abs(images[:].astype(int) - a.crops).mean() < 8  # JPEG at quality 90: close, not equal
+        assert a.images() is a.crops
+    # Lazy crops score exactly as the decoded array does; the video's result is that score.
+    rng = np.random.default_rng(0)  # tracks of several windows, the last overlapping the one before
+    longer = [JpegCrops([_encode_jpeg(c, 90) for c in rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)],
+                        (64, 64, 3)) for n in (10, 3)]
+    lazy = [t.images() for t in held.tracks] + longer
+    decoded = [t[:] for t in lazy]
+    for (p1, s1), (p2, s2) in zip(detector.score_tracks(lazy), detector.score_tracks(decoded)):
+        assert p1 == p2 and np.array_equal(s1, s2)
+    result = predict.predict_video(path, detector, extractor)
+    assert result["p_fake"] == pytest.approx(max(p for p, _ in detector.score_tracks(decoded[:2])), abs=1e-6)
+    with pytest.raises(ValueError, match="JPEG"):
+        decode_jpeg(b"not a jpeg")
+
+
 def test_collect_videos(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "empty").mkdir()
