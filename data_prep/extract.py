@@ -238,6 +238,8 @@ class VideoFaces:
         height: frame height as displayed.
         tracks: the face tracks; empty when no face was found.
         boxes_from: the video whose boxes were reused (a DFDC fake's original), else None.
+        damaged_frames: frames that could not be decoded (damaged data inside the file; decoding went on from the
+            next keyframe, see `data_prep.video.iter_decoded`), 0 for a sound file.
     """
 
     video: str
@@ -247,6 +249,7 @@ class VideoFaces:
     height: int
     tracks: list[FaceTrack] = field(default_factory=list)
     boxes_from: str | None = None
+    damaged_frames: int = 0
 
     @property
     def n_crops(self) -> int:
@@ -612,7 +615,8 @@ def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = Non
             crops=np.zeros((0, config.size, config.size, 3), np.uint8) if jpeg else np.stack(items),
             jpegs=items if jpeg else None))
     return VideoFaces(str(path), n_frames, info.fps, info.width, info.height, tracks,
-                      boxes_from=reuse.source if reuse_map is not None else None)
+                      boxes_from=reuse.source if reuse_map is not None else None,
+                      damaged_frames=int(stats.get("damaged_frames", 0)))
 
 
 def _run_inline(job: Generator, detector: FaceDetector) -> VideoFaces:
@@ -948,6 +952,12 @@ class FaceExtractor:
         return pool.replies[wid] is not None and pool.procs[wid].is_alive()
 
 
+def damage_note(faces: VideoFaces) -> str:
+    """One line on the frames of a damaged file that could not be decoded (for a warning)."""
+    return (f"{faces.damaged_frames} of {faces.n_frames} frames could not be decoded (damaged data in the file) "
+            "and were skipped")
+
+
 def extract_faces(path: str | os.PathLike, config: ExtractConfig | None = None) -> VideoFaces:
     """Face tracks of one video with a one-off extractor (`FaceExtractor(config).extract(path)`).
 
@@ -1040,7 +1050,8 @@ def _write_video(out: Path, record, result: VideoFaces | VideoError) -> tuple[in
     reason = None if result.tracks else "no face found"
     meta = {"video": record.video, "status": "ok" if result.tracks else "no_face", "reason": reason,
             "n_frames": result.n_frames, "fps": result.fps, "width": result.width, "height": result.height,
-            "tracks": len(result.tracks), "crops": len(rows), "boxes_from": result.boxes_from}
+            "tracks": len(result.tracks), "crops": len(rows), "boxes_from": result.boxes_from,
+            "damaged_frames": result.damaged_frames}
     _atomic_write(meta_path, json.dumps(meta))
     return len(result.tracks), len(rows), reason
 
@@ -1319,6 +1330,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         for job, result in extractor._run(jobs, jpeg=True, keep_boxes=keep_boxes, reuse_lookup=reuse_lookup):
             tracks, _, reason = _write_video(out, todo[job.key], result)
+            if isinstance(result, VideoFaces) and result.damaged_frames:
+                bar.write(f"deepfake-extract: warning: {todo[job.key].video}: {damage_note(result)}", file=sys.stderr)
             n_new_tracks += tracks
             n_new_fail += reason is not None
             bar.update(1)

@@ -265,15 +265,18 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
             best when several processes decode at once).
         min_complete: when the container states a frame count, decoding fewer than this share of it means the
             file was cut short, which is an error (a truncated download should not pass for a short clip).
-        stats: when given, ``stats["n_frames"]`` is set to the number of frames in the stream once it ends.
+        stats: when given, set once the stream ends: ``stats["n_frames"]``, the number of frames in the stream, and
+            ``stats["damaged_frames"]``, how many could not be decoded (see Raises).
         skip_unneeded: skip decoding frames nothing needs (see above); False decodes every frame.
 
     Yields:
         (frame index, `DecodedFrame`).
 
     Raises:
-        VideoError: the file can't be opened, a frame can't be decoded, or the file ends early. Frames already
-            yielded stay valid; the caller decides whether a partial video is of any use.
+        VideoError: the file can't be opened, no frame can be decoded, the container can't be read on, or the file
+            ends early. Frames already yielded stay valid; the caller decides whether a partial video is of any
+            use. Damaged data inside a stream is not an error: as FFmpeg's own tools do, decoding goes on, from the
+            next keyframe (so that no frame is built on the damage), and the frames lost are counted in `stats`.
     """
     import av
 
@@ -289,10 +292,25 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         step = _frame_step(stream, declared) if (skip_unneeded and stride > 1) else None
         context = stream.codec_context
         index, packets, rotation, first_pts = -1, 0, None, None
+        n_out = 0  # frames the decoder gave
+        damaged, first_error = 0, None  # frames lost to undecodable data, and FFmpeg's first complaint
+        resume = False  # after damage: skip packets until the next keyframe, from which decoding is clean again
         try:
             for packet in container.demux(stream):
                 if packet.size:
                     packets += 1
+                if resume:
+                    if not packet.is_keyframe:
+                        continue
+                    resume = False
+                    context.flush_buffers()  # drop what the damage left in the decoder (frames in flight too)
+                    # The keyframe's number: from its timestamp, else one frame per packet before it.
+                    if step is not None and packet.pts is not None and first_pts is not None:
+                        restart = round((packet.pts - first_pts) / step)
+                    else:
+                        restart = packets - 1
+                    damaged += max(0, restart - (index + 1))
+                    index = max(index, restart - 1)
                 if step is not None:
                     if first_pts is None and packet.pts is not None:
                         first_pts = packet.pts
@@ -301,7 +319,16 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                     else:
                         wanted = round((packet.pts - first_pts) / step) % stride == 0
                     context.skip_frame = "DEFAULT" if wanted else "NONREF"
-                for frame in packet.decode():
+                try:
+                    decoded = packet.decode()
+                except av.error.InvalidDataError as err:
+                    # Damaged data inside the file (a bad sector, a broken upload): FFmpeg's own tools go on past
+                    # it, and so do we, from the next keyframe so that no frame is built on the damage.
+                    first_error = first_error or str(err)
+                    resume = True
+                    continue
+                for frame in decoded:
+                    n_out += 1
                     if step is not None and frame.pts is not None and first_pts is not None:
                         index = max(index + 1, round((frame.pts - first_pts) / step))
                     else:
@@ -311,14 +338,20 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                     if index % stride == 0:
                         yield index, DecodedFrame(frame, rotation)
         except av.error.FFmpegError as err:
-            if index < 0:
+            if n_out == 0:
                 raise VideoError(f"corrupt: no frame could be decoded ({err})") from None
             raise VideoError(f"corrupt: decoding failed after frame {index} ({err})") from None
-        if index < 0:
+        if n_out == 0:
+            if first_error is not None:
+                raise VideoError(f"corrupt: no frame could be decoded ({VideoError(first_error)})")
             raise VideoError("no frames: the video stream is empty")
+        if resume:  # the damage ran to the end of the stream
+            damaged += max(0, packets - (index + 1))
+            index = max(index, packets - 1)
         n_frames = max(index + 1, packets if step is not None else 0)
         if stats is not None:
             stats["n_frames"] = n_frames
+            stats["damaged_frames"] = damaged
         if declared > 1 and n_frames < math.floor(declared * min_complete):
             raise VideoError(f"truncated: decoded {n_frames} of {declared} frames")
     finally:

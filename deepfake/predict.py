@@ -672,6 +672,11 @@ def main(args: list[str] | None = None) -> int:
         for pred in iter_inputs(ns.paths, detector, extractor, config.threshold):
             results.append(pred.result)
             seconds.append(pred.seconds)
+            if getattr(pred.faces, "damaged_frames", 0):
+                from data_prep.extract import damage_note
+
+                bar.write(f"deepfake predict: warning: {pred.result['video']}: {damage_note(pred.faces)}; "
+                          "scored on the rest", file=sys.stderr)
             if plot_dir is not None and pred.result["status"] != "error":
                 try:
                     from deepfake.plots import plot_name, plot_video

@@ -30,12 +30,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ test videos
-def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", fps: int = 10) -> Path:
+def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", fps: int = 10,
+            gop: int | None = None) -> Path:
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.options = {"preset": "ultrafast", "crf": "20"}
+        if gop:
+            stream.codec_context.gop_size = gop
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -45,7 +48,8 @@ def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", fps:
 
 
 def face_video(path: Path, canvas: tuple[int, int], photos: list[tuple[np.ndarray, np.ndarray, int, int, int]],
-               n_frames: int, dx: int = 2, pix_fmt: str = "yuv420p") -> tuple[Path, dict[int, list[np.ndarray]]]:
+               n_frames: int, dx: int = 2, pix_fmt: str = "yuv420p",
+               gop: int | None = None) -> tuple[Path, dict[int, list[np.ndarray]]]:
     """A video of face photos pasted on a gradient, drifting right by `dx` px a frame.
 
     Args:
@@ -74,7 +78,7 @@ def face_video(path: Path, canvas: tuple[int, int], photos: list[tuple[np.ndarra
             frame[y:y + ph, x:x + pw] = image[: h - y, : w - x]
             boxes[i].append(box + np.array([x, y, x, y], np.float32))
         frames.append(frame)
-    return _encode(path, frames, pix_fmt), boxes
+    return _encode(path, frames, pix_fmt, gop=gop), boxes
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +336,26 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def run_cli(src: Path, out: Path, *more: str) -> int:
     return extract.main([str(src), str(out), "--stride", "2", "--size", "48", "--device", "cpu", "--workers", "0",
                          "--no-progress", *more])
+
+
+def test_cli_goes_on_past_damaged_data_and_says_so(tmp_path, capsys):
+    """A video with damaged data inside: its sound frames are extracted, the loss is in its status and a warning."""
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    path, _ = face_video(src / "real" / "damaged.mp4", (240, 320), [(skdata.astronaut(), ASTRONAUT_FACE, 240, 40, 0)],
+                         40, dx=1, gop=10)
+    with av.open(str(path)) as container:
+        pos, size = [(q.pos, q.size) for q in container.demux(container.streams.video[0]) if q.size][15]
+    data = bytearray(path.read_bytes())
+    data[pos + 4:pos + size] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    assert run_cli(src, tmp_path / "out", "--layout", "folder") == 0
+    err = capsys.readouterr().err
+    assert "warning: real/damaged.mp4: " in err and "frames could not be decoded (damaged data in the file)" in err
+    (meta,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "parts").rglob("*.json")]
+    assert meta["status"] == "ok" and meta["n_frames"] == 40 and 1 <= meta["damaged_frames"] <= 10
+    frames = {int(r["frame"]) for r in read_csv(tmp_path / "out" / "index.csv")}
+    assert not frames & {16, 18} and {0, 2, 4, 6, 8} <= frames and {20, 30, 38} <= frames  # 15-19 depend on 15
 
 
 @pytest.fixture(scope="module")
