@@ -467,6 +467,7 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
 
 
 _Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4), scores (N,), detected (N,) bool
+Progress = Callable[[int, int], None]  # (frames of the video done, frames in it)
 
 
 def _detect_chunk(small: np.ndarray, config: ExtractConfig,
@@ -541,8 +542,10 @@ def _encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
 
 
 def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = None, jpeg: bool = False,
-               overlap: bool = True) -> Generator[_DetectRequest, list, VideoFaces]:
+               overlap: bool = True, progress: Progress | None = None) -> Generator[_DetectRequest, list, VideoFaces]:
     """Extract the faces of one video; yields detection requests, receives their results, returns VideoFaces.
+
+    `progress`, when given, is called after each chunk of frames with (frames of the video done, frames in it).
 
     With `overlap` the video decodes on a background thread while its frames are detected and cropped; without,
     all in this thread (what a worker process does when the other workers already keep every core busy: measured
@@ -592,9 +595,13 @@ def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = Non
                 for tid, box in zip(ids, boxes):
                     crop = square_crop(frame, box, config.margin, config.size)
                     crops.setdefault(tid, []).append(_encode_jpeg(crop, config.quality) if jpeg else crop)
+            if progress is not None:  # the count is the header's until the end (`VideoInfo.n_frames`)
+                progress(min(idxs[-1] + 1, info.n_frames), info.n_frames)
     finally:
         chunks.close()
     n_frames = int(stats.get("n_frames", info.n_frames))
+    if progress is not None:
+        progress(n_frames, n_frames)
     if reuse_map is not None:
         kept = [(tid, *reused[tid]) for tid in sorted(reused)]
     else:
@@ -676,11 +683,13 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
         task = tasks.get()
         if task is None:
             return
-        key, path, reuse, jpeg = task
+        key, path, reuse, jpeg, report = task
         current[0] = key
         results.put(("start", wid, key, None))
+        progress = (lambda done, total, key=key: results.put(("progress", wid, key, (done, total)))) if report else None
         try:
-            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg, overlap), detector)
+            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg, overlap, progress),
+                                                          detector)
         except VideoError as err:
             result = err
         except Exception as err:  # a bug or a resource problem: record it, keep the run going
@@ -722,8 +731,9 @@ class _Pool:
         self.procs[wid] = proc
         self.current[wid] = None
 
-    def submit(self, key: tuple[int, int], path: str, reuse: _ReuseBoxes | None, jpeg: bool) -> None:
-        self.tasks.put((key, path, reuse, jpeg))
+    def submit(self, key: tuple[int, int], path: str, reuse: _ReuseBoxes | None, jpeg: bool,
+               report: bool = False) -> None:
+        self.tasks.put((key, path, reuse, jpeg, report))
 
     def cancel_queued(self) -> None:
         """Drop tasks no worker has taken yet (after a caller stopped early)."""
@@ -806,7 +816,7 @@ class FaceExtractor:
         except Exception:  # interpreter shutdown: the daemon workers go with it
             pass
 
-    def extract(self, path: str | os.PathLike, *, jpeg: bool = False) -> VideoFaces:
+    def extract(self, path: str | os.PathLike, *, jpeg: bool = False, progress: Progress | None = None) -> VideoFaces:
         """Face tracks of one video.
 
         Args:
@@ -814,19 +824,23 @@ class FaceExtractor:
             jpeg: hold the crops as JPEG bytes at `config.quality` (`FaceTrack.jpegs`; `FaceTrack.images()` reads
                 either kind), the bytes `deepfake-extract` writes for training: a long video's crops then fit in
                 memory (1 h of one face at stride 5, 240 px: about 0.3 GB of JPEG against 3.7 GB of arrays).
+            progress: called as the video goes, every 16 sampled frames or so, with (frames of the video done, frames
+                in it): for a progress display on long videos.
 
         Raises:
             VideoError: the video can't be read (missing, empty, not a video, truncated, corrupt).
         """
-        return _run_inline(_video_job(os.fspath(path), self.config, jpeg=jpeg), self.detector)
+        return _run_inline(_video_job(os.fspath(path), self.config, jpeg=jpeg, progress=progress), self.detector)
 
-    def extract_many(self, paths: Iterable[str | os.PathLike], *,
-                     jpeg: bool = False) -> Iterator[tuple[str, VideoFaces | VideoError]]:
+    def extract_many(self, paths: Iterable[str | os.PathLike], *, jpeg: bool = False,
+                     progress: Callable[[str, int, int], None] | None = None,
+                     ) -> Iterator[tuple[str, VideoFaces | VideoError]]:
         """Face tracks of many videos, in input order; a video that fails gives its VideoError, the rest go on.
 
         Args:
             paths: the videos.
             jpeg: as for `extract`.
+            progress: as for `extract`, with the video's path (as given) first: (path, frames done, frames).
 
         Yields:
             (path as given, VideoFaces or VideoError).
@@ -834,7 +848,7 @@ class FaceExtractor:
         jobs = [_Job(i, os.fspath(p)) for i, p in enumerate(paths)]
         pending: dict[int, VideoFaces | VideoError] = {}
         next_key = 0
-        for job, result in self._run(jobs, jpeg=jpeg):
+        for job, result in self._run(jobs, jpeg=jpeg, progress=progress):
             pending[job.key] = result
             while next_key in pending:
                 yield jobs[next_key].path, pending.pop(next_key)
@@ -844,6 +858,7 @@ class FaceExtractor:
     def _run(self, jobs: list[_Job], jpeg: bool,
              keep_boxes: Callable[[_Job, VideoFaces], None] | None = None,
              reuse_lookup: Callable[[_Job], _ReuseBoxes | None] | None = None,
+             progress: Callable[[str, int, int], None] | None = None,
              ) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
         """Run jobs; a job with `reuse_from` waits for that job and crops with its boxes.
 
@@ -852,13 +867,15 @@ class FaceExtractor:
             jpeg: return crops as JPEG bytes (`FaceTrack.jpegs`) rather than arrays.
             keep_boxes: called with each finished job's faces (to remember boxes reused later).
             reuse_lookup: the boxes to reuse for a job, or None to detect.
+            progress: called with (job path, frames done, frames) as each video goes.
         """
         if self.workers == 0:
             for job in jobs:
                 reuse = reuse_lookup(job) if reuse_lookup else None
+                report = (lambda done, total, path=job.path: progress(path, done, total)) if progress else None
                 try:
                     result: VideoFaces | VideoError = _run_inline(
-                        _video_job(job.path, self.config, reuse, jpeg), self.detector)
+                        _video_job(job.path, self.config, reuse, jpeg, progress=report), self.detector)
                 except VideoError as err:
                     result = err
                 except Exception as err:  # keep a batch going; the reason says what happened
@@ -868,9 +885,10 @@ class FaceExtractor:
                     keep_boxes(job, result)
                 yield job, result
             return
-        yield from self._run_pool(jobs, jpeg, keep_boxes, reuse_lookup)
+        yield from self._run_pool(jobs, jpeg, keep_boxes, reuse_lookup, progress)
 
-    def _run_pool(self, jobs, jpeg, keep_boxes, reuse_lookup) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
+    def _run_pool(self, jobs, jpeg, keep_boxes, reuse_lookup,
+                  progress=None) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
         if self._pool is None:
             self._pool = _Pool(self.workers, self.config, central_detection=self.detect_in_main)
         pool = self._pool
@@ -890,7 +908,8 @@ class FaceExtractor:
                     if job.reuse_from is not None and job.reuse_from in unfinished:
                         deferred.append(job)  # its original is still running: take it later
                         continue
-                    pool.submit((run, job.key), job.path, reuse_lookup(job) if reuse_lookup else None, jpeg)
+                    pool.submit((run, job.key), job.path, reuse_lookup(job) if reuse_lookup else None, jpeg,
+                                progress is not None)
                     running.add(job.key)
                 waiting.extend(reversed(deferred))
                 if not running and waiting:  # only jobs waiting on jobs that can't finish: run them plainly
@@ -914,6 +933,11 @@ class FaceExtractor:
                         raise RuntimeError(f"extraction worker could not start its detector: {payload}")
                     if kind == "start":
                         pool.current[wid] = tagged
+                        continue
+                    if kind == "progress":
+                        run_of, key = tagged
+                        if progress is not None and run_of == run and key in unfinished:
+                            progress(by_key[key].path, *payload)
                         continue
                     if wid >= 0:
                         pool.current[wid] = None

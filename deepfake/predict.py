@@ -42,7 +42,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,7 +331,8 @@ class Prediction:
 
 
 def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,
-                     names: Sequence[str] | None = None) -> Iterator[Prediction]:
+                     names: Sequence[str] | None = None,
+                     progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """Score many videos, decoding overlapped with detection (`FaceExtractor.extract_many`), in input order.
 
     A file that fails gives an ``error`` result and the others go on.
@@ -342,6 +343,7 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
         extractor: a `FaceExtractor`.
         threshold: verdict threshold.
         names: what to report as each video's name (default: the path as given).
+        progress: called as each video is read, with (its name, frames done, frames in the video).
 
     Yields:
         A `Prediction` per path.
@@ -351,10 +353,12 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
     names = list(names) if names is not None else [os.fspath(p) for p in paths]
     # Absolute paths: FFmpeg reads a relative 'GB:3/clip.mp4' as a URL with protocol 'GB'.
     paths = [os.path.abspath(p) for p in paths]
+    name_of = dict(zip(paths, names))
+    report = (lambda path, n, total: progress(name_of.get(path, path), n, total)) if progress else None
     done = 0
     last = time.perf_counter()
     try:
-        for (_, faces), name in zip(extractor.extract_many(paths, jpeg=True), names):
+        for (_, faces), name in zip(extractor.extract_many(paths, jpeg=True, progress=report), names):
             if isinstance(faces, VideoError):
                 result, faces = error_result(name, str(faces)), None
             else:
@@ -373,7 +377,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
         for path, name in zip(paths[done:], names[done:]):
             start = time.perf_counter()
             try:
-                faces = extractor.extract(path, jpeg=True)
+                faces = extractor.extract(path, jpeg=True, progress=report and (
+                    lambda n, total, path=path: report(path, n, total)))
                 result = score_faces(name, faces, detector, threshold)
             except Exception as err2:  # noqa: BLE001 - every failure becomes this file's one-line reason
                 result, faces = error_result(name, str(err2) if isinstance(err2, VideoError)
@@ -503,12 +508,13 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5) -> Iterator[Prediction]:
+def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5,
+                progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """`iter_predictions` over what `collect_videos` finds, with inputs that gave no video as ``error`` results,
     all in input order."""
     entries = collect_videos(inputs)
     videos = [p for p, reason in entries if reason is None]
-    preds = iter_predictions(videos, detector, extractor, threshold)
+    preds = iter_predictions(videos, detector, extractor, threshold, progress=progress)
     for item, reason in entries:
         yield Prediction(error_result(item, reason), 0.0) if reason is not None else next(preds)
 
@@ -668,8 +674,14 @@ def main(args: list[str] | None = None) -> int:
     plot_failures = 0
     start = time.perf_counter()
     bar = tqdm(total=len(entries), unit="video", disable=ns.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def show(name: str, done: int, total: int) -> None:  # how far into the current video: long ones take minutes
+        step = "scoring" if done >= total else f"reading {done / max(total, 1):.0%}"
+        bar.set_postfix_str(f"{Path(name).name}: {step}")
+
     try:
-        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold):
+        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold,
+                                progress=None if ns.no_progress else show):
             results.append(pred.result)
             seconds.append(pred.seconds)
             if getattr(pred.faces, "damaged_frames", 0):

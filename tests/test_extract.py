@@ -297,7 +297,9 @@ def test_extract_many_with_worker_processes_matches_in_process(extractor, videos
     names = ["two", "cut", "astro"]
     inline = dict(extractor.extract_many([videos[n][0] for n in names]))
     pooled = FaceExtractor(ExtractConfig(**CPU), workers=1, detect_in_main=detect_in_main)
-    results = list(pooled.extract_many([videos[n][0] for n in names]))
+    seen: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    results = list(pooled.extract_many([videos[n][0] for n in names],
+                                       progress=lambda path, done, total: seen[path].append((done, total))))
     results += list(pooled.extract_many([videos["astro"][0]]))  # the pool is kept for the next call
     pooled.close()
     for path, result in results:
@@ -305,6 +307,9 @@ def test_extract_many_with_worker_processes_matches_in_process(extractor, videos
             assert isinstance(result, VideoError) and str(result) == str(inline[path])
             continue
         assert len(result.tracks) == len(inline[path].tracks)
+        if seen[path]:  # a video's progress, as it went (from the worker process)
+            done = [d for d, _ in seen[path]]
+            assert done == sorted(done) and seen[path][-1][0] == seen[path][-1][1] == inline[path].n_frames
         for a, b in zip(result.tracks, inline[path].tracks):
             assert np.array_equal(a.frames, b.frames) and np.allclose(a.boxes, b.boxes)
             assert np.array_equal(a.crops, b.crops)

@@ -230,6 +230,20 @@ def test_table_and_exit_zero(inputs, tiny_weights, tmp_path, monkeypatch, capsys
     assert "no_face.mp4" in lines[2] and "no face" in lines[2] and lines[2].split()[3] == "-"
 
 
+def test_progress_within_each_video(inputs, tiny_weights):
+    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu"))
+    calls: list[tuple[str, int, int]] = []
+    names = ["clip A", "clip B"]
+    preds = list(predict.iter_predictions([inputs["real"], inputs["fake"]], detector, extractor, names=names,
+                                          progress=lambda *call: calls.append(call)))
+    assert [p.result["status"] for p in preds] == ["ok", "ok"]
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls) and {c[0] for c in calls} == set(names)
+    for name in names:
+        mine = [(done, total) for n, done, total in calls if n == name]
+        assert [d for d, _ in mine] == sorted(d for d, _ in mine) and len(mine) >= 2
+        assert mine[-1][0] == mine[-1][1] == 30 and all(0 < d <= t for d, t in mine)  # synth clips: 30 frames
+
+
 def test_python_api(inputs, tiny_weights):
     detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu"))
     assert extractor.config.size == 64 and extractor.config.stride == STRIDE and extractor.config.margin == 0.3
