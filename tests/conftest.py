@@ -58,3 +58,32 @@ def hopper() -> np.ndarray:
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+@pytest.fixture(scope="session")
+def damaged_h264():
+    """A function writing RGB frames as H.264 (a keyframe every 10 frames, as phones and web videos have) with the
+    data of the given packets zeroed: damage inside a file, as a bad sector or a broken upload leaves."""
+    import av
+
+    def write(path: Path, frames: list[np.ndarray], damage: list[int], fps: int = 10) -> Path:
+        h, w = frames[0].shape[:2]
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.gop_size = 10
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        with av.open(str(path)) as container:
+            packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+        data = bytearray(path.read_bytes())
+        for k in damage:
+            pos, size = packets[k]
+            data[pos + 4:pos + size] = bytes(size - 4)  # keep the NAL length, zero the rest
+        path.write_bytes(bytes(data))
+        return path
+
+    return write

@@ -143,25 +143,9 @@ def test_every_bad_input_gets_its_status_and_the_rest_score(batch, inputs):
 
 
 def test_a_video_damaged_inside_is_scored_on_its_sound_frames_with_a_warning(synth_dataset, tiny_weights, tmp_path,
-                                                                             capsys):
-    import av
-
+                                                                             capsys, damaged_h264):
     frames = read_frames(synth_dataset / "real" / "clip_0000.mp4", 40)
-    path = tmp_path / "damaged.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        stream.codec_context.gop_size = 10  # a keyframe every 10 frames, as phones and web videos have
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    with av.open(str(path)) as container:
-        pos, size = [(q.pos, q.size) for q in container.demux(container.streams.video[0]) if q.size][15]
-    data = bytearray(path.read_bytes())
-    data[pos + 4:pos + size] = bytes(size - 4)  # frame 15's data destroyed
-    path.write_bytes(bytes(data))
+    path = damaged_h264(tmp_path / "damaged.mp4", frames, [15])  # frame 15's data destroyed
     rc, out, err = run([str(path), "--weights", str(tiny_weights), "--format", "json", "--device", "cpu",
                         "--no-progress"], capsys)
     (result,) = json.loads(out)

@@ -133,29 +133,6 @@ def test_truncated_faststart_video_fails_after_its_good_frames(tmp_path):
     assert 0 < len(seen) < 30
 
 
-def _damaged(tmp_path: Path, name: str, frames: list[np.ndarray], damage: list[int]) -> Path:
-    """An H.264 video (a keyframe every 10 frames) with the payload of the given packets overwritten by zeros."""
-    h, w = frames[0].shape[:2]
-    path = tmp_path / f"{name}.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.gop_size = 10
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    with av.open(str(path)) as container:
-        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
-    data = bytearray(path.read_bytes())
-    for k in damage:
-        pos, size = packets[k]
-        data[pos + 4:pos + size] = bytes(size - 4)  # keep the NAL length, zero the rest
-    path.write_bytes(bytes(data))
-    return path
-
-
 def _noise_frames(n: int) -> list[np.ndarray]:
     """Frames of noise (each its own keyframe in H.264), told apart by content."""
     rng = np.random.default_rng(0)
@@ -163,13 +140,13 @@ def _noise_frames(n: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("threads", [1, 0], ids=["one-thread", "frame-threads"])
-def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_path, threads):
+def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_path, threads, damaged_h264):
     """As FFmpeg's tools do, decoding goes on past damaged data (from the next keyframe); every frame that comes
     back is the frame its number says, and the frames lost are counted."""
     from data_prep.video import iter_decoded
 
     frames = _noise_frames(40)
-    path = _damaged(tmp_path, "damaged", frames, [15])
+    path = damaged_h264(tmp_path / "damaged.mp4", frames, [15])
     for stride in (1, 5):
         stats: dict = {}
         got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, threads=threads, stats=stats)]
@@ -183,11 +160,11 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
             errors = [np.abs(rgb.astype(int) - f).mean() for f in frames]
             assert int(np.argmin(errors)) == i
     stats = {}
-    tail = [i for i, _ in iter_decoded(_damaged(tmp_path, "tail", frames, [38, 39]), 1, stats=stats)]
+    tail = [i for i, _ in iter_decoded(damaged_h264(tmp_path / "tail.mp4", frames, [38, 39]), 1, stats=stats)]
     assert tail == list(range(len(tail))) and len(tail) >= 34  # damage up to the end: the rest still counts
     assert stats["damaged_frames"] == 40 - len(tail) and stats["n_frames"] == 40
     with pytest.raises(VideoError, match="corrupt: no frame could be decoded"):
-        list(iter_decoded(_damaged(tmp_path, "all", frames[:4], [0, 1, 2, 3]), 1))
+        list(iter_decoded(damaged_h264(tmp_path / "all.mp4", frames[:4], [0, 1, 2, 3]), 1))
     stats = {}
     assert len(list(iter_decoded(write_video(tmp_path / "sound.mp4", frames[:5]), 1, stats=stats))) == 5
     assert stats["damaged_frames"] == 0
