@@ -188,7 +188,7 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
             container.mux(packet)
 
 
-def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weights, tmp_path):
+def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weights, tmp_path, capsys, damaged_h264):
     source = tmp_path / "set"
     (source / "real").mkdir(parents=True)
     (source / "fake").mkdir()
@@ -198,6 +198,11 @@ def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weight
     _write_video(source / "real" / "wall.mp4",
                  [np.dstack([(xx + 9 * i) % 256, yy, np.full_like(xx, 60)]).astype(np.uint8) for i in range(9)])
     (source / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really")
+    from data_prep.video import iter_frames
+
+    # Damaged data inside: scored on its sound frames, with a warning.
+    damaged_h264(source / "real" / "damaged.mp4", [f for _, f in iter_frames(synth_dataset / "real" / "clip_0001.mp4")],
+                 [15])
 
     def run(out: Path, *extra: str) -> dict:
         rc = evaluate.main([str(source), "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu",
@@ -206,17 +211,18 @@ def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weight
         return json.loads((out / "metrics.json").read_text())
 
     m = run(tmp_path / "a")
-    assert m["n_videos"] == 4 and m["n"] == 2 and (m["n_real"], m["n_fake"]) == (1, 1)
+    assert m["n_videos"] == 5 and m["n"] == 3 and (m["n_real"], m["n_fake"]) == (2, 1)
+    assert "warning: real/damaged.mp4: " in capsys.readouterr().err
     assert m["no_face"]["videos"] == ["real/wall.mp4"] and "excluded" in m["no_face"]["counted_as"]
     assert [e["video"] for e in m["errors"]["videos"]] == ["fake/broken.mp4"] and m["errors"]["videos"][0]["error"]
     _, rows = read_csv(tmp_path / "a" / "predictions.csv")
     by_video = {r["video"]: r for r in rows}
     assert (by_video["real/wall.mp4"]["status"], by_video["real/wall.mp4"]["counted"]) == ("no_face", "excluded")
-    assert by_video["real/wall.mp4"]["p_fake"] == ""
+    assert by_video["real/wall.mp4"]["p_fake"] == "" and by_video["real/damaged.mp4"]["status"] == "ok"
     assert (by_video["fake/broken.mp4"]["status"], by_video["fake/broken.mp4"]["counted"]) == ("error", "excluded")
 
     m = run(tmp_path / "b", "--no-face-prior", "0.5")
-    assert m["n"] == 3 and m["n_real"] == 2 and m["errors"]["count"] == 1
+    assert m["n"] == 4 and m["n_real"] == 3 and m["errors"]["count"] == 1
     _, rows = read_csv(tmp_path / "b" / "predictions.csv")
     assert {r["video"]: r["counted"] for r in rows}["real/wall.mp4"] == "prior"
 
