@@ -208,11 +208,16 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 class JpegCrops:
     """A track's crops held as JPEG bytes, decoded when indexed: `c[i]` is one (S, S, 3) uint8 RGB crop, `c[a:b]`
-    an (n, S, S, 3) array. Holding a long video's crops this way keeps the memory it needs small.
+    an (n, S, S, 3) array, `np.asarray(c)` all of them. Holding a long video's crops this way keeps the memory it
+    needs small.
+
+    Attributes:
+        jpegs: the encoded crops.
+        crop_shape: one decoded crop's shape, (S, S, 3).
     """
 
-    def __init__(self, jpegs: list[bytes], shape: tuple[int, ...]) -> None:
-        self.jpegs, self.shape = jpegs, tuple(shape)
+    def __init__(self, jpegs: list[bytes], crop_shape: tuple[int, ...]) -> None:
+        self.jpegs, self.crop_shape = jpegs, tuple(crop_shape)
 
     def __len__(self) -> int:
         return len(self.jpegs)
@@ -221,9 +226,13 @@ class JpegCrops:
         if isinstance(item, slice):
             chosen = self.jpegs[item]
             if not chosen:
-                return np.zeros((0, *self.shape), np.uint8)
+                return np.zeros((0, *self.crop_shape), np.uint8)
             return np.stack([decode_jpeg(b) for b in chosen])
         return decode_jpeg(self.jpegs[item])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass
@@ -595,8 +604,8 @@ def _video_job(path: str, config: ExtractConfig, reuse: _ReuseBoxes | None = Non
                 for tid, box in zip(ids, boxes):
                     crop = square_crop(frame, box, config.margin, config.size)
                     crops.setdefault(tid, []).append(_encode_jpeg(crop, config.quality) if jpeg else crop)
-            if progress is not None:  # the count is the header's until the end (`VideoInfo.n_frames`)
-                progress(min(idxs[-1] + 1, info.n_frames), info.n_frames)
+            if progress is not None:  # the header's count until the end (`VideoInfo.n_frames`): never "done" yet
+                progress(idxs[-1] + 1, max(info.n_frames, idxs[-1] + 2))
     finally:
         chunks.close()
     n_frames = int(stats.get("n_frames", info.n_frames))

@@ -18,7 +18,8 @@ On the same frames the boxes are as close to the ground truth as facenet-pytorch
 detected frames on either side): O-Net re-fits each box and says whether a face is still there, for a fraction of
 the cost of a detection. `MTCNNCascade.refine_inputs` does the same from O-Net's inputs made elsewhere
 (`data_prep.resample.onet_inputs`, NumPy and OpenCV only): extraction workers without torch prepare them so as
-to send 48x48 crops, not whole frames, to the process that drives the GPU.
+to send 48x48 crops, not whole frames, to the process that drives the GPU. `refine` cuts those inputs with OpenCV
+on every device, so that one process and such workers give the same boxes.
 """
 
 from __future__ import annotations
@@ -130,20 +131,13 @@ class MTCNNCascade:
             Per frame, one entry per given box, in order: the re-fitted boxes (N_i, 4) float32 and O-Net's face
             probabilities (N_i,) float32. A low probability means there is no face where the box is.
         """
-        batch = _Frames(_as_batch(frames), self.device)
-        if len(boxes) != len(batch.array):
-            raise ValueError(f"{len(boxes)} box lists for {len(batch.array)} frames")
+        frames = _as_batch(frames)
+        if len(boxes) != len(frames):
+            raise ValueError(f"{len(boxes)} box lists for {len(frames)} frames")
         given = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
-        counts = [len(b) for b in given]
-        if self.opencv_resampling:
-            return self.refine_inputs(*onet_inputs(batch.array, given), counts)
-        owner = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=self.device)
-        start = torch.as_tensor(np.concatenate(given) if given else np.zeros((0, 4), np.float32), device=self.device)
-        if not len(start):
-            return _per_frame(start, start.new_zeros(0), owner, len(counts))
-        squares = _square(start)
-        reg, prob = self._run_net(self.onet, self._resample(batch, squares, owner, ONET_SIDE))
-        return _per_frame(_regress(squares, reg), prob, owner, len(counts))
+        # O-Net's inputs are cut with OpenCV on every device: a few boxes a frame cost little on the CPU, and this
+        # way one process gives what extraction workers give when they prepare them (`refine_inputs`).
+        return self.refine_inputs(*onet_inputs(frames, given), [len(b) for b in given])
 
     @torch.inference_mode()
     def refine_inputs(self, squares: np.ndarray, crops: np.ndarray,

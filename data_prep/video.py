@@ -225,13 +225,28 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 
 def _first_frame(container, stream):
+    """The first frame that decodes; damaged data before it is skipped to the next keyframe (as `iter_decoded`)."""
     import av
 
+    first_error, resume = None, False
     try:
-        for frame in container.decode(stream):
-            return frame
+        for packet in container.demux(stream):
+            if resume:
+                if not packet.is_keyframe:
+                    continue
+                resume = False
+                stream.codec_context.flush_buffers()
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as err:
+                first_error, resume = first_error or err, True
+                continue
+            if frames:
+                return frames[0]
     except av.error.FFmpegError as err:
         raise VideoError(f"corrupt: no frame could be decoded ({err})") from None
+    if first_error is not None:
+        raise VideoError(f"corrupt: no frame could be decoded ({first_error})")
     raise VideoError("no frames: the video stream is empty")
 
 
@@ -266,7 +281,8 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         min_complete: when the container states a frame count, decoding fewer than this share of it means the
             file was cut short, which is an error (a truncated download should not pass for a short clip).
         stats: when given, set once the stream ends: ``stats["n_frames"]``, the number of frames in the stream, and
-            ``stats["damaged_frames"]``, how many could not be decoded (see Raises).
+            ``stats["damaged_frames"]``, about how many could not be decoded (see Raises; with `stride` > 1 the
+            count can include a few frames that were not needed anyway).
         skip_unneeded: skip decoding frames nothing needs (see above); False decodes every frame.
 
     Yields:
@@ -292,6 +308,7 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         step = _frame_step(stream, declared) if (skip_unneeded and stride > 1) else None
         context = stream.codec_context
         index, packets, rotation, first_pts = -1, 0, None, None
+        nominal = step or _nominal_step(stream)  # timestamp units per frame at the stated rate, if any
         n_out = 0  # frames the decoder gave
         damaged, first_error = 0, None  # frames lost to undecodable data, and FFmpeg's first complaint
         resume = False  # after damage: skip packets until the next keyframe, from which decoding is clean again
@@ -304,16 +321,18 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                         continue
                     resume = False
                     context.flush_buffers()  # drop what the damage left in the decoder (frames in flight too)
-                    # The keyframe's number: from its timestamp, else one frame per packet before it.
-                    if step is not None and packet.pts is not None and first_pts is not None:
-                        restart = round((packet.pts - first_pts) / step)
+                    # The keyframe's number: from its timestamp at the nominal frame rate (in decoding order
+                    # the packets before it are not the frames shown before it: B-frames, open GOPs), else one
+                    # frame per packet before it.
+                    if nominal and packet.pts is not None and first_pts is not None:
+                        restart = round((packet.pts - first_pts) / nominal)
                     else:
                         restart = packets - 1
                     damaged += max(0, restart - (index + 1))
                     index = max(index, restart - 1)
+                if first_pts is None and packet.pts is not None:
+                    first_pts = packet.pts
                 if step is not None:
-                    if first_pts is None and packet.pts is not None:
-                        first_pts = packet.pts
                     if packet.pts is None or first_pts is None:
                         wanted = True
                     else:
@@ -356,6 +375,12 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
             raise VideoError(f"truncated: decoded {n_frames} of {declared} frames")
     finally:
         container.close()
+
+
+def _nominal_step(stream) -> float | None:
+    """Timestamp units per frame at the stream's average frame rate, or None when it states none."""
+    rate, base = stream.average_rate, stream.time_base
+    return float(1 / (rate * base)) if rate and base else None
 
 
 def _frame_step(stream, declared: int) -> float | None:

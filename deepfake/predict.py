@@ -4,8 +4,9 @@
 
 Each video goes through the extraction code that made the training data (`data_prep.extract.FaceExtractor`,
 with the crop size, margin and stride the checkpoint was trained with), then through the detector. The crops are
-held as the JPEG bytes `deepfake-extract` writes for training (same quality, decoded the same way), so the model
-sees what it was trained on, and a long video's crops fit in memory (240-px crops: 13 KB each instead of 173 KB).
+held as JPEG bytes, encoded as `deepfake-extract` encodes training crops at its default quality and decoded as the
+training loader decodes them: a model trained on crops extracted with the defaults scores what it was trained on,
+and a long video's crops fit in memory (240-px crops: 13 KB each instead of 173 KB).
 
 Scores (docs/architecture.md, "Scores"):
 - A face track's crops are cut into consecutive windows of `seq_len` crops (the sequence length the model was

@@ -66,12 +66,14 @@ def damaged_h264():
     data of the given packets zeroed: damage inside a file, as a bad sector or a broken upload leaves."""
     import av
 
-    def write(path: Path, frames: list[np.ndarray], damage: list[int], fps: int = 10) -> Path:
+    def write(path: Path, frames: list[np.ndarray], damage: list[int], fps: int = 10, x264: str = "") -> Path:
         h, w = frames[0].shape[:2]
-        with av.open(str(path), "w") as container:
+        with av.open(str(path), "w") as container:  # the container from the suffix (.mp4, .mkv, ...)
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.codec_context.gop_size = 10
+            if x264:  # e.g. "bframes=2:b-adapt=0:open-gop=1"
+                stream.options = {"x264-params": x264}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                     container.mux(packet)

@@ -174,12 +174,12 @@ def test_refine_from_inputs_made_without_torch_is_refine(scenes, cascade):
     direct, prepared = cascade.refine(frames, boxes), cascade.refine_inputs(squares, crops, counts)
     for (b1, p1), (b2, p2) in zip(direct, prepared):
         assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
-    # The torch resampling (what a GPU uses in one process) re-fits the boxes to the same faces.
+    # The cascade's batched torch resampling (a GPU's, for detection) is not used to re-fit: one process gives what
+    # workers that prepare O-Net's inputs give.
     batched = MTCNNCascade(min_face_size=20, factor=0.709, device="cpu")
     batched.opencv_resampling = False
     for (b1, p1), (b2, p2) in zip(batched.refine(frames, boxes), prepared):
-        face = p2 > 0.9
-        assert np.array_equal(p1 > 0.9, face) and (np.diag(iou_matrix(b1[face], b2[face])) > 0.9).all()
+        assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
     assert cascade.refine_inputs(*onet_inputs(frames[:1], [np.zeros((0, 4))]), [0])[0][0].shape == (0, 4)
     with pytest.raises(ValueError, match="counts summing"):
         cascade.refine_inputs(squares, crops, counts[:-1])

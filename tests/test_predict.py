@@ -284,6 +284,7 @@ def test_crops_are_scored_as_the_jpegs_training_reads(inputs, tiny_weights):
         images = b.images()
         assert isinstance(images, JpegCrops) and len(images) == len(a) and images[1:1].shape == (0, 64, 64, 3)
         assert np.array_equal(images[0], decode_jpeg(b.jpegs[0])) and images[:].shape == a.crops.shape
+        assert np.array_equal(np.asarray(images), images[:]) and images.crop_shape == (64, 64, 3)
         assert np.abs(images[:].astype(int) - a.crops).mean() < 8  # JPEG at quality 90: close, not equal
         assert a.images() is a.crops
     # Lazy crops score exactly as the decoded array does; the video's result is that score.

@@ -140,25 +140,32 @@ def _noise_frames(n: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("threads", [1, 0], ids=["one-thread", "frame-threads"])
-def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_path, threads, damaged_h264):
+@pytest.mark.parametrize("suffix, x264", [(".mp4", ""), (".mkv", "bframes=2:b-adapt=0:open-gop=1")],
+                         ids=["mp4", "mkv-open-gop-bframes"])
+def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_path, threads, suffix, x264,
+                                                                        damaged_h264):
     """As FFmpeg's tools do, decoding goes on past damaged data (from the next keyframe); every frame that comes
-    back is the frame its number says, and the frames lost are counted."""
+    back is the frame its number says (mkv: no frame count, so frames are counted, not timed), and the frames lost
+    are counted. Damage in the first group of frames does not stop `probe` either."""
     from data_prep.video import iter_decoded
 
     frames = _noise_frames(40)
-    path = damaged_h264(tmp_path / "damaged.mp4", frames, [15])
-    for stride in (1, 5):
-        stats: dict = {}
-        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, threads=threads, stats=stats)]
-        indices = [i for i, _ in got]
-        assert stats["n_frames"] == 40 and 15 not in indices and indices[-1] == 40 - stride
-        # Lost: the damaged frame, what depends on it up to the next keyframe (frame 20), and the frames the
-        # decoder still held back (reordering delay, frame threads): flushed, as they may hold the damage.
-        assert set(range(0, 10, stride)) <= set(indices) and set(range(20, 40, stride)) <= set(indices)
-        assert 1 <= stats["damaged_frames"] <= 10 and stats["damaged_frames"] >= (40 - len(indices) * stride) // 5
-        for i, rgb in got:  # the frame with this number, not a neighbour
-            errors = [np.abs(rgb.astype(int) - f).mean() for f in frames]
-            assert int(np.argmin(errors)) == i
+    for damage in ([15], [0]):
+        path = damaged_h264(tmp_path / f"damaged{damage[0]}{suffix}", frames, damage, x264=x264)
+        assert probe(path).width == 64
+        for stride in (1, 5):
+            stats: dict = {}
+            got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, threads=threads, stats=stats)]
+            indices = [i for i, _ in got]
+            assert stats["n_frames"] == 40 and damage[0] not in indices and indices[-1] == 40 - stride
+            # Lost: the damaged frame, what depends on it up to the next keyframe (frame 10 or 20), and the frames
+            # the decoder still held back (reordering delay, frame threads): flushed, as they may hold the damage.
+            assert set(range(20, 40, stride)) <= set(indices)
+            assert damage == [0] or set(range(0, 10, stride)) <= set(indices)
+            assert 1 <= stats["damaged_frames"] <= 10 and stats["damaged_frames"] >= (40 - len(indices) * stride) // 5
+            for i, rgb in got:  # the frame with this number, not a neighbour
+                errors = [np.abs(rgb.astype(int) - f).mean() for f in frames]
+                assert int(np.argmin(errors)) == i
     stats = {}
     tail = [i for i, _ in iter_decoded(damaged_h264(tmp_path / "tail.mp4", frames, [38, 39]), 1, stats=stats)]
     assert tail == list(range(len(tail))) and len(tail) >= 34  # damage up to the end: the rest still counts
