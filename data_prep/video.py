@@ -268,10 +268,10 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
 
     Kept frames come as `DecodedFrame`s, which convert to RGB only what is asked of them; frames are decoded one
     by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames). In
-    a constant-frame-rate stream (the container's frame count matches its duration x frame rate), frames that are
-    neither kept nor referenced by other frames (e.g. most B-frames) are not decoded at all (FFmpeg's
-    ``skip_frame=NONREF``, set packet by packet), which roughly halves decoding for typical H.264 with B-frames;
-    frame numbers then come from timestamps.
+    a constant-frame-rate stream with presentation times (the container's frame count matches its duration x frame
+    rate; not AVI, which has none), frames that are neither kept nor referenced by other frames (e.g. most
+    B-frames) are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set packet by packet), which roughly halves
+    decoding for typical H.264 with B-frames; frame numbers then come from timestamps.
 
     Args:
         path: the video file.
@@ -388,6 +388,8 @@ def _frame_step(stream, declared: int) -> float | None:
     rate, base, duration = stream.average_rate, stream.time_base, stream.duration
     if not (declared > 1 and rate and base and duration):
         return None
+    if "avi" in stream.container.format.name.split(","):
+        return None  # AVI stores no presentation times: FFmpeg numbers packets in decoding order (wrong with B-frames)
     step = float(1 / (rate * base))
     if step <= 0 or abs(duration / step - declared) > max(2.0, 0.01 * declared):
         return None  # variable frame rate, or a header that disagrees with itself: count frames instead

@@ -177,6 +177,29 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
     assert stats["damaged_frames"] == 0
 
 
+def test_avi_with_b_frames_keeps_frame_numbers(tmp_path):
+    """AVI stores frames in decoding order without presentation times: the numbers come from counting frames."""
+    from data_prep.video import iter_decoded
+
+    base = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    frames = [np.roll(base, i, axis=1) ^ np.uint8(5 * i) for i in range(40)]
+    path = tmp_path / "bframes.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"x264-params": "bframes=2:b-adapt=0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for stride in (1, 5):
+        stats: dict = {}
+        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
+        assert [i for i, _ in got] == list(range(0, 40, stride)) and stats["n_frames"] == 40
+        for i, rgb in got:
+            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i
+
+
 def test_one_frame_video(tmp_path):
     path = write_video(tmp_path / "one.mp4", numbered_frames(1))
     assert probe(path).n_frames == 1
