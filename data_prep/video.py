@@ -367,7 +367,7 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         if resume:  # the damage ran to the end of the stream
             damaged += max(0, packets - (index + 1))
             index = max(index, packets - 1)
-        n_frames = max(index + 1, packets if step is not None else 0)
+        n_frames = max(index + 1, packets)  # frames the decoder dropped unseen (skipped, lost at its end) count too
         if stats is not None:
             stats["n_frames"] = n_frames
             stats["damaged_frames"] = damaged
