@@ -13,6 +13,7 @@ Every problem with a file is a `VideoError` whose message is one line a user can
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import re
@@ -269,9 +270,11 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
     Kept frames come as `DecodedFrame`s, which convert to RGB only what is asked of them; frames are decoded one
     by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames). In
     a constant-frame-rate stream with presentation times (the container's frame count matches its duration x frame
-    rate; not AVI, which has none), frames that are neither kept nor referenced by other frames (e.g. most
-    B-frames) are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set packet by packet), which roughly halves
-    decoding for typical H.264 with B-frames; frame numbers then come from timestamps.
+    rate, and every timestamp falls on that frame grid; not AVI, which has none), frames that are neither kept nor
+    referenced by other frames (e.g. most B-frames) are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set
+    packet by packet), which roughly halves decoding for typical H.264 with B-frames. Frame N is the N-th frame
+    shown: its rank by presentation time among the stream's packets (frames are counted where there are no
+    presentation times), so numbers stay right with variable frame rates, B-frames and frames the decoder skips.
 
     Args:
         path: the video file.
@@ -307,25 +310,29 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         declared = int(stream.frames or 0)
         step = _frame_step(stream, declared) if (skip_unneeded and stride > 1) else None
         context = stream.codec_context
+        # Frame numbers: a frame's rank in presentation order among the packets seen so far. When the decoder gives
+        # a frame, every frame shown before it has been decoded, so its packet has been seen: the rank is exact with
+        # B-frames, open GOPs, variable frame rates, frames the decoder skips or drops. AVI has no presentation
+        # times (FFmpeg numbers its packets in decoding order), nor have some raw streams: there frames are counted.
+        timed = "avi" not in stream.container.format.name.split(",")
+        shown: list = []  # presentation times of the packets seen, sorted
         index, packets, rotation, first_pts = -1, 0, None, None
-        nominal = step or _nominal_step(stream)  # timestamp units per frame at the stated rate, if any
         n_out = 0  # frames the decoder gave
         damaged, first_error = 0, None  # frames lost to undecodable data, and FFmpeg's first complaint
         resume = False  # after damage: skip packets until the next keyframe, from which decoding is clean again
         try:
             for packet in container.demux(stream):
-                if packet.size:
+                if packet.size and not packet.is_discard:  # discard: before an edit list's start, never shown
                     packets += 1
+                    if timed and packet.pts is not None:
+                        bisect.insort(shown, packet.pts)
                 if resume:
                     if not packet.is_keyframe:
                         continue
                     resume = False
                     context.flush_buffers()  # drop what the damage left in the decoder (frames in flight too)
-                    # The keyframe's number: from its timestamp at the nominal frame rate (in decoding order
-                    # the packets before it are not the frames shown before it: B-frames, open GOPs), else one
-                    # frame per packet before it.
-                    if nominal and packet.pts is not None and first_pts is not None:
-                        restart = round((packet.pts - first_pts) / nominal)
+                    if timed and packet.pts is not None:
+                        restart = bisect.bisect_left(shown, packet.pts)
                     else:
                         restart = packets - 1
                     damaged += max(0, restart - (index + 1))
@@ -333,11 +340,16 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                 if first_pts is None and packet.pts is not None:
                     first_pts = packet.pts
                 if step is not None:
-                    if packet.pts is None or first_pts is None:
-                        wanted = True
-                    else:
-                        wanted = round((packet.pts - first_pts) / step) % stride == 0
-                    context.skip_frame = "DEFAULT" if wanted else "NONREF"
+                    wanted = True
+                    if packet.pts is not None and first_pts is not None:
+                        slot = (packet.pts - first_pts) / step
+                        if abs(slot - round(slot)) > 0.25:  # off the frame grid: the rate varies, decode everything
+                            step = None
+                            context.skip_frame = "DEFAULT"
+                        else:
+                            wanted = round(slot) % stride == 0
+                    if step is not None:
+                        context.skip_frame = "DEFAULT" if wanted else "NONREF"
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError as err:
@@ -348,8 +360,8 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                     continue
                 for frame in decoded:
                     n_out += 1
-                    if step is not None and frame.pts is not None and first_pts is not None:
-                        index = max(index + 1, round((frame.pts - first_pts) / step))
+                    if timed and frame.pts is not None and shown:
+                        index = max(index + 1, bisect.bisect_left(shown, frame.pts))
                     else:
                         index += 1
                     if rotation is None:
@@ -375,12 +387,6 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
             raise VideoError(f"truncated: decoded {n_frames} of {declared} frames")
     finally:
         container.close()
-
-
-def _nominal_step(stream) -> float | None:
-    """Timestamp units per frame at the stream's average frame rate, or None when it states none."""
-    rate, base = stream.average_rate, stream.time_base
-    return float(1 / (rate * base)) if rate and base else None
 
 
 def _frame_step(stream, declared: int) -> float | None:

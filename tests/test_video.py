@@ -177,6 +177,37 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
     assert stats["damaged_frames"] == 0
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix):
+    """A phone-style variable frame rate (25 fps, then 12.5, B-frames): frame N is the N-th frame shown, at every
+    stride (the frame-rate check alone passes such an mp4, whose average rate is frames over duration)."""
+    from fractions import Fraction
+
+    from data_prep.video import iter_decoded
+
+    frames = _noise_frames(60)
+    path = tmp_path / f"vfr{suffix}"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"x264-params": "bframes=2:b-adapt=0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = t, Fraction(1, 1000)
+            t += 40 if i < 30 else 80
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for stride in (1, 5):
+        stats: dict = {}
+        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
+        assert stats["n_frames"] == 60 and [i for i, _ in got] == list(range(0, 60, stride))
+        for i, rgb in got:
+            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i
+
+
 def test_avi_with_b_frames_keeps_frame_numbers(tmp_path):
     """AVI stores frames in decoding order without presentation times: the numbers come from counting frames."""
     from data_prep.video import iter_decoded
