@@ -317,12 +317,15 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         timed = "avi" not in stream.container.format.name.split(",")
         shown: list = []  # presentation times of the packets seen, sorted
         index, packets, rotation, first_pts = -1, 0, None, None
+        hidden = 0  # frames the container says are not shown (its header counts them)
         n_out = 0  # frames the decoder gave
         damaged, first_error = 0, None  # frames lost to undecodable data, and FFmpeg's first complaint
         resume = False  # after damage: skip packets until the next keyframe, from which decoding is clean again
         try:
             for packet in container.demux(stream):
-                if packet.size and not packet.is_discard:  # discard: before an edit list's start, never shown
+                if packet.size and packet.is_discard:  # before an edit list's start: decoded, never shown
+                    hidden += 1
+                elif packet.size:
                     packets += 1
                     if timed and packet.pts is not None:
                         bisect.insort(shown, packet.pts)
@@ -337,8 +340,10 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                         restart = packets - 1
                     damaged += max(0, restart - (index + 1))
                     index = max(index, restart - 1)
-                if first_pts is None and packet.pts is not None:
-                    first_pts = packet.pts
+                if first_pts is None and packet.pts is not None and not packet.is_discard:
+                    # The frame grid starts at the first frame shown (the stream's start time), which is not the
+                    # first packet when an edit list cuts the start of a group of frames.
+                    first_pts = stream.start_time if stream.start_time is not None else packet.pts
                 if step is not None:
                     wanted = True
                     if packet.pts is not None and first_pts is not None:
@@ -383,7 +388,7 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         if stats is not None:
             stats["n_frames"] = n_frames
             stats["damaged_frames"] = damaged
-        if declared > 1 and n_frames < math.floor(declared * min_complete):
+        if declared > 1 and n_frames + hidden < math.floor(declared * min_complete):
             raise VideoError(f"truncated: decoded {n_frames} of {declared} frames")
     finally:
         container.close()

@@ -208,6 +208,29 @@ def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix):
             assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i
 
 
+def test_a_trimmed_mp4_starts_at_its_first_shown_frame(tmp_path, damaged_h264):
+    """A stream-copied trim keeps the group of frames it cut into, behind an edit list: the frames before the cut
+    are decoded but never shown, and frame 0 is the first one shown."""
+    from data_prep.video import iter_decoded
+
+    frames = _noise_frames(40)
+    source = damaged_h264(tmp_path / "source.mp4", frames, [], x264="bframes=2:b-adapt=0")
+    with av.open(str(source)) as inp, av.open(str(tmp_path / "trim.mp4"), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = round(5 / (stream.average_rate * stream.time_base))  # 5 frames before the start
+        for packet in inp.demux(stream):
+            if packet.size:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+                out.mux(packet)
+    for stride in (1, 5):
+        stats: dict = {}
+        got = [(i, f.rgb()) for i, f in iter_decoded(tmp_path / "trim.mp4", stride, stats=stats)]
+        assert stats["n_frames"] == 35 and [i for i, _ in got] == list(range(0, 35, stride))
+        for i, rgb in got:
+            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i + 5
+
+
 def test_avi_with_b_frames_keeps_frame_numbers(tmp_path):
     """AVI stores frames in decoding order without presentation times: the numbers come from counting frames."""
     from data_prep.video import iter_decoded
