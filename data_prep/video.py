@@ -308,19 +308,26 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         stream.thread_type = "SLICE" if threads == 1 else "AUTO"
         stream.thread_count = int(threads)
         declared = int(stream.frames or 0)
-        step = _frame_step(stream, declared) if (skip_unneeded and stride > 1) else None
         context = stream.codec_context
-        # Frame numbers: a frame's rank in presentation order among the packets seen so far. When the decoder gives
-        # a frame, every frame shown before it has been decoded, so its packet has been seen: the rank is exact with
-        # B-frames, open GOPs, variable frame rates, frames the decoder skips or drops. AVI has no presentation
-        # times (FFmpeg numbers its packets in decoding order), nor have some raw streams: there frames are counted.
+        # Frame N is the N-th frame shown: its rank by presentation time among the packets seen so far. When the
+        # decoder gives a frame, every frame shown before it has been decoded, so its packet has been seen: the rank
+        # is exact with B-frames, open GOPs, variable frame rates, and frames skipped or lost to damage. Frames are
+        # counted instead where there are no presentation times (AVI: FFmpeg numbers its packets in decoding
+        # order), and from the first sign that packets are not frames (a repeated time; two packets, i.e. fields,
+        # between the first two frames).
         timed = "avi" not in stream.container.format.name.split(",")
+        fell_back = False  # timed at first, counting since
         shown: list = []  # presentation times of the packets seen, sorted
-        index, packets, rotation, first_pts = -1, 0, None, None
-        hidden = 0  # frames the container says are not shown (its header counts them)
+        offset = None  # rank of the first frame shown (leading frames of a cut-open GOP are never shown)
+        skip = skip_unneeded and stride > 1  # decode only what is kept or referenced (once numbering is settled)
+        index, packets, hidden, rotation, last_pts = -1, 0, 0, None, None
         n_out = 0  # frames the decoder gave
         damaged, first_error = 0, None  # frames lost to undecodable data, and FFmpeg's first complaint
         resume = False  # after damage: skip packets until the next keyframe, from which decoding is clean again
+
+        def rank(pts) -> int:
+            return bisect.bisect_left(shown, pts) - (offset or 0)
+
         try:
             for packet in container.demux(stream):
                 if packet.size and packet.is_discard:  # before an edit list's start: decoded, never shown
@@ -328,33 +335,26 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                 elif packet.size:
                     packets += 1
                     if timed and packet.pts is not None:
-                        bisect.insort(shown, packet.pts)
+                        at = bisect.bisect_left(shown, packet.pts)
+                        if at < len(shown) and shown[at] == packet.pts:
+                            timed, fell_back = False, True  # the same time twice: times are not one a frame
+                        else:
+                            shown.insert(at, packet.pts)
                 if resume:
                     if not packet.is_keyframe:
                         continue
                     resume = False
                     context.flush_buffers()  # drop what the damage left in the decoder (frames in flight too)
-                    if timed and packet.pts is not None:
-                        restart = bisect.bisect_left(shown, packet.pts)
-                    else:
-                        restart = packets - 1
+                    restart = rank(packet.pts) if (timed and packet.pts is not None and offset is not None) \
+                        else packets - 1
                     damaged += max(0, restart - (index + 1))
                     index = max(index, restart - 1)
-                if first_pts is None and packet.pts is not None and not packet.is_discard:
-                    # The frame grid starts at the first frame shown (the stream's start time), which is not the
-                    # first packet when an edit list cuts the start of a group of frames.
-                    first_pts = stream.start_time if stream.start_time is not None else packet.pts
-                if step is not None:
-                    wanted = True
-                    if packet.pts is not None and first_pts is not None:
-                        slot = (packet.pts - first_pts) / step
-                        if abs(slot - round(slot)) > 0.25:  # off the frame grid: the rate varies, decode everything
-                            step = None
-                            context.skip_frame = "DEFAULT"
-                        else:
-                            wanted = round(slot) % stride == 0
-                    if step is not None:
-                        context.skip_frame = "DEFAULT" if wanted else "NONREF"
+                wanted = True
+                if skip and timed and n_out >= 2 and packet.pts is not None:
+                    # A frame nothing refers to (the only kind FFmpeg skips) arrives after every frame shown before
+                    # it, so its rank is already final here.
+                    wanted = rank(packet.pts) % stride == 0
+                context.skip_frame = "DEFAULT" if wanted else "NONREF"
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError as err:
@@ -366,9 +366,16 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                 for frame in decoded:
                     n_out += 1
                     if timed and frame.pts is not None and shown:
-                        index = max(index + 1, bisect.bisect_left(shown, frame.pts))
+                        if offset is None:
+                            offset = 0 if first_error is not None else bisect.bisect_left(shown, frame.pts)
+                        elif n_out == 2 and first_error is None and last_pts is not None \
+                                and bisect.bisect_left(shown, frame.pts) - bisect.bisect_left(shown, last_pts) > 1:
+                            timed, fell_back = False, True  # two packets for one frame (fields): count frames
+                    if timed and frame.pts is not None and shown:
+                        index = max(index + 1, rank(frame.pts))
                     else:
                         index += 1
+                    last_pts = frame.pts
                     if rotation is None:
                         rotation = _rotation(frame)
                     if index % stride == 0:
@@ -381,27 +388,20 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
             if first_error is not None:
                 raise VideoError(f"corrupt: no frame could be decoded ({VideoError(first_error)})")
             raise VideoError("no frames: the video stream is empty")
+        # Frames in the stream: those the decoder dropped unseen (skipped, lost at its end) count too, where
+        # packets are frames.
+        if timed and shown:
+            total = len(shown) - (offset or 0)
+        else:
+            total = index + 1 if fell_back else packets
         if resume:  # the damage ran to the end of the stream
-            damaged += max(0, packets - (index + 1))
-            index = max(index, packets - 1)
-        n_frames = max(index + 1, packets)  # frames the decoder dropped unseen (skipped, lost at its end) count too
+            damaged += max(0, total - (index + 1))
+        n_frames = max(index + 1, total)
         if stats is not None:
             stats["n_frames"] = n_frames
             stats["damaged_frames"] = damaged
-        if declared > 1 and n_frames + hidden < math.floor(declared * min_complete):
+        # Cut short: fewer samples in the container than its header states (samples may be fields, so not frames).
+        if declared > 1 and max(n_frames, packets) + hidden < math.floor(declared * min_complete):
             raise VideoError(f"truncated: decoded {n_frames} of {declared} frames")
     finally:
         container.close()
-
-
-def _frame_step(stream, declared: int) -> float | None:
-    """Timestamp units per frame when the stream has a constant frame rate we can trust, else None."""
-    rate, base, duration = stream.average_rate, stream.time_base, stream.duration
-    if not (declared > 1 and rate and base and duration):
-        return None
-    if "avi" in stream.container.format.name.split(","):
-        return None  # AVI stores no presentation times: FFmpeg numbers packets in decoding order (wrong with B-frames)
-    step = float(1 / (rate * base))
-    if step <= 0 or abs(duration / step - declared) > max(2.0, 0.01 * declared):
-        return None  # variable frame rate, or a header that disagrees with itself: count frames instead
-    return step

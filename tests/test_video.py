@@ -177,25 +177,28 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
     assert stats["damaged_frames"] == 0
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix):
-    """A phone-style variable frame rate (25 fps, then 12.5, B-frames): frame N is the N-th frame shown, at every
-    stride (the frame-rate check alone passes such an mp4, whose average rate is frames over duration)."""
+@pytest.mark.parametrize("suffix, n, slow", [(".mp4", 60, range(30, 60)), (".mkv", 60, range(30, 60)),
+                                             (".mp4", 300, [10])],
+                         ids=["mp4-25-then-12.5-fps", "mkv-25-then-12.5-fps", "mp4-one-late-frame"])
+def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix, n, slow):
+    """A phone-style variable frame rate (25 fps, then 12.5; or one frame shown twice as long, as a capture that
+    dropped one leaves), with B-frames: frame N is the N-th frame shown, and every one a stride asks for comes."""
     from fractions import Fraction
 
     from data_prep.video import iter_decoded
 
-    frames = _noise_frames(60)
+    frames = _noise_frames(n)
     path = tmp_path / f"vfr{suffix}"
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"x264-params": "bframes=2:b-adapt=0"})
+        stream = container.add_stream("libx264", rate=25,
+                                      options={"x264-params": "bframes=3:b-adapt=0:b-pyramid=normal"})
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
         t = 0
         for i, frame in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vf.pts, vf.time_base = t, Fraction(1, 1000)
-            t += 40 if i < 30 else 80
+            t += 80 if i in slow else 40
             for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode():
@@ -203,9 +206,10 @@ def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix):
     for stride in (1, 5):
         stats: dict = {}
         got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
-        assert stats["n_frames"] == 60 and [i for i, _ in got] == list(range(0, 60, stride))
-        for i, rgb in got:
-            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i
+        assert stats["n_frames"] == n and [i for i, _ in got] == list(range(0, n, stride))
+        for i, rgb in got:  # closer to frame i than to its neighbours
+            near = range(max(0, i - 3), min(n, i + 4))
+            assert near[int(np.argmin([np.abs(rgb.astype(int) - frames[j]).mean() for j in near]))] == i
 
 
 def test_a_trimmed_mp4_starts_at_its_first_shown_frame(tmp_path, damaged_h264):
