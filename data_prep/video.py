@@ -268,13 +268,13 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
     """Stream every `stride`-th frame of a video (frames 0, stride, 2*stride, ...), decoding the file once.
 
     Kept frames come as `DecodedFrame`s, which convert to RGB only what is asked of them; frames are decoded one
-    by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames). In
-    a constant-frame-rate stream with presentation times (the container's frame count matches its duration x frame
-    rate, and every timestamp falls on that frame grid; not AVI, which has none), frames that are neither kept nor
-    referenced by other frames (e.g. most B-frames) are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set
-    packet by packet), which roughly halves decoding for typical H.264 with B-frames. Frame N is the N-th frame
-    shown: its rank by presentation time among the stream's packets (frames are counted where there are no
-    presentation times), so numbers stay right with variable frame rates, B-frames and frames the decoder skips.
+    by one, so only the kept frames the caller holds stay in memory (plus the decoder's own reference frames).
+    Frame N is the N-th frame shown: its rank by presentation time among the stream's packets, so numbers stay
+    right with variable frame rates, B-frames, edit lists and frames the decoder skips or loses. Frames are counted
+    instead where there are no presentation times (AVI, raw streams) or they are not one a frame (a repeated time,
+    field pictures). With presentation times, frames that are neither kept nor referenced by other frames (e.g.
+    most B-frames) are not decoded at all (FFmpeg's ``skip_frame=NONREF``, set packet by packet), which roughly
+    halves decoding for typical H.264 with B-frames.
 
     Args:
         path: the video file.
