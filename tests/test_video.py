@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from data_prep.video import VideoError, iter_frames, probe
+from data_prep.video import VideoError, iter_decoded, iter_frames, probe
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pix_fmt: str = "yuv420p",
@@ -147,8 +147,6 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
     """As FFmpeg's tools do, decoding goes on past damaged data (from the next keyframe); every frame that comes
     back is the frame its number says (mkv: no frame count, so frames are counted, not timed), and the frames lost
     are counted. Damage in the first group of frames does not stop `probe` either."""
-    from data_prep.video import iter_decoded
-
     frames = _noise_frames(40)
     for damage in ([15], [0]):
         path = damaged_h264(tmp_path / f"damaged{damage[0]}{suffix}", frames, damage, x264=x264)
@@ -177,6 +175,18 @@ def test_damaged_data_inside_a_video_is_skipped_with_the_frames_it_spoils(tmp_pa
     assert stats["damaged_frames"] == 0
 
 
+def _check_numbers(path: Path, frames: list[np.ndarray], n: int, shift: int = 0) -> None:
+    """At strides 1 and 5: the stream has `n` frames, every multiple of the stride comes, and frame i shows
+    `frames[i + shift]` (closer to it than to its neighbours)."""
+    for stride in (1, 5):
+        stats: dict = {}
+        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
+        assert stats["n_frames"] == n and [i for i, _ in got] == list(range(0, n, stride))
+        for i, rgb in got:
+            near = range(max(0, i + shift - 3), min(len(frames), i + shift + 4))
+            assert near[int(np.argmin([np.abs(rgb.astype(int) - frames[j]).mean() for j in near]))] == i + shift
+
+
 @pytest.mark.parametrize("suffix, n, slow", [(".mp4", 60, range(30, 60)), (".mkv", 60, range(30, 60)),
                                              (".mp4", 300, [10])],
                          ids=["mp4-25-then-12.5-fps", "mkv-25-then-12.5-fps", "mp4-one-late-frame"])
@@ -184,8 +194,6 @@ def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix, n, slow):
     """A phone-style variable frame rate (25 fps, then 12.5; or one frame shown twice as long, as a capture that
     dropped one leaves), with B-frames: frame N is the N-th frame shown, and every one a stride asks for comes."""
     from fractions import Fraction
-
-    from data_prep.video import iter_decoded
 
     frames = _noise_frames(n)
     path = tmp_path / f"vfr{suffix}"
@@ -203,20 +211,12 @@ def test_variable_frame_rate_keeps_frame_numbers(tmp_path, suffix, n, slow):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    for stride in (1, 5):
-        stats: dict = {}
-        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
-        assert stats["n_frames"] == n and [i for i, _ in got] == list(range(0, n, stride))
-        for i, rgb in got:  # closer to frame i than to its neighbours
-            near = range(max(0, i - 3), min(n, i + 4))
-            assert near[int(np.argmin([np.abs(rgb.astype(int) - frames[j]).mean() for j in near]))] == i
+    _check_numbers(path, frames, n)
 
 
 def test_a_trimmed_mp4_starts_at_its_first_shown_frame(tmp_path, damaged_h264):
     """A stream-copied trim keeps the group of frames it cut into, behind an edit list: the frames before the cut
     are decoded but never shown, and frame 0 is the first one shown."""
-    from data_prep.video import iter_decoded
-
     frames = _noise_frames(40)
     source = damaged_h264(tmp_path / "source.mp4", frames, [], x264="bframes=2:b-adapt=0")
     with av.open(str(source)) as inp, av.open(str(tmp_path / "trim.mp4"), "w") as out:
@@ -227,18 +227,11 @@ def test_a_trimmed_mp4_starts_at_its_first_shown_frame(tmp_path, damaged_h264):
             if packet.size:
                 packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
                 out.mux(packet)
-    for stride in (1, 5):
-        stats: dict = {}
-        got = [(i, f.rgb()) for i, f in iter_decoded(tmp_path / "trim.mp4", stride, stats=stats)]
-        assert stats["n_frames"] == 35 and [i for i, _ in got] == list(range(0, 35, stride))
-        for i, rgb in got:
-            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i + 5
+    _check_numbers(tmp_path / "trim.mp4", frames, 35, shift=5)
 
 
 def test_avi_with_b_frames_keeps_frame_numbers(tmp_path):
     """AVI stores frames in decoding order without presentation times: the numbers come from counting frames."""
-    from data_prep.video import iter_decoded
-
     base = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     frames = [np.roll(base, i, axis=1) ^ np.uint8(5 * i) for i in range(40)]
     path = tmp_path / "bframes.avi"
@@ -250,12 +243,7 @@ def test_avi_with_b_frames_keeps_frame_numbers(tmp_path):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    for stride in (1, 5):
-        stats: dict = {}
-        got = [(i, f.rgb()) for i, f in iter_decoded(path, stride, stats=stats)]
-        assert [i for i, _ in got] == list(range(0, 40, stride)) and stats["n_frames"] == 40
-        for i, rgb in got:
-            assert int(np.argmin([np.abs(rgb.astype(int) - f).mean() for f in frames])) == i
+    _check_numbers(path, frames, 40)
 
 
 def test_one_frame_video(tmp_path):
@@ -284,8 +272,6 @@ def _textured(n: int, h: int, w: int) -> list[np.ndarray]:
 def test_decoded_frame_regions_are_the_whole_frame_conversion(tmp_path, pix_fmt, rotation):
     """Regions cut from the YUV planes (4:2:0, upright) or from the converted frame (anything else) are exactly
     what converting the whole frame gives there, at edges and odd offsets too."""
-    from data_prep.video import iter_decoded
-
     path = write_video(tmp_path / f"{pix_fmt}.mp4", _textured(3, 96, 160), pix_fmt=pix_fmt, rotation=rotation)
     whole = [f for _, f in iter_frames(path, 1)]
     for (index, frame), rgb in zip(iter_decoded(path, 1), whole):
