@@ -201,8 +201,8 @@ def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weight
     from data_prep.video import iter_frames
 
     # Damaged data inside: scored on its sound frames, with a warning.
-    damaged_h264(source / "real" / "damaged.mp4", [f for _, f in iter_frames(synth_dataset / "real" / "clip_0001.mp4")],
-                 [15])
+    frames = [f for _, f in iter_frames(synth_dataset / "real" / "clip_0001.mp4")]
+    damaged_h264(source / "real" / "damaged.mp4", frames + frames[::-1], [25])
 
     def run(out: Path, *extra: str) -> dict:
         rc = evaluate.main([str(source), "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu",

@@ -144,14 +144,16 @@ def test_every_bad_input_gets_its_status_and_the_rest_score(batch, inputs):
 
 def test_a_video_damaged_inside_is_scored_on_its_sound_frames_with_a_warning(synth_dataset, tiny_weights, tmp_path,
                                                                              capsys, damaged_h264):
-    frames = read_frames(synth_dataset / "real" / "clip_0000.mp4", 40)
-    path = damaged_h264(tmp_path / "damaged.mp4", frames, [15])  # frame 15's data destroyed
+    frames = read_frames(synth_dataset / "real" / "clip_0000.mp4", 30)
+    frames += frames[::-1]  # 6 s, the face moving there and back
+    path = damaged_h264(tmp_path / "damaged.mp4", frames, [25])  # frame 25's data destroyed (keyframes: 20, 30)
     rc, out, err = run([str(path), "--weights", str(tiny_weights), "--format", "json", "--device", "cpu",
                         "--no-progress"], capsys)
     (result,) = json.loads(out)
     assert rc == 0 and result["status"] == "ok" and result["error"] is None and 0 <= result["p_fake"] <= 1
     scored = {f for face in result["faces"] for f in face["frames"]}
-    assert 15 not in scored and scored & set(range(0, 10)) and scored & set(range(20, 40))
+    # Lost: 25 to 29, and whatever the decoder held back when the damage came (frame threads: a few frames).
+    assert not scored & set(range(25, 30)) and scored & set(range(0, 20)) and scored & set(range(30, 60))
     assert "warning: " in err and "frames could not be decoded (damaged data in the file)" in err
 
 
