@@ -198,16 +198,13 @@ def score_videos(videos: Sequence[LabelledVideo], detector: Detector, extractor,
     """Predict every video (the `deepfake predict` path); returns (result dict, seconds) in order."""
     from tqdm import tqdm
 
-    from data_prep.extract import damage_note
-
     out = []
     preds = iter_predictions([v.path for v in videos], detector, extractor, threshold, names=[v.video for v in videos])
     bar = tqdm(preds, total=len(videos), unit="video", desc=desc, disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     for pred in bar:
-        if getattr(pred.faces, "damaged_frames", 0):
-            bar.write(f"deepfake evaluate: warning: {pred.result['video']}: {damage_note(pred.faces)}; scored on "
-                      "the rest", file=sys.stderr)
+        if pred.warning:
+            bar.write(f"deepfake evaluate: warning: {pred.warning}", file=sys.stderr)
         out.append((pred.result, pred.seconds))
     return out
 

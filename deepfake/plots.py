@@ -69,11 +69,6 @@ def plot_name(video: str, taken: set[str] | None = None, root: str | os.PathLike
     return name
 
 
-def _images(track):
-    """A track's crops, held as arrays or as JPEG bytes (`FaceTrack.images`)."""
-    return track.images() if hasattr(track, "images") else track.crops
-
-
 def _thumbs(crops: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `n` crops evenly spaced over a track, side by side at THUMB_PX: (strip image, chosen indices)."""
     import cv2
@@ -103,7 +98,7 @@ def plot_video(result: dict, faces, out: str | os.PathLike, threshold: float = 0
     plt = _pyplot()
     tracks = result.get("faces") or []
     fps = float(getattr(faces, "fps", 0.0) or 0.0)
-    crops_by_track = {int(t.track): _images(t) for t in getattr(faces, "tracks", []) if len(_images(t))}
+    crops_by_track = {int(t.track): t.images() for t in getattr(faces, "tracks", []) if len(t)}
     strip_tracks = [f for f in tracks if f["track"] in crops_by_track][:MAX_TRACK_ROWS]
     n_rows = len(strip_tracks)
     heights = [1.0] * n_rows + [3.0]

@@ -330,6 +330,15 @@ class Prediction:
     seconds: float
     faces: Any = field(default=None, repr=False)
 
+    @property
+    def warning(self) -> str | None:
+        """What a user should know about a video that still scored (damaged frames skipped), else None."""
+        if not getattr(self.faces, "damaged_frames", 0):
+            return None
+        from data_prep.extract import damage_note
+
+        return f"{self.result['video']}: {damage_note(self.faces)}; scored on the rest"
+
 
 def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,
                      names: Sequence[str] | None = None,
@@ -378,8 +387,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
         for path, name in zip(paths[done:], names[done:]):
             start = time.perf_counter()
             try:
-                faces = extractor.extract(path, jpeg=True, progress=report and (
-                    lambda n, total, path=path: report(path, n, total)))
+                one = (lambda n, total, path=path: report(path, n, total)) if report else None
+                faces = extractor.extract(path, jpeg=True, progress=one)
                 result = score_faces(name, faces, detector, threshold)
             except Exception as err2:  # noqa: BLE001 - every failure becomes this file's one-line reason
                 result, faces = error_result(name, str(err2) if isinstance(err2, VideoError)
@@ -685,11 +694,8 @@ def main(args: list[str] | None = None) -> int:
                                 progress=None if ns.no_progress else show):
             results.append(pred.result)
             seconds.append(pred.seconds)
-            if getattr(pred.faces, "damaged_frames", 0):
-                from data_prep.extract import damage_note
-
-                bar.write(f"deepfake predict: warning: {pred.result['video']}: {damage_note(pred.faces)}; "
-                          "scored on the rest", file=sys.stderr)
+            if pred.warning:
+                bar.write(f"deepfake predict: warning: {pred.warning}", file=sys.stderr)
             if plot_dir is not None and pred.result["status"] != "error":
                 try:
                     from deepfake.plots import plot_name, plot_video
