@@ -368,7 +368,7 @@ class FaceDetector:
         if request.boxes is None:
             return self.detect(request.frames)
         if request.prepared:
-            return self.refine_inputs(request.frames, request.crops, [len(b) for b in request.boxes])
+            return self.refine_inputs(request.squares, request.crops, [len(b) for b in request.boxes])
         return self.refine(request.frames, request.boxes)
 
 
@@ -379,18 +379,19 @@ class FaceDetector:
 class _DetectRequest:
     """Frames to detect faces in, or boxes to re-fit; or a re-fit prepared for O-Net (`prepared`).
 
-    A prepared request carries no frames, only O-Net's inputs: `frames` holds the squared boxes (N, 4) float32 of
-    all its frames and `crops` their 48x48 resamplings (`data_prep.resample.onet_inputs`), about 7 KB a face instead
-    of a 640x360 frame (691 KB) to send from a worker to the process that detects.
+    A prepared request carries no frames, only O-Net's inputs: the squared boxes of all its frames and their 48x48
+    resamplings (`data_prep.resample.onet_inputs`), about 7 KB a face instead of a 640x360 frame (691 KB) to send
+    from a worker to the process that detects.
     """
 
-    frames: np.ndarray  # (B, h, w, 3) uint8 detection copies of sampled frames; prepared: the squared boxes
+    frames: np.ndarray | None  # (B, h, w, 3) uint8 detection copies of sampled frames (None when prepared)
     boxes: list[np.ndarray] | None = None  # per frame, boxes to refine (None: detect)
+    squares: np.ndarray | None = None  # prepared: (N, 4) float32, the boxes squared
     crops: np.ndarray | None = None  # prepared: (N, 48, 48, 3) uint8 O-Net inputs
 
     @property
     def prepared(self) -> bool:
-        return self.crops is not None
+        return self.squares is not None
 
     def __len__(self) -> int:
         """Frames the request is about: one result each."""
@@ -403,7 +404,7 @@ class _DetectRequest:
         from data_prep.resample import onet_inputs
 
         squares, crops = onet_inputs(self.frames, self.boxes)
-        return _DetectRequest(squares, self.boxes, crops)
+        return _DetectRequest(None, self.boxes, squares, crops)
 
 
 _END = object()
@@ -965,14 +966,15 @@ class FaceExtractor:
     def _serve(self, pool: _Pool, requests: list[tuple[int, _DetectRequest]]) -> None:
         """Detect for workers (GPU mode): the frames of all pending requests of one kind and size go in one batch."""
         groups: dict[tuple, list[tuple[int, _DetectRequest]]] = {}
-        for wid, request in requests:  # detections, and re-fits the workers prepared (`_RemoteDetector`)
-            groups.setdefault((request.boxes is None, request.frames.shape[1:]), []).append((wid, request))
-        for (detect, _), group in groups.items():
-            frames = np.concatenate([r.frames for _, r in group])
-            if detect:
-                results = self.detector.detect(frames)
+        for wid, request in requests:  # detections by frame size, and re-fits the workers prepared (`_RemoteDetector`)
+            key = ("detect", request.frames.shape[1:]) if request.boxes is None else ("refit",)
+            groups.setdefault(key, []).append((wid, request))
+        for key, group in groups.items():
+            if key[0] == "detect":
+                results = self.detector.detect(np.concatenate([r.frames for _, r in group]))
             else:
-                results = self.detector.refine_inputs(frames, np.concatenate([r.crops for _, r in group]),
+                results = self.detector.refine_inputs(np.concatenate([r.squares for _, r in group]),
+                                                      np.concatenate([r.crops for _, r in group]),
                                                       [len(b) for _, r in group for b in r.boxes])
             start = 0
             for wid, request in group:
