@@ -365,16 +365,14 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                     continue
                 for frame in decoded:
                     n_out += 1
-                    if timed and frame.pts is not None and shown:
+                    at = bisect.bisect_left(shown, frame.pts) if (timed and frame.pts is not None and shown) else None
+                    if at is not None:
                         if offset is None:
-                            offset = 0 if first_error is not None else bisect.bisect_left(shown, frame.pts)
+                            offset = 0 if first_error is not None else at
                         elif n_out == 2 and first_error is None and last_pts is not None \
-                                and bisect.bisect_left(shown, frame.pts) - bisect.bisect_left(shown, last_pts) > 1:
-                            timed, fell_back = False, True  # two packets for one frame (fields): count frames
-                    if timed and frame.pts is not None and shown:
-                        index = max(index + 1, rank(frame.pts))
-                    else:
-                        index += 1
+                                and at - bisect.bisect_left(shown, last_pts) > 1:
+                            timed, fell_back, at = False, True, None  # two packets for one frame (fields): count
+                    index = index + 1 if at is None else max(index + 1, at - offset)
                     last_pts = frame.pts
                     if rotation is None:
                         rotation = _rotation(frame)
