@@ -200,8 +200,7 @@ def sent_to_detector(path: str, config, detector) -> dict[str, int]:
         def run(self, request):
             kind = "full detections" if request.boxes is None else "re-fits"
             sizes[f"{kind} (frames)"] += len(pickle.dumps(request))
-            if hasattr(request, "for_sending"):
-                sizes[f"{kind} (as sent)"] += len(pickle.dumps(request.for_sending()))
+            sizes[f"{kind} (as sent)"] += len(pickle.dumps(request.for_sending()))
             return detector.run(request)
 
     ex._run_inline(ex._video_job(path, config), Recording())
