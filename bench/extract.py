@@ -41,9 +41,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_prep import extract as ex  # noqa: E402
+from data_prep.extractor import FaceExtractor  # noqa: E402
+from data_prep.faces import ExtractConfig  # noqa: E402
+from data_prep.pipeline import _run_inline, _video_job  # noqa: E402
 from data_prep.track import iou_matrix, square_crop  # noqa: E402
-from data_prep.video import iter_frames  # noqa: E402
+from data_prep.video import VideoError, iter_frames  # noqa: E402
+from data_prep.workers import default_workers  # noqa: E402
+from deepfake.cli.extract import main as extract_main  # noqa: E402
 
 
 def make_clips(work: Path, count: int, seconds: float, resolution: str, fps: float, seed: int) -> Path:
@@ -112,11 +116,10 @@ def compare(args, clips: Path) -> None:
     from facenet_pytorch import MTCNN
 
     videos, truth = read_truth(clips)
-    config = ex.ExtractConfig(stride=args.stride, device=args.device, detect_size=args.detect_size,
-                              detect_every=args.detect_every, refine_between=args.refine_between,
-                              batch_size=args.batch_size, factor=args.factor,
-                              min_face_size=args.min_face_size)
-    extractor = ex.FaceExtractor(config)
+    config = ExtractConfig(stride=args.stride, device=args.device, detect_size=args.detect_size,
+                           detect_every=args.detect_every, refine_between=args.refine_between,
+                           batch_size=args.batch_size, factor=args.factor, min_face_size=args.min_face_size)
+    extractor = FaceExtractor(config)
     device = extractor.device
     baseline = MTCNN(keep_all=True, device=device)
     paths = [str(clips / v) for v in videos]
@@ -155,7 +158,7 @@ def compare(args, clips: Path) -> None:
         # Dataset throughput: whole videos in parallel processes, each with its own detector (steady state:
         # the pool is started and warmed up on one round of clips first, as it is once per run in practice).
         name = f"ours x{args.workers}"
-        pooled = ex.FaceExtractor(config, workers=args.workers, detect_in_main=args.detect_in_main)
+        pooled = FaceExtractor(config, workers=args.workers, detect_in_main=args.detect_in_main)
         if pooled.detect_in_main:
             name += " central"
         for _ in pooled.extract_many(paths[:1] * args.workers):
@@ -166,7 +169,7 @@ def compare(args, clips: Path) -> None:
         dt = (time.perf_counter() - t) / len(batch)
         pooled.close()
         for (video, _), (_, faces) in zip(batch, results):
-            if isinstance(faces, ex.VideoError):
+            if isinstance(faces, VideoError):
                 raise SystemExit(f"{video}: {faces}")
             add(name, dt, video, boxes_of(faces), faces.n_frames)
         print(f"  {name}: {len(batch)} clips, {dt:.2f} s per clip", flush=True)
@@ -203,7 +206,7 @@ def sent_to_detector(path: str, config, detector) -> dict[str, int]:
             sizes[f"{kind} (as sent)"] += len(pickle.dumps(request.for_sending()))
             return detector.run(request)
 
-    ex._run_inline(ex._video_job(path, config), Recording())
+    _run_inline(_video_job(path, config), Recording())
     return dict(sizes)
 
 
@@ -233,7 +236,7 @@ def throughput(args, clips: Path) -> None:
                str(args.detect_every), "--batch-size", str(args.batch_size), "--no-progress",
                "--reuse-original-boxes" if reuse else "--no-reuse-original-boxes"]
         t = time.perf_counter()
-        status = ex.main(cli)
+        status = extract_main(cli)
         dt = time.perf_counter() - t
         print(f"throughput ({'with' if reuse else 'without'} box reuse for fakes): {n} clips in {dt:.1f} s = "
               f"{n / dt:.2f} clips/s ({args.workers} workers, status {status})", flush=True)
@@ -251,15 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stride", type=int, default=5)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--detect-size", type=int, default=ex.ExtractConfig.detect_size)
-    p.add_argument("--detect-every", type=int, default=ex.ExtractConfig.detect_every)
+    p.add_argument("--detect-size", type=int, default=ExtractConfig.detect_size)
+    p.add_argument("--detect-every", type=int, default=ExtractConfig.detect_every)
     p.add_argument("--refine-between", action=argparse.BooleanOptionalAction,
-                   default=ex.ExtractConfig.refine_between)
-    p.add_argument("--factor", type=float, default=ex.ExtractConfig.factor)
-    p.add_argument("--min-face-size", type=int, default=ex.ExtractConfig.min_face_size)
+                   default=ExtractConfig.refine_between)
+    p.add_argument("--factor", type=float, default=ExtractConfig.factor)
+    p.add_argument("--min-face-size", type=int, default=ExtractConfig.min_face_size)
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--naive-clips", type=int, default=1, help="clips to run the (slow) naive baseline on")
-    p.add_argument("--workers", type=int, default=max(1, ex._default_workers() + 1),
+    p.add_argument("--workers", type=int, default=max(1, default_workers() + 1),
                    help="extraction processes for the throughput figures (default: one per core; 0: skip)")
     p.add_argument("--detect-in-main", action=argparse.BooleanOptionalAction, default=None,
                    help="with --workers: detect in the main process for all workers (default: on a GPU only)")

@@ -5,7 +5,7 @@
     python bench/predict.py --resolution 640x360 --seconds 2 --clips 3 --repeat 1   # a quick check that it runs
 
 What is measured, on one clip made by `deepfake synth` (a real face moving over a background; H.264):
-- ``end_to_end``: `deepfake.predict.predict_video` (decode, detect, track, crop, model), median of `--repeat`
+- ``end_to_end``: `deepfake.inference.predict_video` (decode, detect, track, crop, model), median of `--repeat`
   runs after one warm-up run;
 - the stages, each timed on its own on the same clip: ``decode`` (every `stride`-th frame to RGB), ``detect``
   (MTCNN on the frames the extractor detects: every `detect_every`-th sampled frame, downscaled to
@@ -62,7 +62,7 @@ def _timed(fn, device, repeat: int) -> tuple[float, object]:
 
 def make_clip(folder: Path, resolution: str, seconds: float, fps: float) -> Path:
     """A real-face clip from `deepfake synth` (kept in `folder`, reused when already there)."""
-    from data_prep import synth
+    from deepfake.cli import synth
 
     status = synth.main([str(folder), "--count", "2", "--resolution", resolution, "--seconds", str(seconds),
                          "--fps", str(fps), "--seed", "0", "--no-progress"])
@@ -73,7 +73,7 @@ def make_clip(folder: Path, resolution: str, seconds: float, fps: float) -> Path
 
 def build_detector(args, device: str):
     """The detector to time: the given weights, or a random-init model of `--backbone`."""
-    from deepfake.predict import Detector
+    from deepfake.inference import Detector
 
     if args.weights:
         return Detector.load(args.weights, device=device, batch_size=args.batch_size, precision=args.precision)
@@ -122,10 +122,10 @@ def stage_times(clip: Path, detector, extractor, repeat: int) -> dict[str, float
         return np.stack([square_crop(f, box, cfg.margin, cfg.size) for f in frames])
 
     crop_s, crops = _timed(crop, device, repeat)
-    from data_prep.extract import _encode_jpeg, decode_jpeg
+    from data_prep.faces import decode_jpeg, encode_jpeg
 
     # predict holds the crops as JPEG bytes (what training reads) and decodes them window by window.
-    jpeg_s, _ = _timed(lambda: [decode_jpeg(_encode_jpeg(c, cfg.quality)) for c in crops], device, repeat)
+    jpeg_s, _ = _timed(lambda: [decode_jpeg(encode_jpeg(c, cfg.quality)) for c in crops], device, repeat)
     detector.score_tracks([crops])  # warm-up (cuDNN autotuning, lazy init)
     model_s, _ = _timed(lambda: detector.score_tracks([crops]), device, repeat)
     return {"decode": decode_s, "detect": detect_s, "crop": crop_s, "jpeg": jpeg_s, "model": model_s,
@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from data_prep.extract import ExtractConfig, FaceExtractor
-    from deepfake.predict import iter_predictions, predict_video
+    from data_prep.extractor import FaceExtractor
+    from data_prep.faces import ExtractConfig
+    from deepfake.inference import iter_predictions, predict_video
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,14 +28,13 @@ Layouts:
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.video import VIDEO_EXTENSIONS
+from data_prep.files import CsvError, is_video_name, iter_videos, read_csv_dicts
 
 __all__ = ["LAYOUTS", "LayoutError", "LayoutResult", "VideoRecord", "detect_layout", "find_videos"]
 
@@ -87,16 +86,12 @@ class LayoutResult:
 
 
 def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+    return is_video_name(path)
 
 
 def _videos_under(folder: Path) -> list[Path]:
-    """Video files under `folder`, recursively, sorted; hidden files and folders are left out."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if _is_video(Path(f)))
-    return found
+    """Video files under `folder`, recursively, sorted, each once (`data_prep.files.iter_videos`)."""
+    return list(iter_videos(folder))
 
 
 def _rel(path: Path, source: Path) -> str:
@@ -269,17 +264,15 @@ def _folder(source: Path) -> LayoutResult:
             return name  # missing on disk: extraction reports it
 
         try:
-            with open(labels_csv, newline="") as f:
-                rows = list(csv.DictReader(f))
-                fields = [c.strip().lower() for c in (rows and rows[0].keys() or [])]
-        except (OSError, UnicodeDecodeError, csv.Error) as err:
-            raise LayoutError(f"{labels_csv}: not readable ({err})") from None
+            rows = [{k.lower(): v for k, v in row.items()} for row in read_csv_dicts(labels_csv)]
+        except CsvError as err:
+            raise LayoutError(str(err)) from None
+        fields = list(rows[0]) if rows else []
         if rows and not {"video", "label"} <= set(fields):
             raise LayoutError(f"{labels_csv}: needs columns video,label (optional: original, split); got "
                               f"{','.join(fields)}")
         pending = []
         for i, row in enumerate(rows, start=2):
-            row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
             where = f"{labels_csv}:{i}"
             if not row.get("video"):
                 raise LayoutError(f"{where}: empty video")

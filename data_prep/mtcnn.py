@@ -2,11 +2,10 @@
 
 facenet-pytorch's `MTCNN.detect` runs the three-stage cascade of Zhang et al. (2016) (P-Net over an image
 pyramid, then R-Net on 24x24 and O-Net on 48x48 resamplings of the candidate boxes), but it cuts and resizes
-every candidate box with its own small tensor operations in a Python loop: on the CPU that loop was 37% of
-MTCNN's time on 640x360 frames (about 70 candidates a frame), and on a GPU it is why detection cost ~6 ms a frame
-whatever the batch size. Here the same networks and the same stage logic run with the candidates resampled by
-OpenCV on the CPU (each pyramid level resized from the one before) and by one `torchvision.ops.roi_align` call per
-stage for a whole batch on a GPU.
+every candidate box with its own small tensor operations in a Python loop: a large share of MTCNN's time on the
+CPU, and on a GPU a cost per frame that batching cannot lower. Here the same networks and the same stage logic run
+with the candidates resampled by OpenCV on the CPU (each pyramid level resized from the one before) and by one
+`torchvision.ops.roi_align` call per stage for a whole batch on a GPU.
 
 Two deliberate differences from facenet-pytorch, both towards the original MTCNN:
 - A candidate box that reaches past the frame is resampled with zeros outside it (the original's padding);

@@ -3,7 +3,7 @@
 `data_prep.mtcnn` resamples its candidate boxes with these functions on the CPU. They live apart so that a process
 without torch can prepare O-Net's inputs: with a GPU, extraction workers decode and track while the main process
 detects for all of them, and for the frames between full detections a worker sends the 48x48 inputs of O-Net
-(7 KB a face) instead of the whole 640x360 frame (691 KB), see `data_prep.extract`.
+(7 KB a face) instead of the whole 640x360 frame (691 KB), see `data_prep.workers`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Video decoding for face extraction: probe a file, stream every `stride`-th frame as RGB, fail with one line.
 
-Decoding goes through PyAV (FFmpeg). Measured on a 10-s 1080p H.264 clip (2 cores, keeping every 5th of 300
-frames): PyAV with slice threading 0.52 s, OpenCV `grab()`/`retrieve()` 0.60 s, PyAV with frame threading
-("AUTO") 0.65 s. PyAV is also the one that reports the display rotation of phone videos, decodes the one frame
-a truncated file still has before it fails, and raises errors we can turn into reasons. Frames are decoded one
-by one and only the kept ones are converted to RGB (`DecodedFrame`: face extraction converts only a small copy and
-the face regions), so a video is never held in memory as a whole.
+Decoding goes through PyAV (FFmpeg) with slice threading, the fastest of the decoders tried (OpenCV's
+`grab()`/`retrieve()` and PyAV's frame threading were slower; figures in bench/README.md). PyAV is also the one
+that reports the display rotation of phone videos, decodes the one frame a truncated file still has before it
+fails, and raises errors we can turn into reasons. Frames are decoded one by one and only the kept ones are
+converted to RGB (`DecodedFrame`: face extraction converts only a small copy and the face regions), so a video is
+never held in memory as a whole.
 
 Every problem with a file is a `VideoError` whose message is one line a user can act on (it goes to
 `failures.csv` as is).
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VideoError", "VideoInfo", "DecodedFrame", "probe", "iter_frames", "iter_decoded", "VIDEO_EXTENSIONS"]
+from data_prep.files import VIDEO_EXTENSIONS
 
-# What the layouts treat as a video file (lower case).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+__all__ = ["VideoError", "VideoInfo", "DecodedFrame", "probe", "iter_frames", "iter_decoded", "VIDEO_EXTENSIONS"]
 
 
 class VideoError(Exception):
@@ -118,11 +117,10 @@ class DecodedFrame:
     """A decoded frame that converts to RGB only what is asked of it.
 
     Face extraction needs a small copy of every sampled frame (for the detector) and a few face regions at full
-    resolution; converting the whole frame to RGB first costs more than both together (1080p: 2.7 ms a frame, against
-    1.4 ms for a 640x360 copy and 0.2 ms for a 400x400 region). For 8-bit 4:2:0 frames shown as stored (no display
-    rotation), regions are cut from the frame's planes and converted alone, bit for bit what the whole-frame
-    conversion gives there (the same FFmpeg conversion, same colour matrix and range); other frames are converted
-    whole once.
+    resolution; converting the whole frame to RGB first costs more than both together. For 8-bit 4:2:0 frames shown
+    as stored (no display rotation), regions are cut from the frame's planes and converted alone, bit for bit what
+    the whole-frame conversion gives there (the same FFmpeg conversion, same colour matrix and range); other frames
+    are converted whole once.
 
     Attributes:
         height: rows as displayed.

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from data_prep.files import atomic_path
 from deepfake.model import DeepfakeDetector
 
 __all__ = ["CheckpointError", "FORMAT", "META_KEYS", "build_meta", "save_detector", "load_detector"]
@@ -79,13 +81,8 @@ def save_detector(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any
     path = Path(path)
     state = {k.replace("_orig_mod.", ""): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "meta": _plain(meta)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -104,6 +101,30 @@ def _state_and_meta(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict
     raise CheckpointError(f"{path} is not a detector checkpoint (no detector weights and settings in it)")
 
 
+def _refusal(path: Path | str, message: str) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, in one line (PyTorch's message is a paragraph)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (f"{path} can't be loaded safely: it asks to call {found.group(1)}, so loading it could run code; "
+                f"it is not a detector checkpoint")
+    found = re.search(r"Unsupported operand \d+|Unsupported class [\w.]+|Unsupported global: [\w. ]+", message)
+    return f"{path} can't be loaded safely: not a PyTorch file of tensors ({found.group(0) if found else 'bad data'})"
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` with one-line errors: a file that would run code is refused by name.
+
+    Raises:
+        CheckpointError: refused (it asks to call something) or not a readable PyTorch file.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(_refusal(path, str(e))) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch file ({' '.join(str(e).split())[:200]})") from e
+
+
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[DeepfakeDetector,
                                                                                                 dict[str, Any]]:
     """Loads a detector saved by `save_detector`, or the network of a `deepfake fit` Lightning checkpoint.
@@ -120,15 +141,7 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"detector checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} can't be loaded safely (weights_only=True refuses it: {first}); only load "
-                              f"files you trust with other tools") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({' '.join(str(e).split())[:200]})") from e
-    state, meta = _state_and_meta(obj, path)
+    state, meta = _state_and_meta(safe_load(path, map_location), path)
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: detector settings lack {', '.join(missing)}")

@@ -14,7 +14,7 @@ predict` scores (`eval_windows="all"`) or the centred one.
 Frames travel as uint8: a quarter of the bytes through worker queues, pinned memory and the host-to-device
 copy, and normalisation is one fused op on the GPU (`DeepfakeLitModule.on_after_batch_transfer`).
 
-Augmentations (DESIGN.md section 4, the DFDC winners' set) run through albumentations' `images=` target, so
+Augmentations (the DFDC winners' set) run through albumentations' `images=` target, so
 every frame of a sequence gets the same random parameters (same flip, crop shift, JPEG quality, colour
 change, cut-out part), as a real video would. One `strength` knob scales their probabilities and
 magnitudes (0: flips only), which is what progressive learning (EfficientNetV2) grows over training.
@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +34,21 @@ from typing import Any, Literal
 import albumentations as A
 import cv2
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from deepfake.predict import track_windows
+from data_prep.index import (
+    EXTRACT_SETTINGS,
+    INDEX_COLUMNS,
+    SPLITS,
+    FaceTrackRecord,
+    IndexFileError,
+    load_tracks,
+    read_crop,
+    read_index,
+)
+from deepfake.scoring import track_windows
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -59,96 +67,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ("video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop")
-_REQUIRED = ("video", "label", "track", "frame", "crop")
-_LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1, "0.0": 0, "1.0": 1}
-SPLITS = ("train", "val", "test")
 # Face box margin the crops were cut with when the index does not say (data_prep's default: 30 % per side).
 DEFAULT_MARGIN = 0.3
-# Extraction settings `deepfake-extract` writes beside index.csv.
-EXTRACT_SETTINGS = "extract_config.json"
-
-
-class IndexFileError(ValueError):
-    """An index.csv that can't be used; the message is one line a user can act on."""
-
-
-# ------------------------------------------------------------------------------------------------------ index
-
-
-@dataclass
-class FaceTrackRecord:
-    """One face track of one video: its crops in frame order and what the index says about it."""
-
-    video: str
-    track: int
-    label: int
-    original: str
-    split: str
-    frames: np.ndarray  # (N,) int, frame numbers in the video
-    crops: list[str]  # N absolute paths
-
-
-def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
-    """Reads and checks `index.csv` (docs/architecture.md).
-
-    Args:
-        path: the index file, or the folder that holds `index.csv`.
-
-    Returns:
-        The table (labels as 0/1 ints, empty `split` as "", missing `original` filled with `video`) and the
-        folder that crop paths are relative to.
-    """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "index.csv"
-    if not path.is_file():
-        raise IndexFileError(f"{path} does not exist; make it with `deepfake-extract VIDEOS OUT_DIR` first")
-    try:
-        df = pd.read_csv(path, dtype={"video": str, "split": str, "original": str, "crop": str, "label": str},
-                         keep_default_na=False, na_values={"frame": [""], "track": [""]})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise IndexFileError(f"{path} is not a readable CSV: {' '.join(str(e).split())}") from e
-    missing = [c for c in _REQUIRED if c not in df.columns]
-    if missing:
-        raise IndexFileError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(INDEX_COLUMNS)}")
-    if df.empty:
-        raise IndexFileError(f"{path} has no rows (no face was extracted)")
-    labels = df["label"].str.strip().str.lower().map(_LABELS)
-    if labels.isna().any():
-        bad = df.loc[labels.isna(), "label"].iloc[0]
-        raise IndexFileError(f"{path}: label {bad!r} is not 0/1 (or real/fake)")
-    df["label"] = labels.astype(int)
-    for col in ("track", "frame"):
-        values = pd.to_numeric(df[col], errors="coerce")
-        if values.isna().any():
-            raise IndexFileError(f"{path}: column {col} must hold integers")
-        df[col] = values.astype(int)
-    df["split"] = df["split"].str.strip().str.lower() if "split" in df.columns else ""
-    bad_split = sorted(set(df["split"]) - {"", *SPLITS})
-    if bad_split:
-        raise IndexFileError(f"{path}: split {bad_split[0]!r} is not one of train, val, test or empty")
-    if "original" not in df.columns:
-        df["original"] = df["video"]
-    df["original"] = df["original"].where(df["original"].str.len() > 0, df["video"])
-    return df, path.parent
-
-
-def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackRecord]:
-    """Groups index rows into face tracks, (video, track) in sorted order, crops sorted by frame."""
-    root = Path(root)
-    tracks = []
-    for (video, track), rows in df.groupby(["video", "track"], sort=True):
-        rows = rows.sort_values("frame", kind="stable")
-        first = rows.iloc[0]
-        if rows["label"].nunique() > 1:
-            raise IndexFileError(f"video {video} has rows with both labels")
-        tracks.append(FaceTrackRecord(
-            video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
-            split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
-            crops=[str(root / c) for c in rows["crop"]],
-        ))
-    return tracks
 
 
 def _unit_hash(text: str, seed: int) -> float:
@@ -333,16 +253,6 @@ def build_augment(cfg: AugmentConfig, margin: float = DEFAULT_MARGIN) -> A.Compo
 # ---------------------------------------------------------------------------------------------------- dataset
 
 
-def _read_crop(path: str, size: int) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read face crop {path} (missing or not an image); re-run extraction")
-    if img.shape[0] != size or img.shape[1] != size:
-        shrink = img.shape[0] > size or img.shape[1] > size
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 class FaceSequenceDataset(Dataset):
     """Windows of `seq_len` consecutive crops of one face track.
 
@@ -353,7 +263,7 @@ class FaceSequenceDataset(Dataset):
         train: True draws one random window per track and item (use a sampler over tracks); False uses fixed
             windows (`eval_windows`).
         transform: albumentations pipeline applied as `transform(images=...)` (same parameters for every frame).
-        eval_windows: "all": the windows `deepfake predict` scores (`deepfake.predict.track_windows`:
+        eval_windows: "all": the windows `deepfake predict` scores (`deepfake.scoring.track_windows`:
             consecutive windows, the last one ending at the track's end); "center": the centred window of each
             track.
 
@@ -421,7 +331,7 @@ class FaceSequenceDataset(Dataset):
         if self.train:
             start = int(rng.integers(0, n - t + 1)) if n > t else 0
         paths = track.crops[start:start + t]
-        frames = np.stack([_read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
+        frames = np.stack([read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
         if self.transform is not None:
             frames = self.transform(images=frames)["images"]  # same random parameters for every frame
         length = len(paths)
@@ -498,7 +408,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         stride: video frames between crops (recorded in the exported detector); None: from the extraction's
             settings, else the median frame step in the index.
 
-    Progressive learning (issue 7) may change `img_size`, `train_img_size` and `augment.strength` between epochs:
+    Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength` between epochs:
     the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
     `reload_dataloaders_every_n_epochs=1`).
     """

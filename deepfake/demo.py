@@ -1,10 +1,10 @@
-"""`deepfake demo [OUT_DIR]`: the whole pipeline on generated data, in a few CPU minutes, with a short report.
+"""The demo (`deepfake demo [OUT_DIR]`): the whole pipeline on generated data, in a few CPU minutes, with a report.
 
     deepfake demo                      # into ./demo_output (what `make demo` runs)
     deepfake demo /tmp/demo --quick    # a much smaller run (under a minute): checks the install
     deepfake demo --install-weights    # also make the demo detector the default weights of `deepfake predict`
 
-Stages (each is the command a user would run, called in this process; its output goes to OUT_DIR/logs/):
+Stages (each calls the library function behind the command a user would run; its output goes to OUT_DIR/logs/):
 1. **synth**: `deepfake synth` writes a training set of 240 clips (120 real face clips + 120 self-blended fakes made
    from them; 320x240, 4 s at 10 fps; seed 0) into `data/train/`, and a separately seeded held-out set of 80
    clips (seed 1000) into `data/heldout/`. The held-out clips show the same few face photos `deepfake synth`
@@ -37,9 +37,7 @@ and `deepfake evaluate` look when `--weights` is not given.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
 import hashlib
 import json
 import math
@@ -54,14 +52,23 @@ from typing import Any
 
 from pytorch_lightning.callbacks import Callback
 
-from deepfake.cliutil import OneLineParser, UsageError
+from data_prep.files import atomic_write
+from deepfake.demo_report import (
+    STAGES,
+    DemoError,
+    _duration,
+    _fit_summary,
+    _fmt,
+    _index_counts,
+    _label_of,
+    _pick_clip,
+    format_report,
+)
 
-__all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report",
-           "main"]
+__all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report"]
 
 STATE_FILE = "demo.json"
 STATE_VERSION = 1
-STAGES = ("synth", "extract", "fit", "evaluate", "predict")
 # Everything the demo writes in OUT_DIR; nothing else there is ever touched.
 OWNED = ("data", "extracted", "runs", "eval", "predict", "logs", STATE_FILE, "report.txt", "report.json")
 RUN_NAME = "demo"
@@ -70,10 +77,6 @@ RUN_NAME = "demo"
 # fit stage can still print a line per epoch. An environment variable rather than a module global: the callback
 # may live in a second copy of this module (`python -m deepfake.demo` imports it again by name).
 _TERMINAL_FD = "DEEPFAKE_DEMO_TERMINAL_FD"
-
-
-class DemoError(Exception):
-    """A stage failed or OUT_DIR can't be used; one line (with the log to read)."""
 
 
 class DemoFolderError(DemoError):
@@ -180,27 +183,6 @@ def find_config(name: str) -> Path:
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    return f"{whole // 60} min {whole % 60:02d} s"
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
 @contextlib.contextmanager
@@ -317,7 +299,7 @@ class _Demo:
         return {"version": STATE_VERSION, "stages": {}}
 
     def _save_state(self) -> None:
-        _atomic_write(self.out / STATE_FILE, json.dumps(self.state, indent=2) + "\n")
+        atomic_write(self.out / STATE_FILE, json.dumps(self.state, indent=2) + "\n")
 
     def _stage(self, name: str, number: int, key: str, what: str, outputs: list[Path], folders: list[Path],
                run: Callable[[], dict]) -> dict:
@@ -355,31 +337,29 @@ class _Demo:
         self.report["stages"][name] = {**info, "reused": False}
         return info
 
-    def _call(self, name: str, command: str, main: Callable[[list[str]], int], args: list[str]) -> int:
-        """Runs a command's `main(args)` in this process with its output in the stage's log."""
+    def _quiet(self, name: str, command: str, work: Callable[[], Any]) -> Any:
+        """Runs a stage's library call in this process with its output in the stage's log, which starts with the
+        command a user would type to do the same."""
         import torch
 
         log = self.out / "logs" / f"{name}.log"
         threads = torch.get_num_threads()
         with _output_to(log):
-            print(f"$ {command} {' '.join(args)}", flush=True)
+            print(f"$ {command}", flush=True)
             try:
                 if self.config.threads:
                     torch.set_num_threads(self.config.threads)
-                status = main(args)
-            except SystemExit as exit_:
-                status = exit_.code if isinstance(exit_.code, int) else 1
+                return work()
             except Exception as err:  # noqa: BLE001 - reported with the log to read, not as a demo traceback
                 import traceback
 
+                sys.stdout.flush()
+                before = _tail(log)  # what the stage said, not the traceback below it
                 traceback.print_exc()
-                status = f"{type(err).__name__}: {err}"
+                failure = f"{type(err).__name__}: {' '.join(str(err).split())}"
             finally:
                 torch.set_num_threads(threads)
-        if status != 0:
-            why = f"exit status {status}" if isinstance(status, int) else status
-            raise DemoError(f"stage {name} failed ({why}); its output is in {log}:\n{_tail(log)}")
-        return int(status)
+        raise DemoError(f"stage {name} failed ({failure}); its output is in {log}:\n{before}")
 
     # stages --------------------------------------------------------------------------------------------------
 
@@ -391,18 +371,25 @@ class _Demo:
         runs = self.out / "runs"
         eval_dir = self.out / "eval"
         predict_dir = self.out / "predict"
-        from data_prep import extract, synth
-        from deepfake import evaluate, predict, train
+        from data_prep import synth
+        from data_prep.dataset import extract_dataset
+        from data_prep.faces import ExtractConfig
+        from deepfake import train
+        from deepfake.evaluation import evaluate
+        from deepfake.inference import PredictConfig, iter_predictions, load_predictor, write_results
+        from deepfake.plots import plot_name, plot_video
 
-        video = ["--resolution", f"{c.width}x{c.height}", "--seconds", f"{c.seconds:g}", "--fps", f"{c.fps:g}"]
         synth_key = _key("synth", c.train_count, c.heldout_count, c.width, c.height, c.seconds, c.fps, c.seed,
                          c.heldout_seed, synth.GENERATOR_VERSION)
 
         def run_synth() -> dict:
             for folder, count, seed in ((train_dir, c.train_count, c.seed), (heldout_dir, c.heldout_count,
                                                                               c.heldout_seed)):
-                self._call("synth", "deepfake synth", synth.main,
-                           [str(folder), "--count", str(count), *video, "--seed", str(seed), "--no-progress"])
+                cfg = synth.SynthConfig(count=count, width=c.width, height=c.height, seconds=c.seconds, fps=c.fps,
+                                        seed=seed, progress=False)
+                self._quiet("synth", f"deepfake synth {folder} --count {count} --resolution {c.width}x{c.height} "
+                            f"--seconds {c.seconds:g} --fps {c.fps:g} --seed {seed}",
+                            lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
             return {}
 
         self._stage("synth", 1, synth_key,
@@ -413,11 +400,11 @@ class _Demo:
         extract_key = _key(synth_key, "extract", c.stride, c.size)
 
         def run_extract() -> dict:
-            args = [str(train_dir), str(extracted), "--layout", "folder", "--stride", str(c.stride), "--size",
-                    str(c.size), "--device", c.device, "--no-progress"]
-            if c.extract_workers is not None:
-                args += ["--workers", str(c.extract_workers)]
-            self._call("extract", "deepfake-extract", extract.main, args)
+            cfg = ExtractConfig(stride=c.stride, size=c.size, device=c.device)
+            workers = "" if c.extract_workers is None else f" --workers {c.extract_workers}"
+            self._quiet("extract", f"deepfake-extract {train_dir} {extracted} --layout folder --stride {c.stride} "
+                        f"--size {c.size} --device {c.device}{workers}",
+                        lambda: extract_dataset(train_dir, extracted, cfg, layout="folder", workers=c.extract_workers))
             return _index_counts(extracted / "index.csv")
 
         info = self._stage("extract", 2, extract_key, f"faces of the {c.train_count} training videos (frame stride "
@@ -429,16 +416,18 @@ class _Demo:
         fit_key = _key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes, c.loader_workers)
 
         def run_fit() -> dict:
-            args = ["fit", "--config", str(self.config_path), "--data.index", str(extracted), "--run_dir", str(runs),
-                    "--run_name", RUN_NAME, "--trainer.enable_progress_bar", "false",
-                    "--trainer.callbacks+=deepfake.demo.DemoProgress", "--data.num_workers", str(c.loader_workers),
-                    "--data.persistent_workers", "true" if c.loader_workers else "false"]
+            overrides: dict[str, Any] = {
+                "data.index": extracted, "run_dir": runs, "run_name": RUN_NAME,
+                "trainer.enable_progress_bar": False, "data.num_workers": c.loader_workers,
+                "data.persistent_workers": bool(c.loader_workers)}
             if c.max_epochs is not None:
-                args += ["--trainer.max_epochs", str(c.max_epochs)]
+                overrides["trainer.max_epochs"] = c.max_epochs
             if c.train_minutes is not None:
                 minutes = max(1, math.ceil(c.train_minutes))
-                args += ["--trainer.max_time", f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"]
-            self._call("fit", "deepfake", train.main, args)
+                overrides["trainer.max_time"] = f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"
+            options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
+            self._quiet("fit", f"deepfake fit --config {self.config_path} {options}",
+                        lambda: train.fit(self.config_path, overrides, callbacks=[DemoProgress()]))
             return _fit_summary(runs / RUN_NAME, self.out)
 
         limit = f", at most {c.train_minutes:g} min" if c.train_minutes else ""
@@ -451,9 +440,9 @@ class _Demo:
         eval_key = _key(fit_key, "evaluate")
 
         def run_evaluate() -> dict:
-            self._call("evaluate", "deepfake evaluate", evaluate.main,
-                       [str(heldout_dir), "--weights", str(weights), "--out", str(eval_dir), "--device", c.device,
-                        "--no-progress"])
+            self._quiet("evaluate", f"deepfake evaluate {heldout_dir} --weights {weights} --out {eval_dir} "
+                        f"--device {c.device}",
+                        lambda: evaluate(heldout_dir, eval_dir, weights, predict_config=PredictConfig(device=c.device)))
             return {}
 
         self._stage("evaluate", 4, eval_key, f"the detector on the {c.heldout_count} held-out videos",
@@ -468,10 +457,18 @@ class _Demo:
         predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
 
         def run_predict() -> dict:
-            self._call("predict", "deepfake predict", predict.main,
-                       [str(clip), "--weights", str(weights), "--format", "json", "--output",
-                        str(predict_dir / "prediction.json"), "--plot", str(predict_dir / "plots"), "--device",
-                        c.device, "--no-progress"])
+            def work() -> None:
+                detector, extractor, _ = load_predictor(weights, PredictConfig(device=c.device))
+                with extractor:
+                    pred = next(iter_predictions([clip], detector, extractor))
+                atomic_write(predict_dir / "prediction.json", write_results([pred.result], "json"))
+                if pred.result["status"] != "error":
+                    where = os.path.abspath(clip)
+                    name = plot_name(where, set(), root=os.path.dirname(where))
+                    plot_video(pred.result, pred.faces, predict_dir / "plots" / name)
+
+            self._quiet("predict", f"deepfake predict {clip} --weights {weights} --format json --output "
+                        f"{predict_dir / 'prediction.json'} --plot {predict_dir / 'plots'} --device {c.device}", work)
             return {}
 
         self._stage("predict", 5, predict_key, f"a typical held-out fake (median score), "
@@ -495,103 +492,6 @@ class _Demo:
             "logs": os.fspath(self.out / "logs"),
         }
         return self.report
-
-
-def _index_counts(index: Path) -> dict:
-    with open(index, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {"videos": len({r["video"] for r in rows}), "tracks": len({(r["video"], r["track"]) for r in rows}),
-            "crops": len(rows)}
-
-
-def _fit_summary(run_root: Path, out: Path) -> dict:
-    """The newest run's folder and weights (relative to `out`), epochs, and the validation metrics of the exported
-    (best by validation log loss) epoch."""
-    versions = sorted((p for p in run_root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
-    if not versions:
-        raise DemoError(f"training wrote no run folder under {run_root}")
-    run = versions[-1]
-    weights = run / "checkpoints" / "detector.pt"
-    if not weights.is_file():
-        raise DemoError(f"training finished without exporting {weights}")
-    epochs: dict[int, dict[str, float]] = {}
-    with open(run / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                epoch = int(float(row["epoch"]))
-            except (KeyError, ValueError):
-                continue
-            for k, v in row.items():
-                if k.startswith("val/") and v not in ("", None):
-                    epochs.setdefault(epoch, {})[k] = float(v)
-    scored = {e: m for e, m in epochs.items() if "val/logloss" in m}
-    best = min(scored, key=lambda e: scored[e]["val/logloss"]) if scored else None
-    last = max(epochs) if epochs else None
-    return {"run_dir": run.relative_to(out).as_posix(), "weights": weights.relative_to(out).as_posix(),
-            "epochs": (last + 1) if last is not None else 0,
-            "best_epoch": (best + 1) if best is not None else None,
-            "val_auc": scored[best].get("val/auc") if best is not None else None,
-            "val_logloss": scored[best].get("val/logloss") if best is not None else None,
-            "val_accuracy": scored[best].get("val/acc") if best is not None else None,
-            "last_val_auc": scored[last].get("val/auc") if last in scored else None}
-
-
-def _pick_clip(heldout: Path, predictions: Path) -> Path:
-    """A typical held-out fake: the one with the median p(fake) among the evaluated fakes (neither the best nor the
-    worst case), else the first fake, else the first video."""
-    try:
-        with open(predictions, newline="") as f:
-            fakes = [r for r in csv.DictReader(f) if r.get("label") == "1" and r.get("status") == "ok"]
-        fakes.sort(key=lambda r: (float(r["p_fake"]), r["video"]))
-        if fakes and (heldout / fakes[(len(fakes) - 1) // 2]["video"]).is_file():
-            return heldout / fakes[(len(fakes) - 1) // 2]["video"]
-    except (OSError, KeyError, ValueError):
-        pass
-    videos = sorted((heldout / "fake").glob("*.mp4")) or sorted(heldout.rglob("*.mp4"))
-    if not videos:
-        raise DemoError(f"no video in {heldout}")
-    return videos[0]
-
-
-def _label_of(clip: Path) -> str:
-    return "fake" if clip.parent.name == "fake" else "real"
-
-
-# ------------------------------------------------------------------------------------------------- the report
-
-
-def format_report(report: dict, total_seconds: float) -> str:
-    """The text `deepfake demo` prints at the end."""
-    lines = [f"deepfake demo: finished in {_duration(total_seconds)}"
-             + (" (--quick: a smoke test, the numbers mean little)" if report.get("quick") else ""), ""]
-    fit, held, pred = report.get("fit", {}), report.get("heldout", {}), report.get("predict", {})
-    lines.append("metrics (video level)")
-    lines.append(f"  validation, best of {fit.get('epochs')} epochs (epoch {fit.get('best_epoch')}):  AUC "
-                 f"{_fmt(fit.get('val_auc'))}   log loss {_fmt(fit.get('val_logloss'))}")
-    n = held.get("n")
-    extra = ", ".join(f"{v} {k}" for k, v in (("without a face", held.get("no_face")), ("unreadable",
-                                                                                       held.get("errors"))) if v)
-    lines.append(f"  held-out set, {n} videos never trained on{' (' + extra + ', left out)' if extra else ''}:")
-    lines.append(f"      AUC {_fmt(held.get('auc'))}   log loss {_fmt(held.get('logloss'))}   balanced log loss "
-                 f"{_fmt(held.get('balanced_logloss'))}   accuracy {_fmt(held.get('accuracy'))} (threshold 0.5)   "
-                 f"(chance: AUC 0.5, log loss 0.693)")
-    lines.append(f"  one clip, {pred.get('video')} (truly {pred.get('label')}): p(fake) {_fmt(pred.get('p_fake'))}"
-                 f" -> {pred.get('verdict')}")
-    lines += ["", "time per stage"]
-    for name in STAGES:
-        s = report["stages"].get(name)
-        if s:
-            lines.append(f"  {name:<9}{_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
-                                                                         if s.get("reused") else ""))
-    lines += ["", "artifacts"]
-    width = max(len(k) for k in report["artifacts"])
-    lines += [f"  {k:<{width}}  {v}" for k, v in report["artifacts"].items()]
-    if report.get("installed"):
-        lines += ["", f"installed as the default weights: {report['installed']} (`deepfake predict VIDEO` uses it)"]
-    weights = report["artifacts"].get("detector weights")
-    lines += ["", "next", f"  deepfake predict VIDEO... --weights {weights} --plot plots/",
-              "  deepfake fit --config configs/b1_lstm.yaml --data.index EXTRACTED_DFDC   (a model for real videos)"]
-    return "\n".join(lines)
 
 
 def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None, fresh: bool = False,
@@ -623,71 +523,8 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None, fresh
     total = time.perf_counter() - start
     report["seconds"] = round(total, 2)
     text = format_report(report, total)
-    _atomic_write(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    _atomic_write(out / "report.txt", text + "\n")
+    atomic_write(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write(out / "report.txt", text + "\n")
     say("")
     say(text)
     return report
-
-
-# ------------------------------------------------------------------------------------------------- the CLI
-
-
-_UsageError = UsageError  # one line on stderr, exit 2
-_Parser = OneLineParser
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = DemoConfig()
-    p = _Parser(prog="deepfake demo",
-                description="Run the whole pipeline on generated data: synth (training + held-out set), extract, "
-                            "fit the tiny CPU detector, evaluate on the held-out set, predict one clip with a plot; "
-                            "then print metrics, time per stage and where everything is. Re-running reuses "
-                            "finished stages.")
-    p.add_argument("out_dir", nargs="?", default="demo_output", metavar="OUT_DIR",
-                   help="demo folder (default %(default)s): new, empty, or an earlier demo's")
-    p.add_argument("--quick", action="store_true", help="a much smaller run (under a minute): checks the install")
-    p.add_argument("--fresh", action="store_true", help="redo every stage")
-    p.add_argument("--install-weights", action="store_true",
-                   help="copy the trained detector to ~/.cache/deepfake/detector.pt, the default weights of "
-                        "`deepfake predict` (off by default: it knows only the demo's generated fakes)")
-    p.add_argument("--train-minutes", type=float, default=None, metavar="M",
-                   help=f"stop training after M minutes (default {d.train_minutes:g}; quick: none)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help=f"training epochs (default {d.max_epochs}; quick: 3)")
-    p.add_argument("--config", default=None, metavar="YAML",
-                   help=f"training config, a path or a name in configs/ (default {d.config})")
-    p.add_argument("--device", default=None,
-                   help="device of detection, evaluation and prediction: auto, cpu, cuda (default auto); training "
-                        "follows the config (CPU)")
-    return p
-
-
-def main(args: list[str] | None = None) -> int:
-    """`deepfake demo [OUT_DIR] [options]`; returns 0 when the demo finished, 1 when a stage failed, 2 usage."""
-    try:
-        ns = _parser().parse_args(args)
-        overrides = {k: v for k, v in (("train_minutes", ns.train_minutes), ("max_epochs", ns.epochs),
-                                       ("config", ns.config), ("device", ns.device)) if v is not None}
-        config = DemoConfig.quick_config(**overrides) if ns.quick else DemoConfig(**overrides)
-    except SystemExit as exit_:  # --help
-        return int(exit_.code or 0)
-    except (_UsageError, ValueError) as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        run_demo(ns.out_dir, config, fresh=ns.fresh, install_weights=ns.install_weights)
-    except DemoError as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, DemoFolderError) else 1
-    except KeyboardInterrupt:
-        print("deepfake demo: interrupted; run it again to go on from the last finished stage", file=sys.stderr)
-        return 130
-    except OSError as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,6 @@ import warnings
 from dataclasses import asdict, is_dataclass
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -23,41 +22,12 @@ from deepfake.checkpoint import build_meta
 from deepfake.losses import SequenceBCELoss
 from deepfake.metrics import binary_metrics
 from deepfake.model import DeepfakeDetector, DetectorConfig, last_valid
+from deepfake.scoring import video_scores
 
-__all__ = ["DeepfakeLitModule", "video_scores"]
+__all__ = ["DeepfakeLitModule"]
 
 # binary_metrics key -> logged name
 _LOGGED = {"logloss": "logloss", "balanced_logloss": "balanced_logloss", "auc": "auc", "accuracy": "acc", "ap": "ap"}
-
-
-def video_scores(index: np.ndarray, track: np.ndarray, video: np.ndarray, label: np.ndarray,
-                 prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Window scores -> per-video (labels, p_fake): mean over a track's windows, max over a video's tracks.
-
-    Args:
-        index: (N,) item ids; repeats (a distributed sampler pads with duplicates) count once.
-        track: (N,) track id of each window.
-        video: (N,) video id of each window.
-        label: (N,) 0/1 label of each window.
-        prob: (N,) p(fake) of each window (the sigmoid of its last valid step).
-
-    Returns:
-        (labels, probabilities), one per video, ordered by video id.
-    """
-    _, first = np.unique(index, return_index=True)
-    track, video, label, prob = track[first], video[first], label[first], prob[first]
-    tracks, inverse = np.unique(track, return_inverse=True)
-    track_p = np.bincount(inverse, weights=prob) / np.bincount(inverse)
-    track_video = np.zeros(len(tracks), dtype=np.int64)
-    track_video[inverse] = video
-    track_label = np.zeros(len(tracks), dtype=np.int64)
-    track_label[inverse] = label
-    videos, v_inverse = np.unique(track_video, return_inverse=True)
-    video_p = np.full(len(videos), -np.inf)
-    np.maximum.at(video_p, v_inverse, track_p)
-    video_label = np.zeros(len(videos), dtype=np.int64)
-    np.maximum.at(video_label, v_inverse, track_label)
-    return video_label, video_p
 
 
 class DeepfakeLitModule(pl.LightningModule):
@@ -125,6 +95,8 @@ class DeepfakeLitModule(pl.LightningModule):
         # the defaults of the datamodule and of extraction; set it to what the data really is.
         self.data_meta: dict[str, Any] = {"seq_len": 10, "margin": 0.3, "stride": 5}
         self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {"val": [], "test": []}
+        # The last epoch's p(fake) per video, by video name where the datamodule names them (else by number).
+        self.video_scores: dict[str, dict[str | int, float]] = {"val": {}, "test": {}}
 
     # ------------------------------------------------------------------------------------------------- setup
 
@@ -195,11 +167,9 @@ class DeepfakeLitModule(pl.LightningModule):
         """Concatenation of `t` (1-D) over all processes; ranks may hold different lengths."""
         if self.trainer.world_size == 1:
             return t
-        sizes = self.all_gather(torch.tensor([len(t)], device=self.device)).flatten().tolist()
-        padded = torch.zeros(max(sizes), dtype=t.dtype, device=self.device)
-        padded[: len(t)] = t
-        gathered = self.all_gather(padded)  # (world, max)
-        return torch.cat([gathered[i, :n] for i, n in enumerate(sizes)])
+        from torchmetrics.utilities.distributed import gather_all_tensors
+
+        return torch.cat(gather_all_tensors(t))
 
     def _log_video_metrics(self, stage: str) -> None:
         outputs = self._outputs[stage]
@@ -210,7 +180,10 @@ class DeepfakeLitModule(pl.LightningModule):
         outputs.clear()
         if len(arrays["index"]) == 0:
             return
-        y, p = video_scores(arrays["index"], arrays["track"], arrays["video"], arrays["label"], arrays["prob"])
+        ids, y, p = video_scores(arrays["index"], arrays["track"], arrays["video"], arrays["label"], arrays["prob"])
+        dm = getattr(self.trainer, "datamodule", None)
+        names = dm.eval_dataset(stage).videos if hasattr(dm, "eval_dataset") else None
+        self.video_scores[stage] = {(names[i] if names is not None else int(i)): float(q) for i, q in zip(ids, p)}
         metrics = binary_metrics(y, p)
         # Identical on every rank after the gather, so no further reduction.
         for key, name in _LOGGED.items():

@@ -1,4 +1,4 @@
-"""DeeperForensics-1.0's real-world distortions: seven types at five levels, their mixes, and `deepfake distort`.
+"""DeeperForensics-1.0's real-world distortions: seven types at five levels and their mixes.
 
 DeeperForensics-1.0 (Jiang et al., CVPR 2020) perturbs its videos with seven distortion types at five
 intensity levels, alone (`std/sing`: one type per video) or mixed (`std/mix`: 2, 3 or 4 distinct random
@@ -17,55 +17,9 @@ dataset README says reproduces the dataset's perturbed videos. The code here is 
 | JPEG | resolution loss: downscale by this factor, upscale back (bilinear)   | 2     | 3     | 4     | 5     | 6    |
 | VC   | video compression: re-encode with H.264 (libx264) at this CRF        | 30    | 32    | 35    | 38    | 40   |
 
-Level 0 is the identity for every type. What each value means, exactly as the released script does it:
-
-- CS: the frame goes to YCbCr and both chroma channels are pulled towards neutral by the factor; luma is
-  untouched, so level 5 (factor 0) is the grey-scale frame. Scaling Cb and Cr with Y fixed is the same as
-  `Y + f * (RGB - Y)` with Y = 0.299 R + 0.587 G + 0.114 B, which is how it is computed here.
-- CC: `frame * f`: the frame gets darker and its standard deviation (contrast) shrinks by the factor f.
-- BW: `min(H, W) // 256 * n` blocks of 8x8 pixels of value 128, each at a uniformly random position fully inside
-  the frame, drawn anew for every frame (the blocks flicker, as in the dataset). The script's integer
-  division gives no block at all to a frame whose shorter side is under 256 px; we keep its count for
-  frames of 256 px and more and continue it proportionally below (`round(n * min(H, W) / 256)`, at least 1),
-  so that face crops and small videos are distorted too.
-- GNC: the script converts to YCbCr scaled to about [0, 1], adds `sqrt(v) * N(0, 1)` to all three channels and
-  converts back; its scaling (OpenCV's float YCrCb with 8-bit values, then the 16-235 / 16-240 studio range)
-  makes the effective standard deviation `255 * 255 / 219 * sqrt(v)` on Y and `255 * 255 / 224 * sqrt(v)` on
-  Cb and Cr, in 8-bit units: Y 9.4, 13.3, 21.0, 29.7, 66.4 for levels 1-5. We add noise of exactly that size
-  (checked against the script's formula), so per RGB channel level 1 has std about 15.9 (R), 11.9 (G),
-  18.8 (B) before clipping. Fresh noise every frame. A 4:2:0 video keeps chroma at half resolution, so
-  part of the chroma noise is averaged away by any encode (the dataset's too): measured at level 3 on a
-  mid-grey 1080p frame, RGB std 35.6 / 26.5 / 42.0 before and 23.0 / 21.3 / 24.7 after our CRF-10 encode.
-- GB: `cv2.GaussianBlur` with a k x k kernel and sigma k / 6, in pixels of the frame it is given.
-- JPEG: the released script does not JPEG-encode: it shrinks the frame to `(W // f, H // f)` and enlarges it
-  back, both with OpenCV's default bilinear interpolation, which wipes out fine detail and leaves the blocky
-  look of a low-quality encode. We follow the script (what the dataset's "JPEG" videos are), not the name.
-- VC: the script re-encodes the video with `ffmpeg -i in -crf X out.mp4`: libx264, its default preset
-  (medium), yuv420p. We do the same with PyAV. The levels are CRF values (constant quality), not bit
-  rates: the bit rate follows the content.
-
-Differences from the released script, all deliberate:
-
-- Frame-level types are encoded once, with H.264 at CRF `FRAME_CRF` (10, near-lossless), so that the distortion
-  and not the codec dominates. (The script writes through XVID and lets FFmpeg re-encode at its default
-  CRF 23 when the dataset's look is to be matched exactly.) VC, alone or in a mix, is the only lossy encode.
-- Values are rounded to the nearest integer and clipped to [0, 255], where the script truncates.
-- The near-lossless encode turns off libx264's macroblock-tree rate control, which makes its output differ
-  slightly from run to run; the VC encode keeps it (x264's defaults, as the script had them), so a VC output
-  can differ imperceptibly between two runs with the same seed (>= 44 dB PSNR between runs, measured).
-- Output videos have no audio, are written upright (a phone video's display rotation is applied to the
-  pixels), use yuv420p (yuv444p when a side is odd, which 4:2:0 can't hold) and keep the frame rate.
-- Mixes: the script applies a mix by running itself repeatedly with random distinct types and random levels,
-  in that order. We draw the same (distinct types, levels 1-5, seeded), apply the frame-level ones in their
-  drawn order and VC last, as the encode of the result.
-
-Per-frame use (`distort_frame`, `DeeperForensicsDistortion`): VC needs a video, so `distort_frame` refuses
-it; where VC must be approximated on single images (the training augmentation, or a per-frame mix that drew
-it) it becomes a JPEG encode (`cv2.imencode`, 4:2:0) at the quality whose PSNR matches the CRF:
-`VC_JPEG_QUALITY` = 50, 36, 22, 14, 11 for CRF 30, 32, 35, 38, 40. Measured on 12-frame panning clips made from
-four scikit-image photos (astronaut, chelsea, coffee, rocket; 470-560 px wide), libx264 medium yuv420p, mean
-PSNR 31.6 / 30.6 / 29.2 / 27.7 / 26.7 dB for astronaut at CRF 30 ... 40; the matching qualities per photo were
-46-59, 32-43, 20-25, 13-16, 10-12, of which we take the median.
+Level 0 is the identity for every type. What each value means exactly, where we deliberately differ from the
+released script (one near-lossless encode for frame-level types, rounding, mixes with VC last) and how
+`VC_JPEG_QUALITY` was measured are in docs/distortions.md.
 
 Typical use:
 
@@ -79,14 +33,10 @@ Typical use:
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import math
 import os
-import sys
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -101,7 +51,7 @@ import numpy as np  # noqa: E402
 __all__ = [
     "KINDS", "LEVELS", "MIX_COUNTS", "PARAMS", "VC_JPEG_QUALITY", "FRAME_CRF", "CLEAN",
     "Distortion", "parse_perturb", "resolve", "applied_distortions", "video_seed",
-    "distort_frame", "distort_video", "DeeperForensicsDistortion", "main",
+    "distort_frame", "distort_video", "DeeperForensicsDistortion",
 ]
 
 KINDS: tuple[str, ...] = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC")
@@ -633,122 +583,3 @@ class DeeperForensicsDistortion(A.ImageOnlyTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("mode", "levels", "kinds", "mix_counts")
-
-
-# ------------------------------------------------------------------------------------------------ the command
-
-
-def _find_sources(paths: Iterable[str]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """(file, output name relative to the distortion folder) for each video, and (path, reason) for bad ones."""
-    from data_prep.video import VIDEO_EXTENSIONS
-
-    found: list[tuple[Path, str]] = []
-    bad: list[tuple[str, str]] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
-            if not files:
-                bad.append((raw, "no video files in this folder"))
-            found += [(f, f.relative_to(p).with_suffix(".mp4").as_posix()) for f in files]
-        elif p.exists():
-            found.append((p, Path(p.name).with_suffix(".mp4").as_posix()))
-        else:
-            bad.append((raw, "missing: no such file or folder"))
-    return found, bad
-
-
-def _write_meta(folder: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["video", "source", "distortion", "seed", "applied"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["video"]))
-    tmp = folder / f".distortions.csv.{os.getpid()}.partial"
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, folder / "distortions.csv")
-
-
-def main(args: list[str] | None = None) -> int:
-    """`deepfake distort SRC... --out DIR --perturb SPEC [--seed K]`.
-
-    Writes `DIR/<distortion folder>/<video>.mp4` for every video and distortion (folder `GB_3`, `mix_2`, ...;
-    videos found in a folder SRC keep their path below it) and `DIR/<folder>/distortions.csv` (video, source,
-    distortion, seed, applied: the single-type distortions applied, e.g. `CS:2 GB:4`). Each video gets its own
-    seed from `--seed`, its output path and the distortion (`video_seed`). Existing outputs are kept (an
-    interrupted run resumes) unless `--overwrite`.
-
-    Returns:
-        0 when every video was written, 1 when any failed (each failure is one line on stderr), 2 for bad
-        arguments.
-    """
-    from data_prep.video import VideoError
-
-    parser = argparse.ArgumentParser(prog="deepfake distort",
-                                     description="Write DeeperForensics-1.0-style distorted copies of videos.")
-    parser.add_argument("src", nargs="+", help="video files or folders (searched recursively)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--perturb", required=True,
-                        help="all | TYPE | TYPE:LEVEL | mix | mix:N | clean, comma-separated (e.g. GB:3,JPEG); "
-                             "types CS CC BW GNC GB JPEG VC, levels 1-5, N 2-4")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ns = parser.parse_args(args)
-    try:
-        distortions = parse_perturb(ns.perturb)
-    except ValueError as err:
-        print(f"deepfake distort: {err}", file=sys.stderr)
-        return 2
-    out = Path(ns.out)
-    sources, bad = _find_sources(ns.src)
-    for path, reason in bad:
-        print(f"deepfake distort: {path}: {reason}", file=sys.stderr)
-    names: dict[str, Path] = {}
-    unique: list[tuple[Path, str]] = []
-    for path, name in sources:
-        if name in names and names[name].resolve() != path.resolve():
-            print(f"deepfake distort: {path}: skipped, same output name {name} as {names[name]}", file=sys.stderr)
-            bad.append((str(path), "duplicate output name"))
-            continue
-        if name not in names:
-            names[name] = path
-            unique.append((path, name))
-
-    from tqdm import tqdm
-
-    failed: set[str] = set()
-    done = 0
-    bar = tqdm(total=len(unique) * len(distortions), unit="video", disable=ns.no_progress, file=sys.stderr)
-    for d in distortions:
-        folder = out / d.dirname
-        rows: list[dict] = []
-        for path, name in unique:
-            if name in failed:  # a source that failed once fails for every distortion: say it once
-                bar.update(1)
-                continue
-            seed = video_seed(ns.seed, name, d.name)
-            dst = folder / name
-            try:
-                if ns.overwrite or not dst.is_file():
-                    distort_video(path, dst, d, seed=seed)
-            except (VideoError, ValueError, OSError) as err:
-                failed.add(name)
-                bar.write(f"deepfake distort: {path}: {err}", file=sys.stderr)
-                continue
-            finally:
-                bar.update(1)
-            done += 1
-            applied = " ".join(p.name for p in applied_distortions(d, seed)) or "clean"
-            rows.append({"video": name, "source": os.fspath(path), "distortion": d.name, "seed": seed,
-                         "applied": applied})
-        if rows:
-            _write_meta(folder, rows)
-    bar.close()
-    n_bad = len(failed) + len(bad)
-    print(f"deepfake distort: {done} videos in {out} ({len(distortions)} distortions x "
-          f"{len(unique) - len(failed)} videos); {n_bad} failed", file=sys.stderr)
-    return 1 if n_bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.files import atomic_path
+
 __all__ = ["plot_video", "plot_name", "plot_roc", "plot_robustness"]
 
 MAX_THUMBS = 8        # face crops shown per track along the top
@@ -31,13 +33,10 @@ def _pyplot():
 
 def _save(fig, path: Path, dpi: int = 100) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 
@@ -87,7 +86,7 @@ def plot_video(result: dict, faces, out: str | os.PathLike, threshold: float = 0
     """A PNG of one video's per-step p(fake) over time, one curve per face, with crops of each face on top.
 
     Args:
-        result: the video's dict from `deepfake.predict` (uses `faces[*].frames/steps`, `p_fake`, `verdict`).
+        result: the video's dict from `deepfake.inference` (uses `faces[*].frames/steps`, `p_fake`, `verdict`).
         faces: its `VideoFaces` (crops and fps); None draws the curves without crops, against frame index.
         out: the PNG to write.
         threshold: drawn as a dashed line.

@@ -1,6 +1,6 @@
 """A Kaggle DFDC `submission.csv` that is always complete: one `filename,label` row per test video, whatever happens.
 
-    python -m deepfake.submission test_videos/ --weights detector.pt --out submission.csv \\
+    deepfake submit test_videos/ --weights detector.pt --out submission.csv \\
         --sample-submission sample_submission.csv
 
     from deepfake.submission import make_submission
@@ -33,9 +33,6 @@ still leaves a complete file. The report prints the time per video against DFDC'
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import math
 import os
 import sys
@@ -44,10 +41,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepfake.cliutil import OneLineParser, UsageError
+from data_prep.files import CsvError, atomic_write, csv_text, iter_videos, read_csv_dicts
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
-           "read_sample_submission", "make_submission", "main"]
+           "read_sample_submission", "make_submission"]
 
 BUDGET_S = 8.1  # DFDC: about 4000 test videos in 9 hours
 KAGGLE_VIDEOS = 4000
@@ -71,7 +68,7 @@ class SubmissionConfig:
         workers: extraction processes, each taking whole videos (0: this process, decoding on a thread overlapped
             with detection; on a GPU the workers decode and crop while this process detects for all of them).
         stride: keep every `stride`-th frame; None takes the checkpoint's (what it was trained with).
-        precision: the detector's arithmetic (`deepfake.predict.PredictConfig`): ``auto`` (bfloat16 where the
+        precision: the detector's arithmetic (`deepfake.inference.PredictConfig`): ``auto`` (bfloat16 where the
             hardware has it, float16 on older GPUs such as Kaggle's P100, else float32), ``bf16``, ``fp16``,
             ``fp32``.
         time_limit_s: stop scoring after this many seconds and give the remaining videos the prior (None: no
@@ -109,7 +106,7 @@ class SubmissionConfig:
             raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
         if self.stride is not None and not (isinstance(self.stride, int) and self.stride >= 1):
             raise ValueError(f"stride must be an integer >= 1 or None, got {self.stride!r}")
-        from deepfake.predict import PRECISIONS
+        from deepfake.inference import PRECISIONS
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -218,19 +215,10 @@ def list_videos(test_dir: str | os.PathLike) -> dict[str, Path]:
     Raises:
         SubmissionError: `test_dir` is not a folder.
     """
-    from data_prep.video import VIDEO_EXTENSIONS
-
     root = Path(test_dir).expanduser()
     if not root.is_dir():
         raise SubmissionError(f"test folder {root} does not exist or is not a folder")
-    found: dict[str, Path] = {}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            path = Path(folder) / name
-            if path.suffix.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
-                found[path.relative_to(root).as_posix()] = path
-    return dict(sorted(found.items()))
+    return dict(sorted((path.relative_to(root).as_posix(), path) for path in iter_videos(root)))
 
 
 def read_sample_submission(path: str | os.PathLike) -> list[str]:
@@ -241,16 +229,9 @@ def read_sample_submission(path: str | os.PathLike) -> list[str]:
     """
     path = Path(path).expanduser()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "filename" not in [c.strip() for c in reader.fieldnames]:
-                raise SubmissionError(f"{path}: no `filename` column (columns: {reader.fieldnames})")
-            key = next(c for c in reader.fieldnames if c.strip() == "filename")
-            names = [(row.get(key) or "").strip() for row in reader]
-    except OSError as err:
-        raise SubmissionError(f"can't read sample submission {path}: {err.strerror or err}") from None
-    except (csv.Error, UnicodeDecodeError) as err:
-        raise SubmissionError(f"{path}: not a readable CSV ({err})") from None
+        names = [row["filename"] for row in read_csv_dicts(path, need=["filename"])]
+    except CsvError as err:
+        raise SubmissionError(str(err)) from None
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise SubmissionError(f"{path}: no filenames listed")
@@ -261,14 +242,8 @@ def _plan_rows(test_dir: str | os.PathLike, sample_submission: str | os.PathLike
                warn: Callable[[str], None]) -> tuple[list[_Row], list[str]]:
     """The rows to write and notes: the sample's names matched to files, else the videos on disk."""
     notes: list[str] = []
-    try:
-        on_disk = list_videos(test_dir)
-    except SubmissionError as err:
-        if sample_submission is None:
-            raise
-        warn(f"{err}; every row of the sample submission gets the prior")
-        notes.append(str(err))
-        on_disk = {}
+    # A mistyped folder is a mistake to report, not a file of priors that scores like a real submission.
+    on_disk = list_videos(test_dir)
     names: list[str] | None = None
     if sample_submission is not None:
         try:
@@ -318,18 +293,7 @@ def _label(row: _Row, config: SubmissionConfig) -> float:
 
 def _write(out_csv: Path, rows: Sequence[_Row], config: SubmissionConfig) -> None:
     """All rows (unscored ones at the prior), through a temporary file and a rename."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([row.filename, f"{_label(row, config):.6f}"])
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
-        os.replace(tmp, out_csv)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out_csv, csv_text([[row.filename, f"{_label(row, config):.6f}"] for row in rows], COLUMNS))
 
 
 def _warn(message: str) -> None:
@@ -344,7 +308,7 @@ def _score(rows: list[_Row], detector, extractor, config: SubmissionConfig, flus
     """Fill in the rows' scores in place; a failure costs one video, the time limit the rest."""
     from tqdm import tqdm  # not tqdm.auto: no widget warnings in a Kaggle notebook
 
-    from deepfake.predict import iter_predictions, predict_video
+    from deepfake.inference import iter_predictions, predict_video
 
     todo = [r for r in rows if r.path is not None]
     last_flush = time.perf_counter()
@@ -432,7 +396,7 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
     model_error = path = None
     t0 = time.perf_counter()
     try:
-        from deepfake.predict import PredictConfig, load_predictor
+        from deepfake.inference import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
                                 workers=config.workers, precision=config.precision)
@@ -466,75 +430,3 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         elapsed_seconds=time.perf_counter() - start, notes=notes, config=config)
     print(report.summary(), flush=True)
     return report
-
-
-# ------------------------------------------------------------------------------------------------- the CLI
-
-
-_UsageError = UsageError  # one line on stderr, exit 2
-_Parser = OneLineParser
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = SubmissionConfig()
-    p = _Parser(
-        prog="python -m deepfake.submission",
-        description="Write a complete Kaggle DFDC submission (filename,label): one row per test video, p(fake) "
-                    "clipped to [lo, hi]; videos without a score (no face, unreadable, missing, out of time) get "
-                    "the prior; if the model can't be loaded, every row does.",
-        epilog="Exit status: 0 written with the model, 1 written with the prior only (model not loaded), "
-               "2 nothing written (usage error, no rows).")
-    p.add_argument("test_dir", metavar="TEST_DIR", help="folder of test videos (searched recursively)")
-    p.add_argument("--weights", metavar="CKPT", help="detector weights (default: $DEEPFAKE_WEIGHTS, else "
-                                                     "~/.cache/deepfake/detector.pt)")
-    p.add_argument("--out", "-o", default="submission.csv", metavar="CSV", help="output (default %(default)s)")
-    p.add_argument("--sample-submission", metavar="CSV", help="sample_submission.csv: its filename column is the "
-                                                              "row list (Kaggle scores exactly those)")
-    p.add_argument("--prior", type=float, default=d.prior,
-                   help="p(fake) of a video without a score (default %(default)s)")
-    p.add_argument("--clip", type=float, nargs=2, default=list(d.clip), metavar=("LO", "HI"),
-                   help="clip every label to [LO, HI] (default 0.01 0.99)")
-    p.add_argument("--device", default=d.device, help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
-                   help="windows of seq_len crops per forward pass (default %(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers, metavar="N",
-                   help="extraction processes, each taking whole videos (default 0: this process, decoding on a "
-                        "thread overlapped with detection)")
-    p.add_argument("--stride", type=int, default=None, metavar="N",
-                   help="keep every N-th frame (default: the checkpoint's training stride)")
-    p.add_argument("--precision", default=d.precision, help="auto (default), bf16, fp16 or fp32")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="stop scoring after this long; the videos left get the prior (default: no limit)")
-    p.add_argument("--expected-videos", type=int, default=d.expected_videos, metavar="N",
-                   help="project the timing to N videos (default %(default)s, the DFDC hidden test set)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def main(args: list[str] | None = None) -> int:
-    """`python -m deepfake.submission TEST_DIR [options]`; returns 0 (scored), 1 (prior only) or 2 (not written)."""
-    try:
-        ns = _parser().parse_args(args)
-        config = SubmissionConfig(prior=ns.prior, clip=tuple(ns.clip), device=ns.device, batch_size=ns.batch_size,
-                                  workers=ns.workers, stride=ns.stride, precision=ns.precision,
-                                  time_limit_s=ns.time_limit,
-                                  expected_videos=ns.expected_videos, progress=not ns.no_progress)
-    except SystemExit as exit_:  # --help
-        return int(exit_.code or 0)
-    except (_UsageError, ValueError) as err:
-        print(f"deepfake submission: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        report = make_submission(ns.test_dir, ns.weights, ns.out, sample_submission=ns.sample_submission,
-                                 config=config)
-    except SubmissionError as err:
-        print(f"deepfake submission: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"deepfake submission: error: can't write {ns.out}: {err}", file=sys.stderr)
-        return 2
-    return 0 if report.model_loaded else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-r"""`deepfake fit | validate | test`: training and evaluation of the detector through LightningCLI.
+r"""Training: the detector's LightningCLI (`deepfake fit | validate | test`) and `fit()` for code that trains.
 
     deepfake fit --config configs/b1_lstm.yaml --data.index out/extracted
     deepfake fit --config configs/b1_lstm.yaml --data.index out/extracted \
@@ -19,8 +19,8 @@ DDP (`--trainer.devices 8 --trainer.strategy ddp`, plus `--trainer.num_nodes N` 
 from __future__ import annotations
 
 import re
-import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from deepfake.checkpoint import CheckpointError, load_detector, save_detector
-from deepfake.data import FaceSequenceDataModule, IndexFileError
+from deepfake.checkpoint import CheckpointError, load_detector, safe_load, save_detector
+from deepfake.data import FaceSequenceDataModule
 from deepfake.lit import DeepfakeLitModule
 
-__all__ = ["DeepfakeCLI", "export_detector", "main"]
+__all__ = ["DeepfakeCLI", "UserError", "export_detector", "lightning_cli", "fit", "FitResult"]
 
 SEED = 42
 DETECTOR_FILE = "detector.pt"
@@ -109,6 +109,18 @@ class DeepfakeCLI(LightningCLI):
                                 TensorBoardLogger(root, name=name, version=version, default_hp_metric=False)]
         return super().instantiate_trainer(**kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads `--ckpt_path` here (weights_only=True) and lets PyTorch's paragraph-long refusal through
+        # as a traceback; refuse an unsafe or unreadable file first, in one line.
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and Path(path).is_file():
+            try:
+                safe_load(path)
+            except CheckpointError as e:
+                raise UserError(str(e)) from None
+        super()._parse_ckpt_path()
+
     def after_fit(self) -> None:
         trainer = self.trainer
         if not trainer.is_global_zero or trainer.fast_dev_run:
@@ -118,40 +130,72 @@ class DeepfakeCLI(LightningCLI):
         out_dir = Path(best).parent if best else Path(callback.dirpath if callback and callback.dirpath
                                                        else trainer.log_dir or ".")
         path = export_detector(self.model, best or None, out_dir)
+        self.detector_path = path
         score = getattr(callback, "best_model_score", None)
         where = f" (best {callback.monitor} {float(score):.4f}: {best})" if score is not None and best else ""
         print(f"deepfake fit: detector weights in {path}{where}")
 
 
-def main(args: list[str] | None = None) -> int:
-    """`deepfake fit|validate|test [options]` (LightningCLI); returns the exit status.
+def lightning_cli(args: list[str], trainer_defaults: dict[str, Any] | None = None) -> DeepfakeCLI:
+    """Run `DeepfakeCLI` with a subcommand and its options, e.g. `["fit", "--config", "configs/tiny_cpu.yaml"]`.
 
-    Args:
-        args: the subcommand and its options, e.g. `["fit", "--config", "configs/tiny_cpu.yaml"]`.
+    Raises:
+        SystemExit: --help, --print_config, or an argument error (already printed by jsonargparse).
+        UserError, IndexFileError, CheckpointError: a configuration or input problem (one line).
     """
-    args = list(sys.argv[1:] if args is None else args)
-    command = args[0] if args else "fit"
     # LightningCLI warns when `args` is given while sys.argv holds arguments too, which is how `deepfake` calls us.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # The module (not the datamodule) normalises uint8 frames on the device, on purpose.
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+    return DeepfakeCLI(
+        DeepfakeLitModule,
+        FaceSequenceDataModule,
+        seed_everything_default=SEED,
+        args=args,
+        trainer_defaults=trainer_defaults or {},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's own AdamW + schedule, set through model.*
+        parser_kwargs={"prog": "deepfake", "description": "Train and evaluate the deepfake detector."},
+    )
+
+
+@dataclass
+class FitResult:
+    """What a training run left: its folder (config.yaml, metrics.csv, checkpoints/) and `detector.pt`."""
+
+    run_dir: Path
+    weights: Path
+
+
+def option_text(value: Any) -> str:
+    """A setting as it is typed after `--key` on the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fit(config: str | Path, overrides: dict[str, Any] | None = None, callbacks: list | None = None) -> FitResult:
+    """Train a detector from a config file, as `deepfake fit --config CONFIG --KEY VALUE ...` does.
+
+    Args:
+        config: a training config (YAML).
+        overrides: dotted settings on top of it, e.g. `{"data.index": "out/extracted", "trainer.max_epochs": 20}`.
+        callbacks: Lightning callbacks added to the trainer's (e.g. a progress reporter).
+
+    Returns:
+        The run folder and the exported `detector.pt`.
+
+    Raises:
+        UserError: a bad setting, or the run exported no weights.
+    """
+    args = ["fit", "--config", str(config)]
+    for key, value in (overrides or {}).items():
+        args += [f"--{key}", option_text(value)]
     try:
-        DeepfakeCLI(
-            DeepfakeLitModule,
-            FaceSequenceDataModule,
-            seed_everything_default=SEED,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,  # the module's own AdamW + schedule, set through model.*
-            parser_kwargs={"prog": "deepfake", "description": "Train and evaluate the deepfake detector."},
-        )
-    except SystemExit as e:  # --help, --print_config, argument errors (already printed)
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except (UserError, IndexFileError, CheckpointError) as e:
-        print(f"deepfake {command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        cli = lightning_cli(args, {"callbacks": list(callbacks or [])})
+    except SystemExit as exit_:
+        raise UserError(f"training settings rejected (exit status {exit_.code}): {' '.join(args)}") from None
+    weights = getattr(cli, "detector_path", None)
+    if weights is None:
+        raise UserError("training finished without exporting detector weights")
+    return FitResult(run_dir=Path(cli.trainer.log_dir or weights.parent.parent), weights=Path(weights))

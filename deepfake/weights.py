@@ -25,6 +25,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from data_prep.files import atomic_path
+
 __all__ = ["WeightsError", "ENV_WEIGHTS", "ENV_CACHE", "cache_dir", "default_weights", "resolve_weights",
            "download", "install", "sha256_of", "hash_from_name", "HOW_TO_GET"]
 
@@ -126,22 +128,11 @@ def download(url: str, sha256: str | None = None, folder: Path | None = None, pr
                 dst.unlink()  # a different file under the same name: fetch again
         else:
             return dst
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.{os.getpid()}.partial"
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "deepfake"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            from tqdm import tqdm
-
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
-                      disable=not progress, leave=False) as bar:
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(block)
-                    bar.update(len(block))
-        if expected:
-            _check_hash(tmp, expected, url)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            _download(url, tmp, name, timeout, progress)
+            if expected:
+                _check_hash(tmp, expected, url)
     except urllib.error.HTTPError as err:
         raise WeightsError(f"can't download {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
@@ -150,9 +141,20 @@ def download(url: str, sha256: str | None = None, folder: Path | None = None, pr
                            f"and pass --weights FILE") from None
     except OSError as err:
         raise WeightsError(f"can't download {url} into {folder}: {err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
+
+
+def _download(url: str, dst: Path, name: str, timeout: float, progress: bool) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "deepfake"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(dst, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
+                  disable=not progress, leave=False) as bar:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                out.write(block)
+                bar.update(len(block))
 
 
 def resolve_weights(weights: str | os.PathLike | None, sha256: str | None = None, progress: bool = True) -> Path:
@@ -194,11 +196,6 @@ def resolve_weights(weights: str | os.PathLike | None, sha256: str | None = None
 def install(path: str | os.PathLike) -> Path:
     """Copy a weights file to the default place (`<cache>/detector.pt`), atomically; returns the new path."""
     dst = cache_dir() / DEFAULT_NAME
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(path, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst

@@ -4,7 +4,7 @@
     python notebooks/build_notebooks.py --check  # exit 1 when a committed notebook differs from what this writes
 
 The notebooks are thin on purpose: every step is a call into the package (`deepfake.submission.make_submission`,
-`data_prep.extract.main`, `deepfake.train.main`, `deepfake.evaluate.main`), so the code that runs on Kaggle is
+`deepfake.cli.extract.main`, `deepfake.cli.train.main`, `deepfake.cli.evaluate.main`), so the code that runs on Kaggle is
 the code the tests cover. Each has one cell tagged `parameters` (papermill's convention): the tests, papermill or
 a person replace its source to point the notebook elsewhere.
 """
@@ -153,7 +153,7 @@ print(*found.notes, sep="\\n")"""),
 
 Fakes reuse the face boxes of their original (DFDC's `original`), so only the real videos go through the
 detector. Re-running skips the videos already done."""),
-    ("code", """from data_prep import extract
+    ("code", """from deepfake.cli import extract
 
 args = [DFDC_PART, str(extracted), "--layout", "dfdc", "--stride", str(STRIDE), "--size", str(CROP_SIZE),
         "--device", DEVICE, "--no-progress"]
@@ -169,7 +169,7 @@ index.head()"""),
 `deepfake fit` with the config; `--print_config` shows every setting. The run folder holds `config.yaml`,
 `metrics.csv`, TensorBoard events and `checkpoints/` with the best epoch by validation log loss, `last.ckpt`
 (resume with `--ckpt_path`) and the exported `detector.pt`."""),
-    ("code", """from deepfake import train
+    ("code", """from deepfake.cli import train
 from deepfake.demo import find_config
 
 config = find_config(CONFIG)
@@ -192,7 +192,7 @@ The validation videos are the ones the training's data module held out (same ind
 `deepfake evaluate` scores their crops with `detector.pt`."""),
     ("code", """import yaml
 
-from deepfake import evaluate
+from deepfake.cli import evaluate
 from deepfake.data import FaceSequenceDataModule
 
 data_cfg = yaml.safe_load((run / "config.yaml").read_text())["data"]

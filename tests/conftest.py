@@ -16,11 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
     """A small labelled demo set from `deepfake synth`: 3 real + 3 self-blended fake clips, 320x240, 3 s at 10 fps."""
-    from data_prep import synth
+    from deepfake.cli import synth as synth_cli
 
     out = tmp_path_factory.mktemp("synth")
-    status = synth.main([str(out), "--count", "6", "--resolution", "320x240", "--seconds", "3", "--fps", "10",
-                         "--seed", "0", "--no-progress"])
+    status = synth_cli.main([str(out), "--count", "6", "--resolution", "320x240", "--seconds", "3", "--fps", "10",
+                             "--seed", "0", "--no-progress"])
     assert status == 0
     return out
 
@@ -28,7 +28,7 @@ def synth_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def extracted_dataset(synth_dataset, tmp_path_factory) -> Path:
     """`deepfake-extract` over `synth_dataset` (folder layout, stride 2, 64-px crops): a folder with index.csv."""
-    from data_prep import extract
+    from deepfake.cli import extract
 
     out = tmp_path_factory.mktemp("extracted")
     status = extract.main([str(synth_dataset), str(out), "--layout", "folder", "--stride", "2", "--size", "64",

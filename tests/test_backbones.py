@@ -38,7 +38,7 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def _print_config(*configs: Path) -> dict:
     """`deepfake fit --config ... --print_config`: the configuration exactly as the training CLI resolves it."""
-    from deepfake import train
+    from deepfake.cli import train
 
     args = ["fit"]
     for c in configs:

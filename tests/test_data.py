@@ -287,7 +287,6 @@ def test_balanced_sampler():
 
 def test_datamodule_on_extracted_dataset(request):
     """The index `deepfake-extract` writes from `deepfake synth` videos feeds the datamodule."""
-    pytest.importorskip("data_prep.extract", reason="extraction (deepfake-extract) is not in this checkout yet")
     extracted_dataset = request.getfixturevalue("extracted_dataset")
     dm = FaceSequenceDataModule(str(extracted_dataset), seq_len=4, img_size=64, batch_size=2, num_workers=0,
                                 val_fraction=0.3)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deepfake import demo
+from deepfake.cli import demo as demo_cli
 
 STAGE_LINES = ["[1/5] synth", "[2/5] extract", "[3/5] fit", "[4/5] evaluate", "[5/5] predict"]
 
@@ -19,7 +20,7 @@ STAGE_LINES = ["[1/5] synth", "[2/5] extract", "[3/5] fit", "[4/5] evaluate", "[
 def run_captured(args: list[str], terminal: Path) -> tuple[int, str]:
     """`deepfake demo ARGS` with everything it prints (Python and file-descriptor level) captured in `terminal`."""
     with demo._output_to(terminal):
-        status = demo.main(args)
+        status = demo_cli.main(args)
     return status, terminal.read_text()
 
 
@@ -124,21 +125,26 @@ def test_install_weights_is_opt_in(quick_demo, tmp_path, monkeypatch):
 
 def test_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("precious")
-    assert demo.main([str(tmp_path), "--quick"]) == 2
+    assert demo_cli.main([str(tmp_path), "--quick"]) == 2
     err = capsys.readouterr().err
     assert "not empty and holds no earlier demo" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
-    assert demo.main([str(tmp_path / "x"), "--epochs", "0"]) == 2
+    assert demo_cli.main([str(tmp_path / "x"), "--epochs", "0"]) == 2
     assert "--epochs must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_a_failing_stage_names_its_log(tmp_path, capsys, monkeypatch):
-    import data_prep.extract
+    import data_prep.dataset
 
-    monkeypatch.setattr(data_prep.extract, "main", lambda args: print("no faces anywhere") or 1)
-    assert demo.main([str(tmp_path / "out"), "--quick", "--device", "cpu"]) == 1
+    def no_faces(*args, **kwargs):
+        print("no faces anywhere")
+        raise RuntimeError("extraction found nothing")
+
+    monkeypatch.setattr(data_prep.dataset, "extract_dataset", no_faces)
+    assert demo_cli.main([str(tmp_path / "out"), "--quick", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
-    assert "stage extract failed (exit status 1)" in err and str(tmp_path / "out" / "logs" / "extract.log") in err
+    assert "stage extract failed (RuntimeError: extraction found nothing)" in err
+    assert str(tmp_path / "out" / "logs" / "extract.log") in err
     assert "no faces anywhere" in err  # the log's tail is shown
 
 

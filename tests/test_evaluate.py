@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake import evaluate
-from deepfake.evaluate import LabelledVideo, summarize
+from deepfake import evaluation, robustness
+from deepfake.cli import evaluate
+from deepfake.evaluation import LabelledVideo, summarize
 from deepfake.metrics import binary_metrics
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
@@ -140,7 +141,7 @@ def test_evaluate_video_folder(synth_dataset, tiny_weights, tmp_path):
     assert METRIC_KEYS <= set(metrics)
     assert metrics["settings"]["mode"] == "videos" and metrics["n_videos"] == 6
     columns, rows = read_csv(out / "predictions.csv")
-    assert columns == evaluate.PREDICTION_COLUMNS
+    assert columns == evaluation.PREDICTION_COLUMNS
     assert sorted(r["video"] for r in rows) == [f"fake/clip_000{i}.mp4" for i in (3, 4, 5)] + \
         [f"real/clip_000{i}.mp4" for i in (0, 1, 2)]
     for r in rows:  # labels from the layout; originals from labels.csv
@@ -233,7 +234,7 @@ def test_perturb_table_has_every_cell(synth_dataset, tiny_weights, tmp_path, mon
             "--no-progress", "--perturb", "GB:2"]
     assert evaluate.main(args) == 0
     columns, rows = read_csv(out / "robustness.csv")
-    assert columns == evaluate.ROBUSTNESS_COLUMNS
+    assert columns == robustness.ROBUSTNESS_COLUMNS
     assert [(r["distortion"], r["kind"], r["level"]) for r in rows] == [("clean", "clean", "0"), ("GB:2", "GB", "2")]
     for r in rows:
         assert all(r[c] != "" for c in columns), r  # every cell

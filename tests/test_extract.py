@@ -1,5 +1,6 @@
-"""data_prep.extract: tracking and interpolation units, the in-memory FaceExtractor on real face photos, and
-`deepfake-extract` end to end: bad inputs, resume, shards + merge, DFDC box reuse, recall on `deepfake synth` clips.
+"""Face extraction (data_prep.pipeline, data_prep.extractor, data_prep.dataset): tracking and interpolation units,
+the in-memory FaceExtractor on real face photos, and `deepfake-extract` end to end: bad inputs, resume, shards +
+merge, DFDC box reuse, recall on `deepfake synth` clips.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from data_prep import extract
-from data_prep.extract import ExtractConfig, FaceExtractor, VideoError, VideoFaces, _DetectRequest, _detect_chunk
+from data_prep.dataset import shard_of
+from data_prep.extractor import FaceExtractor
+from data_prep.faces import ExtractConfig, VideoFaces
+from data_prep.index import INDEX_COLUMNS
+from data_prep.pipeline import _detect_chunk, _DetectRequest
 from data_prep.track import Tracker, crop_box, greedy_match, iou_matrix, square_crop
-from data_prep.video import iter_frames
+from data_prep.video import VideoError, iter_frames
+from deepfake.cli import extract
 
 # Face boxes (x1, y1, x2, y2) in the photos as shipped, measured with MTCNN at full resolution.
 ASTRONAUT_FACE = np.array([181, 62, 268, 172], np.float32)  # skimage.data.astronaut(), 512 x 512
@@ -221,8 +226,8 @@ def test_config_validation_messages():
 
 def test_shards_are_deterministic_and_keep_fakes_with_their_original():
     ids = [f"real/{i}.mp4" for i in range(200)]
-    shards = [extract.shard_of(v, 4) for v in ids]
-    assert shards == [extract.shard_of(v, 4) for v in ids] and set(shards) == {0, 1, 2, 3}
+    shards = [shard_of(v, 4) for v in ids]
+    assert shards == [shard_of(v, 4) for v in ids] and set(shards) == {0, 1, 2, 3}
     with pytest.raises(SystemExit):
         extract.main(["a", "b", "--shard", "4/4"])
 
@@ -385,7 +390,7 @@ def test_cli_records_bad_inputs_and_extracts_the_rest(messy_run, videos, capsys)
     assert all("\n" not in reason for reason in failures.values())
 
     rows = read_csv(out / "index.csv")
-    assert list(rows[0]) == extract.INDEX_COLUMNS
+    assert list(rows[0]) == INDEX_COLUMNS
     per_video = defaultdict(set)
     for row in rows:
         per_video[row["video"]].add(int(row["track"]))

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from deepfake import submission
+from deepfake.cli import submit
 from deepfake.submission import SubmissionConfig, SubmissionError, make_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_submission_is_complete_clipped_and_timed(test_videos, confident_weights
 
 def test_scores_are_those_of_deepfake_predict(test_videos, tmp_path):
     """Without clipping in the way, a row's label is `deepfake predict`'s p(fake) for that video."""
-    from deepfake.predict import PredictConfig, load_predictor, predict_video
+    from deepfake.inference import PredictConfig, load_predictor, predict_video
 
     weights = save_tiny_weights(tmp_path / "random.pt")
     videos = test_videos / "test_videos"
@@ -135,7 +136,7 @@ def test_model_that_cannot_load_gives_a_prior_only_submission(test_videos, tmp_p
     broken = tmp_path / "detector.pt"
     broken.write_bytes(b"not a checkpoint")
     out = tmp_path / "submission.csv"
-    status = submission.main([str(test_videos / "test_videos"), "--weights", str(broken), "--out", str(out),
+    status = submit.main([str(test_videos / "test_videos"), "--weights", str(broken), "--out", str(out),
                               "--sample-submission", str(test_videos / "sample_submission.csv"), "--prior", "0.42",
                               "--device", "cpu", "--no-progress"])
     assert status == 1
@@ -148,7 +149,7 @@ def test_model_that_cannot_load_gives_a_prior_only_submission(test_videos, tmp_p
 
 
 def test_a_complete_file_exists_before_the_model_loads(test_videos, tmp_path, monkeypatch):
-    import deepfake.predict
+    import deepfake.inference
 
     out = tmp_path / "submission.csv"
     seen = {}
@@ -157,7 +158,7 @@ def test_a_complete_file_exists_before_the_model_loads(test_videos, tmp_path, mo
         seen["rows"] = read_rows(out)
         raise RuntimeError("CUDA error: out of memory")
 
-    monkeypatch.setattr(deepfake.predict, "load_predictor", fake_load)
+    monkeypatch.setattr(deepfake.inference, "load_predictor", fake_load)
     report = make_submission(test_videos / "test_videos", "whatever.pt", out, progress=False,
                              sample_submission=test_videos / "sample_submission.csv")
     assert len(seen["rows"]) == 1 + len(EXPECTED) and all(r[1] == "0.500000" for r in seen["rows"][1:])
@@ -167,7 +168,7 @@ def test_a_complete_file_exists_before_the_model_loads(test_videos, tmp_path, mo
 
 def test_a_crash_mid_batch_costs_one_video_not_the_submission(test_videos, confident_weights, tmp_path, monkeypatch):
     """The batch path dies after one video; the rest go one by one, and one of them raises: only it gets the prior."""
-    import deepfake.predict as predict
+    import deepfake.inference as predict
 
     real_iter, real_video = predict.iter_predictions, predict.predict_video
 
@@ -216,13 +217,13 @@ def test_rows_from_nested_folders_and_sample_names(tmp_path, synth_dataset, conf
 
 
 def test_user_errors(tmp_path, capsys):
-    assert submission.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert submit.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
-    assert submission.main([str(tmp_path), "--clip", "0.9", "0.1"]) == 2
+    assert submit.main([str(tmp_path), "--clip", "0.9", "0.1"]) == 2
     assert "0 <= lo <= hi <= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="prior"):
         SubmissionConfig(prior=1.5)
-    assert submission.main([str(tmp_path), "--precision", "fp8"]) == 2  # a typo must not become a prior-only file
+    assert submit.main([str(tmp_path), "--precision", "fp8"]) == 2  # a typo must not become a prior-only file
     assert "precision must be one of" in capsys.readouterr().err
     with pytest.raises(SubmissionError, match="no video files"):
         make_submission(tmp_path, None, tmp_path / "s.csv")

@@ -1,4 +1,4 @@
-"""DeeperForensics-1.0 distortions as a training augmentation (issue 8): selectable in the training config and
+"""DeeperForensics-1.0 distortions as a training augmentation: selectable in the training config and
 applied with the same parameters to every frame of a sequence."""
 
 from __future__ import annotations

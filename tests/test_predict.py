@@ -1,4 +1,4 @@
-"""`deepfake predict`: every bad input of DESIGN.md section 7 gets its own status while the others still score;
+"""`deepfake predict`: every bad input of the README's robustness list gets its own status while the others still score;
 the JSON schema, CSV columns and table; exit codes; plots; the score rule; where weights come from."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake import predict
+from deepfake import inference, scoring
+from deepfake.cli import predict as predict_cli
 from deepfake.weights import WeightsError, resolve_weights
 
 # A random-init detector small enough for CPU tests: timm's test_efficientnet at 64 px, LSTM(16), T = 4.
@@ -69,7 +70,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(synth_dataset, tmp_path_factory) -> dict[str, Path]:
-    """One file per case of DESIGN.md section 7, made from the synth clips (320x240, 10 fps)."""
+    """One file per case of the README's robustness list, made from the synth clips (320x240, 10 fps)."""
     d = tmp_path_factory.mktemp("predict_inputs")
     real = synth_dataset / "real" / "clip_0000.mp4"
     face = read_frames(real, 12)
@@ -103,7 +104,7 @@ EXPECTED = {"real": "ok", "fake": "ok", "one_frame": "ok", "no_face": "no_face",
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
-    rc = predict.main(args)
+    rc = predict_cli.main(args)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -115,7 +116,7 @@ def batch(inputs, tiny_weights, tmp_path_factory) -> dict:
     args = [str(p) for p in inputs.values()] + ["--weights", str(tiny_weights), "--format", "json", "--output",
                                                 str(out / "results.json"), "--plot", str(out / "plots"),
                                                 "--device", "cpu", "--no-progress"]
-    rc = predict.main(args)
+    rc = predict_cli.main(args)
     results = json.loads((out / "results.json").read_text())
     return {"rc": rc, "results": results, "by_name": {Path(r["video"]).stem: r for r in results},
             "plots": out / "plots"}
@@ -195,7 +196,7 @@ def test_csv_columns_and_exit_status(inputs, tiny_weights, tmp_path, capsys):
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == predict.CSV_COLUMNS  # format taken from the .csv extension
+    assert reader.fieldnames == inference.CSV_COLUMNS  # format taken from the .csv extension
     assert [r["status"] for r in rows] == ["ok", "error", "error"]
     assert 0 <= float(rows[0]["p_fake"]) <= 1 and rows[0]["faces"] == "1" and rows[0]["error"] == ""
     assert rows[1]["p_fake"] == "" and "not a video" in rows[1]["error"]
@@ -217,10 +218,10 @@ def test_table_and_exit_zero(inputs, tiny_weights, tmp_path, monkeypatch, capsys
 
 
 def test_progress_within_each_video(inputs, tiny_weights):
-    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu"))
+    detector, extractor, _ = inference.load_predictor(tiny_weights, inference.PredictConfig(device="cpu"))
     calls: list[tuple[str, int, int]] = []
     names = ["clip A", "clip B"]
-    preds = list(predict.iter_predictions([inputs["real"], inputs["fake"]], detector, extractor, names=names,
+    preds = list(inference.iter_predictions([inputs["real"], inputs["fake"]], detector, extractor, names=names,
                                           progress=lambda *call: calls.append(call)))
     assert [p.result["status"] for p in preds] == ["ok", "ok"]
     assert [c[0] for c in calls] == sorted(c[0] for c in calls) and {c[0] for c in calls} == set(names)
@@ -231,11 +232,11 @@ def test_progress_within_each_video(inputs, tiny_weights):
 
 
 def test_python_api(inputs, tiny_weights):
-    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu"))
+    detector, extractor, _ = inference.load_predictor(tiny_weights, inference.PredictConfig(device="cpu"))
     assert extractor.config.size == 64 and extractor.config.stride == STRIDE and extractor.config.margin == 0.3
-    r = predict.predict_video(inputs["one_frame"], detector, extractor)
+    r = inference.predict_video(inputs["one_frame"], detector, extractor)
     assert r["status"] == "ok" and set(r) == RESULT_KEYS
-    results = predict.predict_paths([inputs["one_frame"], inputs["missing"]], detector, extractor)
+    results = inference.predict_paths([inputs["one_frame"], inputs["missing"]], detector, extractor)
     assert [x["status"] for x in results] == ["ok", "error"]
     assert results[0]["p_fake"] == r["p_fake"]  # same input, same score
 
@@ -244,7 +245,7 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
     from deepfake.checkpoint import load_detector
 
     model, meta = load_detector(tiny_weights)
-    detector = predict.Detector(model, meta, device="cpu", batch_size=2, precision="fp32")
+    detector = inference.Detector(model, meta, device="cpu", batch_size=2, precision="fp32")
     rng = np.random.default_rng(0)
     tracks = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (10, 3, 4)]
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
@@ -255,10 +256,10 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
         with torch.no_grad():
             return torch.sigmoid(model(x[None]))[0].numpy()
 
-    assert predict.track_windows(10, 4) == [(0, 4), (4, 8), (6, 10)]
-    assert predict.track_windows(3, 4) == [(0, 3)] and predict.track_windows(8, 4) == [(0, 4), (4, 8)]
+    assert scoring.track_windows(10, 4) == [(0, 4), (4, 8), (6, 10)]
+    assert scoring.track_windows(3, 4) == [(0, 3)] and scoring.track_windows(8, 4) == [(0, 4), (4, 8)]
     for crops, (p, steps) in zip(tracks, detector.score_tracks(tracks)):
-        windows = predict.track_windows(len(crops), SEQ_LEN)
+        windows = scoring.track_windows(len(crops), SEQ_LEN)
         probs = [window_probs(crops[s:e]) for s, e in windows]
         assert p == pytest.approx(np.mean([w[-1] for w in probs]), abs=1e-5)
         expected = np.full(len(crops), np.nan)  # each crop scored in the first window that holds it
@@ -271,9 +272,9 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
 
 def test_crops_are_scored_as_the_jpegs_training_reads(inputs, tiny_weights):
     """predict holds crops as the JPEG bytes deepfake-extract writes and decodes them window by window."""
-    from data_prep.extract import JpegCrops, _encode_jpeg, decode_jpeg
+    from data_prep.faces import JpegCrops, decode_jpeg, encode_jpeg as _encode_jpeg
 
-    detector, extractor, _ = predict.load_predictor(tiny_weights, predict.PredictConfig(device="cpu",
+    detector, extractor, _ = inference.load_predictor(tiny_weights, inference.PredictConfig(device="cpu",
                                                                                         precision="fp32"))
     path = inputs["two_faces"]
     raw, held = extractor.extract(path), extractor.extract(path, jpeg=True)
@@ -297,7 +298,7 @@ def test_crops_are_scored_as_the_jpegs_training_reads(inputs, tiny_weights):
     decoded = [t[:] for t in lazy]
     for (p1, s1), (p2, s2) in zip(detector.score_tracks(lazy), detector.score_tracks(decoded)):
         assert p1 == p2 and np.array_equal(s1, s2)
-    result = predict.predict_video(path, detector, extractor)
+    result = inference.predict_video(path, detector, extractor)
     assert result["p_fake"] == pytest.approx(max(p for p, _ in detector.score_tracks(decoded[:2])), abs=1e-6)
     with pytest.raises(ValueError, match="JPEG"):
         decode_jpeg(b"not a jpeg")
@@ -308,7 +309,7 @@ def test_collect_videos(tmp_path):
     (tmp_path / "empty").mkdir()
     for name in ("a/x.mp4", "a/b/y.MOV", "a/notes.txt", "a/.hidden.mp4", "z.avi"):
         (tmp_path / name).write_bytes(b"0")
-    entries = predict.collect_videos([str(tmp_path / "a"), str(tmp_path / "*.avi"), str(tmp_path / "a" / "x.mp4"),
+    entries = inference.collect_videos([str(tmp_path / "a"), str(tmp_path / "*.avi"), str(tmp_path / "a" / "x.mp4"),
                                       str(tmp_path / "gone.mp4"), str(tmp_path / "empty"),
                                       str(tmp_path / "nope*.mp4")])
     names = [(Path(p).relative_to(tmp_path).as_posix() if reason is None else Path(p).name, reason)
@@ -426,11 +427,11 @@ def test_write_results_formats_round_trip():
                 "faces": [{"track": 0, "p_fake": 0.75, "frames": [0, 5], "steps": [0.7, 0.8]}], "error": None},
                {"video": "b.mp4", "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [],
                 "error": None},
-               predict.error_result("c.mp4", "empty file (0 bytes)\nsecond line")]
-    assert json.loads(predict.write_results(results, "json")) == results
-    rows = list(csv.DictReader(io.StringIO(predict.write_results(results, "csv", [1.0, 2.0, 0.0]))))
+               scoring.error_result("c.mp4", "empty file (0 bytes)\nsecond line")]
+    assert json.loads(inference.write_results(results, "json")) == results
+    rows = list(csv.DictReader(io.StringIO(inference.write_results(results, "csv", [1.0, 2.0, 0.0]))))
     assert [r["verdict"] for r in rows] == ["fake", "no face", "error"]
     assert rows[0]["crops"] == "2" and rows[1]["faces"] == "0" and rows[2]["faces"] == ""
     assert rows[2]["error"] == "empty file (0 bytes) second line"  # one line
-    table = predict.write_results(results, "table", [1.0, 2.0, 0.0])
+    table = inference.write_results(results, "table", [1.0, 2.0, 0.0])
     assert table.splitlines()[0].split() == ["video", "verdict", "p(fake)", "faces", "seconds", "reason"]

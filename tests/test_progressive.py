@@ -189,7 +189,7 @@ def test_resumed_training_continues_at_the_right_stage(tiny_index, tmp_path, rec
 
 
 def test_cli_config_selects_progressive_learning(tiny_index, tmp_path, capsys, recwarn):
-    from deepfake import train
+    from deepfake.cli import train
 
     status = train.main(["fit", "--config", str(ROOT / "configs/tiny_cpu.yaml"),
                          "--config", str(ROOT / "configs/backbones/progressive.yaml"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from data_prep import synth
+from deepfake.cli import synth as synth_cli
 from data_prep.sbi import REGION_SCALE
 
 # The conftest fixture's settings: 6 clips, 320x240, 3 s at 10 fps, seed 0.
@@ -163,7 +164,7 @@ def test_mtcnn_finds_the_ground_truth_faces(synth_dataset, mtcnn):
 
 def test_deterministic_and_independent_of_count(synth_dataset, tmp_path):
     # Same seed and video settings, fewer clips: the first pair must be byte-identical to the fixture's.
-    assert synth.main([str(tmp_path / "a"), "--count", "2", *FIXTURE_ARGS]) == 0
+    assert synth_cli.main([str(tmp_path / "a"), "--count", "2", *FIXTURE_ARGS]) == 0
     assert sha256(tmp_path / "a/real/clip_0000.mp4") == sha256(synth_dataset / "real/clip_0000.mp4")
     assert sha256(tmp_path / "a/fake/clip_0001.mp4") == sha256(synth_dataset / "fake/clip_0003.mp4")
     fixture_boxes = read_boxes(synth_dataset)
@@ -172,7 +173,7 @@ def test_deterministic_and_independent_of_count(synth_dataset, tmp_path):
         assert fixture_boxes[(other, frame)] == value
     # Another seed gives other clips.
     args = [a if a != "0" else "1" for a in FIXTURE_ARGS]
-    assert synth.main([str(tmp_path / "b"), "--count", "2", *args]) == 0
+    assert synth_cli.main([str(tmp_path / "b"), "--count", "2", *args]) == 0
     assert sha256(tmp_path / "b/real/clip_0000.mp4") != sha256(synth_dataset / "real/clip_0000.mp4")
 
 
@@ -183,7 +184,7 @@ def test_deterministic_and_independent_of_count(synth_dataset, tmp_path):
 def test_two_face_clips_landscape_and_portrait(tmp_path, mtcnn, resolution):
     width, height = synth.parse_resolution(resolution)
     out = tmp_path / "two"
-    assert synth.main([str(out), "--count", "2", "--resolution", resolution, "--seconds", "1", "--fps", "5",
+    assert synth_cli.main([str(out), "--count", "2", "--resolution", resolution, "--seconds", "1", "--fps", "5",
                        "--seed", "3", "--multi-face", "1", "--no-progress"]) == 0
     boxes = read_boxes(out)
     for r in read_csv(out / "labels.csv"):
@@ -199,7 +200,7 @@ def test_two_face_clips_landscape_and_portrait(tmp_path, mtcnn, resolution):
 def test_odd_count_and_resume(tmp_path):
     out = tmp_path / "set"
     args = [str(out), "--count", "3", "--resolution", "192x128", "--seconds", "0.5", "--fps", "8", "--no-progress"]
-    assert synth.main(args) == 0
+    assert synth_cli.main(args) == 0
     labels = read_csv(out / "labels.csv")
     assert [r["label"] for r in labels] == ["real", "real", "fake"]  # count // 2 fakes
     assert decode(out / "real/clip_0001.mp4").shape == (4, 128, 192, 3)
@@ -207,11 +208,11 @@ def test_odd_count_and_resume(tmp_path):
     # A killed run leaves a temp file and misses a clip; the same command finishes the set identically.
     (out / "fake/clip_0002.mp4").unlink()
     (out / "fake/.clip_0002.mp4.partial").write_bytes(b"truncated")
-    assert synth.main(args) == 0
+    assert synth_cli.main(args) == 0
     assert {r["video"]: sha256(out / r["video"]) for r in labels} == before
     assert not list(out.glob("*/.*.partial"))
     # Other settings replace the earlier output, leaving no stale clip behind.
-    assert synth.main([*args[:2], "2", *args[3:], "--seed", "5"]) == 0
+    assert synth_cli.main([*args[:2], "2", *args[3:], "--seed", "5"]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.mp4")) == [
         "fake/clip_0001.mp4", "real/clip_0000.mp4"]
     assert sha256(out / "real/clip_0000.mp4") != before["real/clip_0000.mp4"]
@@ -235,7 +236,7 @@ def test_odd_count_and_resume(tmp_path):
     ["--bogus"],
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, bad):
-    status = synth.main([str(tmp_path / "out"), *bad, "--no-progress"])
+    status = synth_cli.main([str(tmp_path / "out"), *bad, "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("deepfake synth: error: ") and err.count("\n") == 1, err
@@ -243,10 +244,10 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, bad):
 
 
 def test_missing_out_dir_and_foreign_folder(tmp_path, capsys):
-    assert synth.main([]) == 2
+    assert synth_cli.main([]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     (tmp_path / "notes.txt").write_text("mine")
-    assert synth.main([str(tmp_path), "--count", "2", "--no-progress"]) == 2
+    assert synth_cli.main([str(tmp_path), "--count", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "not empty" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

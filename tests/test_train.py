@@ -11,9 +11,11 @@ import torch
 import yaml
 from test_data import index_from_synth, make_face_index
 
-from deepfake import train
+from deepfake.cli import synth as synth_cli
+from deepfake.cli import train
 from deepfake.checkpoint import load_detector
-from deepfake.lit import DeepfakeLitModule, video_scores
+from deepfake.lit import DeepfakeLitModule
+from deepfake.scoring import video_scores
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -108,7 +110,7 @@ def test_video_scores_rule():
     video = np.array([0, 0, 0, 1, 1, 2])
     label = np.array([1, 1, 1, 0, 0, 0])
     prob = np.array([0.2, 0.4, 0.9, 0.1, 0.1, 0.3])
-    y, p = video_scores(index, track, video, label, prob)
+    _, y, p = video_scores(index, track, video, label, prob)
     assert y.tolist() == [1, 0, 0] and p == pytest.approx([0.9, 0.1, 0.3])
 
 
@@ -132,10 +134,8 @@ def test_learning_works(tmp_path):
     blending, not the person), faces cropped at synth's ground-truth boxes, 40 % of the sources held out for
     validation; 16 epochs of 8 steps. Over seeds 1, 4 and 42 the final AUC was 0.98-1.00, log loss 0.22-0.29.
     """
-    from data_prep import synth
-
-    assert synth.main([str(tmp_path / "synth"), "--count", "64", "--resolution", "320x240", "--seconds", "3",
-                       "--fps", "10", "--seed", "7", "--no-progress"]) == 0
+    assert synth_cli.main([str(tmp_path / "synth"), "--count", "64", "--resolution", "320x240", "--seconds", "3",
+                           "--fps", "10", "--seed", "7", "--no-progress"]) == 0
     index = index_from_synth(tmp_path / "synth", tmp_path / "extracted", stride=2, size=64)
     assert fit(index, tmp_path / "runs", "--trainer.max_epochs", "16", "--data.epoch_size", "128",
                "--data.val_fraction", "0.4") == 0
@@ -147,10 +147,10 @@ def test_learning_works(tmp_path):
 @pytest.mark.slow
 def test_learning_on_extracted_synth_videos(tmp_path):
     """What `deepfake demo` does: synth videos, `deepfake-extract` (face detection), the tiny config as shipped."""
-    from data_prep import extract, synth
+    from deepfake.cli import extract
 
-    assert synth.main([str(tmp_path / "synth"), "--count", "80", "--resolution", "320x240", "--seconds", "4",
-                       "--fps", "10", "--seed", "5", "--no-progress"]) == 0
+    assert synth_cli.main([str(tmp_path / "synth"), "--count", "80", "--resolution", "320x240", "--seconds", "4",
+                           "--fps", "10", "--seed", "5", "--no-progress"]) == 0
     assert extract.main([str(tmp_path / "synth"), str(tmp_path / "extracted"), "--layout", "folder", "--stride", "2",
                          "--size", "64", "--device", "cpu", "--no-progress"]) == 0
     assert fit(tmp_path / "extracted", tmp_path / "runs", "--data.val_fraction", "0.3") == 0

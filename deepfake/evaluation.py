@@ -1,8 +1,7 @@
-"""`deepfake evaluate SOURCE --out DIR`: video-level metrics of a detector on a labelled set, clean and distorted.
+"""Evaluation: video-level metrics of a detector on a labelled set, clean and distorted (`deepfake evaluate`).
 
-    deepfake evaluate dfdc_train_part_49/ --weights detector.pt --out eval/
-    deepfake evaluate extracted/index.csv --weights detector.pt --out eval/ --split val
-    deepfake evaluate demo/ --weights detector.pt --out eval/ --perturb GB:3,JPEG,mix:2
+    report = evaluate("dfdc_train_part_49/", "eval/", weights="detector.pt")
+    report = evaluate("extracted/index.csv", "eval/", weights="detector.pt", config=EvaluateConfig(split="val"))
 
 SOURCE is either
 - a labelled folder of videos, read by `data_prep.layouts` (`--layout auto|dfdc|deeperforensics|folder`): a DFDC
@@ -48,37 +47,40 @@ scored, 2 for a usage error (bad SOURCE, missing weights, bad option).
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepfake.predict import (Detector, PredictConfig, UsageError, _Parser, add_model_options, atomic_write_text,
-                              error_result, iter_predictions, load_predictor, verdict_of)
+from data_prep.files import CsvError, atomic_write, csv_text, read_csv_dicts
+from data_prep.index import IndexFileError, read_crop, read_index
+from deepfake.inference import Detector, PredictConfig, iter_predictions, load_predictor
+from deepfake.scoring import RULE, error_result, no_face_result, video_result
 
 __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
-           "summarize", "evaluate_perturbed", "PREDICTION_COLUMNS", "ROBUSTNESS_COLUMNS", "main"]
+           "summarize", "evaluate", "PREDICTION_COLUMNS"]
 
 PREDICTION_COLUMNS = ["video", "label", "p_fake", "status", "verdict", "counted", "faces", "crops", "seconds",
                       "split", "original", "error"]
-ROBUSTNESS_COLUMNS = ["distortion", "kind", "level", "auc", "logloss", "accuracy", "n", "balanced_logloss", "ap",
-                      "eer", "no_face", "errors"]
-PARTS_VERSION = 1
 
 
 class EvaluationError(Exception):
-    """SOURCE or settings that can't be evaluated; one line, exit status 2."""
+    """SOURCE or settings that can't be evaluated, or outputs that can't be written; one line.
+
+    Attributes:
+        code: the exit status `deepfake evaluate` gives it (2: usage, 1: nothing scored or a write failed,
+            130: interrupted).
+    """
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -161,19 +163,12 @@ def load_source(source: str | os.PathLike, layout: str = "auto", split: str | No
         raise EvaluationError(f"{source}: no such file or folder")
     index = _index_path(source, layout)
     if index is not None:
-        import pandas as pd
-
         try:
-            rows = pd.read_csv(index, dtype={"video": str, "split": str, "original": str, "crop": str},
-                               keep_default_na=False)
-        except Exception as err:  # pandas raises a zoo of parser errors
-            raise EvaluationError(f"{index}: not a readable index.csv ({' '.join(str(err).split())})") from None
-        need = {"video", "label", "track", "frame", "crop"}
-        if not need <= set(rows.columns):
-            raise EvaluationError(f"{index}: an index needs columns {','.join(sorted(need))}; got "
-                                  f"{','.join(rows.columns)}")
+            rows, _ = read_index(index)
+        except IndexFileError as err:
+            raise EvaluationError(str(err)) from None
         if split:
-            rows = rows[rows.get("split", "") == split] if "split" in rows else rows.iloc[:0]
+            rows = rows[rows["split"] == split]
         if rows.empty:
             raise EvaluationError(f"{index}: no rows" + (f" with split {split!r}" if split else ""))
         return "index", rows, [str(index)]
@@ -209,24 +204,14 @@ def score_videos(videos: Sequence[LabelledVideo], detector: Detector, extractor,
     return out
 
 
-def _read_crop(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"crop {path} missing or unreadable")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def _index_failures(folder: Path) -> list[dict]:
     """Videos the extraction could not use (`failures.csv`: video,reason), as predict-style results."""
     path = folder / "failures.csv"
     if not path.is_file():
         return []
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = read_csv_dicts(path)
+    except CsvError:
         return []
     out = []
     for row in rows:
@@ -234,8 +219,7 @@ def _index_failures(folder: Path) -> list[dict]:
         if not video:
             continue
         if "no face" in reason.lower():
-            out.append({"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [],
-                        "error": None})
+            out.append(no_face_result(video))
         else:
             out.append(error_result(video, reason or "extraction failed"))
     return out
@@ -273,7 +257,7 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
     def load(g) -> list[tuple[int, np.ndarray, np.ndarray]]:
         tracks = []
         for track, t in g.sort_values(["track", "frame"]).groupby("track", sort=True):
-            crops = np.stack([_read_crop(folder / c) for c in t["crop"]])
+            crops = np.stack([read_crop(folder / c) for c in t["crop"]])
             tracks.append((int(track), t["frame"].to_numpy(np.int64), crops))
         return tracks
 
@@ -294,12 +278,8 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
                 reason = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
                 results.append((error_result(str(video), reason), time.perf_counter() - start))
                 continue
-            faces = [{"track": tr, "p_fake": round(p, 6), "frames": [int(f) for f in frames],
-                      "steps": [round(float(s), 6) for s in steps]}
-                     for (tr, frames, _), (p, steps) in zip(tracks, scores)]
-            p_video = max(p for p, _ in scores)
-            results.append(({"video": str(video), "status": "ok", "p_fake": round(p_video, 6),
-                             "verdict": verdict_of(p_video, threshold), "faces": faces, "error": None},
+            results.append((video_result(str(video), [(tr, frames, p, steps) for (tr, frames, _), (p, steps)
+                                                      in zip(tracks, scores)], threshold),
                             time.perf_counter() - start))
     return videos, results, _index_failures(folder)
 
@@ -387,136 +367,17 @@ def _prediction_rows(videos: Sequence[LabelledVideo], scored: Sequence[tuple[dic
 
 
 def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    return buf.getvalue()
+    return csv_text([{k: ("" if r.get(k) is None else r.get(k)) for k in columns} for r in rows], list(columns))
 
 
 def _json_text(obj) -> str:
     return json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------- robustness
+# ------------------------------------------------------------------------------------------------ one call
 
 
-def _row(distortion: str, kind: str, level: int, m: dict) -> dict:
-    return {"distortion": distortion, "kind": kind, "level": level, "auc": m["auc"], "logloss": m["logloss"],
-            "accuracy": m["accuracy"], "n": m["n"], "balanced_logloss": m["balanced_logloss"], "ap": m["ap"],
-            "eer": m["eer"], "no_face": m["no_face"]["count"], "errors": m["errors"]["count"]}
-
-
-def _parts_key(videos: Sequence[LabelledVideo], weights_id: str, detector: Detector, extractor, seed: int) -> dict:
-    """What a saved distortion result depends on; a resumed run reuses a part only when all of it matches."""
-    cfg = extractor.config
-    return {"version": PARTS_VERSION, "weights": weights_id, "seed": seed, "stride": cfg.stride,
-            "margin": cfg.margin, "size": cfg.size, "seq_len": detector.seq_len,
-            "videos": [[v.video, v.label, os.fspath(v.path)] for v in videos]}
-
-
-def evaluate_perturbed(videos: Sequence[LabelledVideo], distortions, detector: Detector, extractor,
-                       work_dir: Path, seed: int = 0, threshold: float = 0.5, progress: bool = False,
-                       parts_dir: Path | None = None, parts_key: dict | None = None,
-                       on_done: Callable[[object, list[tuple[dict, float]]], None] | None = None,
-                       ) -> Iterator[tuple[object, list[tuple[dict, float]]]]:
-    """Evaluate the videos under each distortion: write distorted copies, then predict them as usual.
-
-    Args:
-        videos: the labelled videos.
-        distortions: `deepfake.perturb.Distortion`s (identities are skipped: the clean run covers them).
-        detector: the loaded detector.
-        extractor: the `FaceExtractor`.
-        work_dir: where the temporary distorted copies go (one distortion at a time, removed after it).
-        seed: base seed; video i gets `video_seed(seed, video id, distortion name)`.
-        threshold: verdict threshold.
-        progress: progress bars.
-        parts_dir: where finished distortions are saved for resuming (None: not saved).
-        parts_key: what a saved part must match to be reused.
-        on_done: called after each distortion.
-
-    Yields:
-        (distortion, [(result, seconds)] in the order of `videos`).
-    """
-    from tqdm import tqdm
-
-    from data_prep.video import VideoError
-    from deepfake.perturb import distort_video, video_seed
-
-    for d in distortions:
-        if d.is_identity:
-            continue
-        part = parts_dir / f"{d.dirname}.json" if parts_dir is not None else None
-        if part is not None and part.is_file():
-            try:
-                saved = json.loads(part.read_text())
-                if saved.get("key") == parts_key:
-                    yield d, [(r, s) for r, s in saved["results"]]
-                    continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # unreadable part: compute it again
-        work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_dir, prefix=f"{d.dirname}-") as tmp:
-            results: list[tuple[dict, float] | None] = [None] * len(videos)
-            ready: list[tuple[int, Path]] = []
-            for i, v in enumerate(tqdm(videos, unit="video", desc=f"distort {d.name}", disable=not progress,
-                                       file=sys.stderr, dynamic_ncols=True, leave=False)):
-                start = time.perf_counter()
-                dst = Path(tmp) / f"{i:06d}.mp4"
-                try:
-                    ready.append((i, distort_video(v.path, dst, d, seed=video_seed(seed, v.video, d.name))))
-                except (VideoError, ValueError, OSError) as err:
-                    results[i] = (error_result(v.video, f"distortion {d.name} failed: {err}"),
-                                  time.perf_counter() - start)
-            scored = score_videos([LabelledVideo(videos[i].video, p, videos[i].label) for i, p in ready], detector,
-                                  extractor, threshold, progress=progress, desc=f"score {d.name}")
-            for (i, _), item in zip(ready, scored):
-                results[i] = item
-        done = [r for r in results if r is not None]
-        if part is not None:
-            atomic_write_text(part, _json_text({"key": parts_key, "distortion": d.name,
-                                                "results": [[r, s] for r, s in done]}))
-        if on_done is not None:
-            on_done(d, done)
-        yield d, done
-
-
-# ------------------------------------------------------------------------------------------------- the CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="deepfake evaluate",
-        description="Video-level metrics of a detector on a labelled set (log loss, balanced log loss, AUC, "
-                    "accuracy, AP, EER, confusion), a ROC curve and per-video predictions; optionally under "
-                    "DeeperForensics-1.0 distortions (--perturb).",
-        epilog="SOURCE: a labelled folder (DFDC part with metadata.json, DeeperForensics-1.0, real/ + fake/ and/or "
-               "labels.csv) or an extracted index.csv (crops scored directly). Videos without a face are left out "
-               "of the metrics and listed, unless --no-face-prior gives them a probability; unreadable videos are "
-               "always left out and listed.",
-    )
-    p.add_argument("source", metavar="SOURCE", help="labelled folder of videos, or an extracted index.csv")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (metrics.json, roc.png, "
-                                                               "predictions.csv, robustness.*)")
-    add_model_options(p)
-    p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
-    p.add_argument("--split", default=None, help="evaluate only this split (train, val, test)")
-    p.add_argument("--no-face-prior", type=float, default=None, metavar="P",
-                   help="score videos without a face as p(fake)=P and count them (default: leave them out)")
-    p.add_argument("--perturb", default=None, metavar="SPEC",
-                   help="also evaluate under distortions: all, TYPE (CS, CC, BW, GNC, GB, JPEG, VC), TYPE:LEVEL, "
-                        "mix:N, comma-separated")
-    p.add_argument("--seed", type=int, default=0, help="seed of the distortions (default %(default)s)")
-    return p
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake evaluate: error: {message}", file=sys.stderr)
-    return code
-
-
-def _index_settings(folder: Path, detector: Detector) -> dict | None:
+def _index_settings(folder: Path, detector: Detector, warn: Callable[[str], None]) -> dict | None:
     """The extraction settings of an index (`extract_config.json`), warning when they differ from training's."""
     try:
         settings = json.loads((folder / "extract_config.json").read_text())
@@ -527,143 +388,107 @@ def _index_settings(folder: Path, detector: Detector) -> dict | None:
     trained = detector.meta.get("margin")
     if trained is not None and settings.get("margin") is not None and \
             abs(float(settings["margin"]) - float(trained)) > 1e-6:
-        print(f"deepfake evaluate: warning: the index's crops were cut with margin {settings['margin']}, the model "
-              f"was trained with {trained}: its scores may be off", file=sys.stderr)
+        warn(f"warning: the index's crops were cut with margin {settings['margin']}, the model was trained with "
+             f"{trained}: its scores may be off")
     if settings.get("size") is not None and int(settings["size"]) != detector.img_size:
-        print(f"deepfake evaluate: note: the index's {settings['size']}-px crops are resized to the model's "
-              f"{detector.img_size} px", file=sys.stderr)
+        warn(f"note: the index's {settings['size']}-px crops are resized to the model's {detector.img_size} px")
     return {k: settings.get(k) for k in ("stride", "margin", "size") if k in settings}
 
 
-def _weights_id(path: Path) -> str:
-    from deepfake.weights import sha256_of
+def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | os.PathLike | None = None,
+             sha256: str | None = None, predict_config: PredictConfig | None = None,
+             config: EvaluateConfig | None = None, progress: bool = False,
+             say: Callable[[str], None] = print,
+             warn: Callable[[str], None] = lambda m: print(f"deepfake evaluate: {m}", file=sys.stderr)) -> dict:
+    """Evaluate a detector on a labelled set and write the outputs (module docstring) into `out`.
 
-    return sha256_of(path)
+    Args:
+        source: a labelled folder of videos or an extracted index.csv (or a folder holding one).
+        out: the output folder.
+        weights: detector weights (`deepfake.weights.resolve_weights`: file, URL, or None for the default).
+        sha256: expected hash of the weights.
+        predict_config: the model's settings (device, precision, batch size, stride, workers).
+        config: the evaluation's settings.
+        progress: progress bars on stderr.
+        say: where result lines go (one per distortion).
+        warn: where warnings and notes go.
 
+    Returns:
+        The report written to `metrics.json` (metrics of the clean set plus `settings`); with distortions, also
+        `robustness` (the rows of robustness.csv).
 
-def main(args: list[str] | None = None) -> int:
-    """`deepfake evaluate SOURCE --out DIR [options]`; returns the exit status (0 ok, 1 nothing scored, 2 usage)."""
+    Raises:
+        EvaluationError: a bad SOURCE or setting (code 2), nothing scored or an output not writable (code 1), an
+            interrupted distortion run (code 130).
+        deepfake.weights.WeightsError: weights missing or unloadable.
+    """
+    pconfig = predict_config or PredictConfig()
+    config = config or EvaluateConfig()
+    distortions = []
+    if config.perturb is not None:
+        from deepfake.perturb import parse_perturb
+
+        distortions = [d for d in parse_perturb(config.perturb) if not d.is_identity]
+    out = Path(out)
+    mode, items, notes = load_source(source, config.layout, config.split)
+    if mode == "index" and distortions:
+        raise EvaluationError("--perturb needs videos to distort; SOURCE is an extracted index (crops). Give "
+                              "the labelled video folder instead")
+    detector, extractor, weights = load_predictor(weights, pconfig, sha256, progress=progress)
     try:
-        ns = _parser().parse_args(args)
-        pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
-                                workers=ns.workers, precision=ns.precision)
-        config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
-                                split=ns.split, perturb=ns.perturb, seed=ns.seed)
-        distortions = []
-        if config.perturb is not None:
-            from deepfake.perturb import parse_perturb
-
-            distortions = [d for d in parse_perturb(config.perturb) if not d.is_identity]
-    except SystemExit as exit_:  # --help
-        return int(exit_.code or 0)
-    except (UsageError, ValueError) as err:
-        return _fail(str(err))
-    progress = not ns.no_progress
-    out = Path(ns.out)
-
-    from deepfake.weights import WeightsError
-
-    try:
-        mode, items, notes = load_source(ns.source, config.layout, config.split)
-        if mode == "index" and distortions:
-            raise EvaluationError("--perturb needs videos to distort; SOURCE is an extracted index (crops). Give "
-                                  "the labelled video folder instead")
-        detector, extractor, weights = load_predictor(ns.weights, pconfig, ns.sha256, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
-    except (EvaluationError, WeightsError, ValueError) as err:
-        return _fail(str(err))
     except OSError as err:
-        return _fail(f"can't create {out}: {err}")
+        raise EvaluationError(f"can't create {out}: {err}") from None
 
     start = time.perf_counter()
     extra: list[dict] = []
-    try:
-        index_settings = None
-        if mode == "index":
-            index_settings = _index_settings(Path(notes[0]).parent, detector)
-            videos, scored, extra = score_index(items, notes[0], detector, config.threshold, progress)
-            notes = [f"index {notes[0]}"]
-        else:
-            videos = items
-            scored = score_videos(videos, detector, extractor, config.threshold, progress)
-    except EvaluationError as err:
-        return _fail(str(err))
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+    index_settings = None
+    if mode == "index":
+        index_settings = _index_settings(Path(notes[0]).parent, detector, warn)
+        videos, scored, extra = score_index(items, notes[0], detector, config.threshold, progress)
+        notes = [f"index {notes[0]}"]
+    else:
+        videos = items
+        scored = score_videos(videos, detector, extractor, config.threshold, progress)
     results = [r for r, _ in scored]
     metrics = summarize(videos, results, config.threshold, config.no_face_prior, extra)
     settings = {
-        "source": os.fspath(ns.source), "mode": mode, "notes": notes, "split": config.split,
+        "source": os.fspath(source), "mode": mode, "notes": notes, "split": config.split,
         "weights": os.fspath(weights), "threshold": config.threshold, "no_face_prior": config.no_face_prior,
         "seq_len": detector.seq_len, "img_size": detector.img_size, "device": str(detector.device),
         "precision": detector.precision,
         **({"stride": extractor.config.stride, "margin": extractor.config.margin} if mode == "videos"
            else {"index_extraction": index_settings}),
-        "score_rule": "track: mean over consecutive windows of seq_len crops of the last step's p(fake); "
-                      "video: max over its face tracks",
+        "score_rule": RULE,
         "seconds": round(time.perf_counter() - start, 3),
     }
     report = {**metrics, "settings": settings}
     try:
-        atomic_write_text(out / "predictions.csv",
-                          _csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
-        atomic_write_text(out / "metrics.json", _json_text(report))
+        atomic_write(out / "predictions.csv",
+                     _csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
+        atomic_write(out / "metrics.json", _json_text(report))
         from deepfake.plots import plot_roc
 
         counted = [(v.label, p) for v, r in zip(videos, results)
                    for _, p in [_counted(r, config.no_face_prior)] if p is not None]
         plot_roc([y for y, _ in counted], [p for _, p in counted], out / "roc.png",
-                 title=f"{Path(ns.source).name}: {len(counted)} videos", threshold=config.threshold)
+                 title=f"{Path(source).name}: {len(counted)} videos", threshold=config.threshold)
     except OSError as err:
-        return _fail(f"can't write to {out}: {err}", 1)
+        raise EvaluationError(f"can't write to {out}: {err}", 1) from None
 
     from deepfake.metrics import format_metrics
 
-    print(f"clean: {format_metrics(metrics)} (n={metrics['n']}, no face {metrics['no_face']['count']}, "
-          f"errors {metrics['errors']['count']})")
+    say(f"clean: {format_metrics(metrics)} (n={metrics['n']}, no face {metrics['no_face']['count']}, "
+        f"errors {metrics['errors']['count']})")
     if metrics["errors"]["count"]:
-        print(f"deepfake evaluate: warning: {metrics['errors']['count']} video(s) could not be read; listed in "
-              f"{out / 'metrics.json'}", file=sys.stderr)
+        warn(f"warning: {metrics['errors']['count']} video(s) could not be read; listed in {out / 'metrics.json'}")
     if metrics["n"] == 0:
-        return _fail("no video could be scored (see metrics.json for the reasons)", 1)
+        raise EvaluationError("no video could be scored (see metrics.json for the reasons)", 1)
+    if not distortions:
+        return report
 
-    if distortions:
-        rows = [_row("clean", "clean", 0, metrics)]
-        per_video = [{"distortion": "clean", "video": v.video, "label": v.label,
-                      "p_fake": "" if r["p_fake"] is None else f"{r['p_fake']:.6f}", "status": r["status"],
-                      "error": r["error"] or ""} for v, r in zip(videos, results)]
-        key = _parts_key(videos, _weights_id(weights), detector, extractor, config.seed)
-        try:
-            for d, done in evaluate_perturbed(videos, distortions, detector, extractor, out / ".distorted",
-                                              config.seed, config.threshold, progress, out / "robustness_parts", key):
-                m = summarize(videos, [r for r, _ in done], config.threshold, config.no_face_prior)
-                rows.append(_row(d.name, d.kind, d.level, m))
-                per_video += [{"distortion": d.name, "video": v.video, "label": v.label,
-                               "p_fake": "" if r["p_fake"] is None else f"{r['p_fake']:.6f}", "status": r["status"],
-                               "error": r["error"] or ""} for v, (r, _) in zip(videos, done)]
-                print(f"{d.name}: {format_metrics(m)} (n={m['n']})")
-        except KeyboardInterrupt:
-            return _fail("interrupted; finished distortions are kept in robustness_parts/ and reused next time", 130)
-        finally:
-            shutil.rmtree(out / ".distorted", ignore_errors=True)
-        try:
-            atomic_write_text(out / "robustness.csv", _csv_text(
-                [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
-                ROBUSTNESS_COLUMNS))
-            atomic_write_text(out / "robustness.json", _json_text({
-                "spec": config.perturb, "seed": config.seed, "threshold": config.threshold,
-                "no_face_prior": config.no_face_prior, "columns": ROBUSTNESS_COLUMNS, "rows": rows}))
-            atomic_write_text(out / "robustness_predictions.csv",
-                              _csv_text(per_video, ["distortion", "video", "label", "p_fake", "status", "error"]))
-            from deepfake.plots import plot_robustness
+    from deepfake.robustness import evaluate_robustness
 
-            plot_robustness(rows, out / "robustness.png", title=f"{Path(ns.source).name}: AUC under distortions")
-        except OSError as err:
-            return _fail(f"can't write to {out}: {err}", 1)
-    print(f"deepfake evaluate: wrote {out}/metrics.json, roc.png, predictions.csv"
-          + (", robustness.csv/.json/.png" if distortions else ""), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    rows = evaluate_robustness(videos, results, metrics, distortions, detector, extractor, weights, config, out,
+                               progress, say, name=Path(source).name)
+    return {**report, "robustness": rows}

@@ -1,40 +1,24 @@
-"""`deepfake predict PATH...`: how fake is each video, per video, per face and per frame.
+"""Inference: a loaded detector, the face extractor that matches it, and predictions for videos.
 
-    deepfake predict clip.mp4 videos/ "more/**/*.mov" --weights detector.pt [--format json] [--plot plots/]
+    detector, extractor, weights = load_predictor("detector.pt", PredictConfig(device="auto"))
+    result = predict_video("clip.mp4", detector, extractor)      # predict's JSON object for one video
+    for pred in iter_inputs(["videos/", "more/*.mp4"], detector, extractor):
+        pred.result, pred.seconds
 
-Each video goes through the extraction code that made the training data (`data_prep.extract.FaceExtractor`,
+Each video goes through the extraction code that made the training data (`data_prep.extractor.FaceExtractor`,
 with the crop size, margin and stride the checkpoint was trained with), then through the detector. The crops are
 held as JPEG bytes, encoded as `deepfake-extract` encodes training crops at its default quality and decoded as the
 training loader decodes them: a model trained on crops extracted with the defaults scores what it was trained on,
 and a long video's crops fit in memory (240-px crops: 13 KB each instead of 173 KB).
 
-Scores (docs/architecture.md, "Scores"):
-- A face track's crops are cut into consecutive windows of `seq_len` crops (the sequence length the model was
-  trained on). A window's score is the sigmoid of its **last** step, the step that has seen the whole window.
-  When the track's length is not a multiple of `seq_len`, its last window is its last `seq_len` crops (it
-  overlaps the window before), so that every window has full context; a track shorter than `seq_len` is one
-  window of all its crops. The track's p(fake) is the mean of its window scores.
-- Per-step scores (`steps` in the JSON, the curves of `--plot`) are the sigmoid of every step, each crop
-  scored in the first window that holds it (a crop's score then depends on the crops before it in its window).
-- A video's p(fake) is the maximum over its face tracks: a video is as fake as its most fake face.
-- `verdict` is ``fake`` when p(fake) >= `--threshold` (0.5 by default), else ``real``; ``no face`` when no face
-  was found (status ``no_face``, p_fake null: no made-up probability); ``error`` when the file can't be read
-  (status ``error``, with a one-line reason in `error`).
-
-Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
-``json``: a list with one object per video, exactly
+Scores follow `deepfake.scoring` (windows of `seq_len` -> track -> video). A result is one object of
 ``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}`` where
-`frames` are the frame indices of the track's crops and `steps` their per-step p(fake); ``csv``: one row per
-video with the columns of `CSV_COLUMNS`. The exit status is 1 when any file errored, 2 for a usage error
-(bad option, missing weights), else 0.
-
-Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
-`~/.cache/deepfake/detector.pt`.
+`frames` are the frame indices of the track's crops and `steps` their per-step p(fake); `write_results` renders a
+list of them as a table, JSON or CSV (`CSV_COLUMNS`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import io
@@ -50,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from deepfake.cliutil import OneLineParser, UsageError
+from data_prep.files import atomic_write, is_video_name, iter_videos, real_key
+from deepfake.scoring import error_result, steps_of, track_p_fake, track_windows, video_result
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
-           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "error_result", "track_windows",
-           "write_results",
-           "CSV_COLUMNS", "main"]
+           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "write_results", "atomic_write_text",
+           "ResultLog", "CSV_COLUMNS", "FORMATS", "PRECISIONS"]
 
 CSV_COLUMNS = ["video", "status", "verdict", "p_fake", "faces", "crops", "seconds", "error"]
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "jsonl")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -116,24 +100,6 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def track_windows(n: int, seq_len: int) -> list[tuple[int, int]]:
-    """The windows (start, end) a track of `n` crops is scored in (see the module docstring).
-
-    >>> track_windows(10, 4)
-    [(0, 4), (4, 8), (6, 10)]
-    >>> track_windows(3, 4)
-    [(0, 3)]
-    """
-    if n <= 0:
-        return []
-    if n <= seq_len:
-        return [(0, n)]
-    starts = list(range(0, n - seq_len + 1, seq_len))
-    if starts[-1] + seq_len < n:
-        starts.append(n - seq_len)
-    return [(s, s + seq_len) for s in starts]
-
-
 class Detector:
     """A loaded deepfake detector, ready to score face crops.
 
@@ -153,7 +119,7 @@ class Detector:
     def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8, precision: str = "auto") -> None:
         import torch
 
-        from data_prep.extract import resolve_device
+        from data_prep.detector import resolve_device
 
         for key in ("img_size", "mean", "std"):
             if meta.get(key) is None:
@@ -217,7 +183,7 @@ class Detector:
 
         Args:
             tracks: per track, its crops in frame order, (N, S, S, 3) uint8 RGB (resized when S != img_size), or
-                anything with a length whose slices give such arrays (`data_prep.extract.JpegCrops`: crops are
+                anything with a length whose slices give such arrays (`data_prep.faces.JpegCrops`: crops are
                 then decoded window by window, so a long video never sits in memory uncompressed).
 
         Returns:
@@ -239,35 +205,14 @@ class Detector:
                     probs[w] = p
         out = []
         for i, t in enumerate(tracks):
-            steps = np.full(len(t), np.nan, np.float64)
-            window_scores = []
-            for w, (ti, s, e) in enumerate(windows):
-                if ti != i:
-                    continue
-                p = probs[w]
-                window_scores.append(float(p[-1]))
-                fresh = np.isnan(steps[s:e])  # first window holding a crop scores it
-                steps[s:e][fresh] = p[fresh]
-            out.append((float(np.mean(window_scores)) if window_scores else float("nan"), steps))
+            mine = [w for w, (ti, _, _) in enumerate(windows) if ti == i]
+            p = [probs[w] for w in mine]
+            out.append((track_p_fake([float(q[-1]) for q in p]),
+                        steps_of(len(t), [windows[w][1:] for w in mine], p)))
         return out
 
 
 # ----------------------------------------------------------------------------------------------- one video
-
-
-def _round(x: float, digits: int = 6) -> float:
-    return float(round(float(x), digits))
-
-
-def verdict_of(p_fake: float, threshold: float) -> str:
-    """``fake`` at or above the threshold, else ``real``."""
-    return "fake" if p_fake >= threshold else "real"
-
-
-def error_result(video: str, reason: str) -> dict:
-    """The result of a file that can't be read: status ``error``, p_fake null, a one-line reason."""
-    return {"video": video, "status": "error", "p_fake": None, "verdict": "error", "faces": [],
-            "error": " ".join(str(reason).split()) or "unknown error"}
 
 
 def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -> dict:
@@ -275,7 +220,7 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
 
     Args:
         video: the name reported for the video.
-        faces: its `data_prep.extract.VideoFaces`.
+        faces: its `data_prep.faces.VideoFaces`.
         detector: the loaded detector.
         threshold: verdict threshold.
 
@@ -283,16 +228,8 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
         The per-video dict (module docstring; `json` format).
     """
     tracks = [t for t in faces.tracks if len(t.frames)]
-    if not tracks:
-        return {"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [], "error": None}
-    scores = detector.score_tracks([t.images() for t in tracks])
-    if not all(math.isfinite(p) for p, _ in scores):
-        return error_result(video, "the detector gave a non-finite score (NaN or inf): are the weights broken?")
-    entries = [{"track": int(t.track), "p_fake": _round(p), "frames": [int(f) for f in t.frames],
-                "steps": [_round(s) for s in steps]} for t, (p, steps) in zip(tracks, scores)]
-    p_video = max(p for p, _ in scores)
-    return {"video": video, "status": "ok", "p_fake": _round(p_video), "verdict": verdict_of(p_video, threshold),
-            "faces": entries, "error": None}
+    scores = detector.score_tracks([t.images() for t in tracks]) if tracks else []
+    return video_result(video, [(t.track, t.frames, p, steps) for t, (p, steps) in zip(tracks, scores)], threshold)
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -301,7 +238,7 @@ def predict_video(path: str | os.PathLike, detector: Detector, extractor, thresh
     Args:
         path: the video file.
         detector: a loaded `Detector`.
-        extractor: a `data_prep.extract.FaceExtractor` (use `load_predictor` for one that matches the detector).
+        extractor: a `data_prep.extractor.FaceExtractor` (use `load_predictor` for one that matches the detector).
         threshold: verdict threshold.
 
     Returns:
@@ -335,7 +272,7 @@ class Prediction:
         """What a user should know about a video that still scored (damaged frames skipped), else None."""
         if not getattr(self.faces, "damaged_frames", 0):
             return None
-        from data_prep.extract import damage_note
+        from data_prep.faces import damage_note
 
         return f"{self.result['video']}: {damage_note(self.faces)}; scored on the rest"
 
@@ -435,7 +372,8 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
         deepfake.weights.WeightsError: weights not found / not downloadable / not loadable.
         ValueError: bad settings (e.g. `--device cuda` without a GPU).
     """
-    from data_prep.extract import ExtractConfig, FaceExtractor
+    from data_prep.extractor import FaceExtractor
+    from data_prep.faces import ExtractConfig
     from deepfake.weights import WeightsError, resolve_weights
 
     config = config or PredictConfig()
@@ -460,20 +398,6 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _is_video(path: Path) -> bool:
-    from data_prep.video import VIDEO_EXTENSIONS
-
-    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
-
-
-def _videos_in(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if _is_video(Path(f)))
-    return found
-
-
 def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     """Expand files, folders (recursively, video extensions only) and glob patterns into video paths, in order.
 
@@ -488,10 +412,10 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
         folder, a pattern that matches nothing).
     """
     out: list[tuple[str, str | None]] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # real paths: a video reached twice (a link, two inputs) is scored once
 
     def add(p: Path) -> None:
-        key = os.path.normcase(os.path.abspath(p))
+        key = real_key(p)
         if key not in seen:
             seen.add(key)
             out.append((os.fspath(p), None))
@@ -499,7 +423,7 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     for item in inputs:
         path = Path(os.path.expanduser(item))
         if path.is_dir():
-            found = _videos_in(path)
+            found = list(iter_videos(path))
             if not found:
                 out.append((item, "folder holds no video files"))
             for p in found:
@@ -510,7 +434,7 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(item), recursive=True))]
             found = []
             for m in matches:
-                found.extend(_videos_in(m) if m.is_dir() else [m] if _is_video(m) else [])
+                found.extend(iter_videos(m) if m.is_dir() else [m] if is_video_name(m) else [])
             if not found:
                 out.append((item, "no video file matches this pattern"))
             for p in found:
@@ -519,10 +443,11 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5,
-                progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
+                progress: Callable[[str, int, int], None] | None = None,
+                skip: set[str] | frozenset[str] = frozenset()) -> Iterator[Prediction]:
     """`iter_predictions` over what `collect_videos` finds, with inputs that gave no video as ``error`` results,
-    all in input order."""
-    entries = collect_videos(inputs)
+    all in input order; videos whose name is in `skip` (results already made) are left out."""
+    entries = [(p, reason) for p, reason in collect_videos(inputs) if p not in skip]
     videos = [p for p, reason in entries if reason is None]
     preds = iter_predictions(videos, detector, extractor, threshold, progress=progress)
     for item, reason in entries:
@@ -566,10 +491,12 @@ def format_table(results: Sequence[dict], seconds: Sequence[float | None]) -> st
 
 
 def write_results(results: Sequence[dict], fmt: str, seconds: Sequence[float | None] | None = None) -> str:
-    """The text of `results` in `fmt` (``table``, ``json`` or ``csv``)."""
+    """The text of `results` in `fmt` (``table``, ``json``, ``csv`` or ``jsonl``: one JSON object a line)."""
     seconds = list(seconds) if seconds is not None else [None] * len(results)
     if fmt == "json":
         return json.dumps(list(results), indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in results)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -581,160 +508,66 @@ def write_results(results: Sequence[dict], fmt: str, seconds: Sequence[float | N
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file through a temporary name, so a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a text file atomically (`data_prep.files.atomic_write`), so a killed run never leaves half a file."""
+    atomic_write(path, text)
 
 
-# -------------------------------------------------------------------------------------------------- the CLI
+class ResultLog:
+    """Results written as they are made: one line appended and flushed per video, so a killed batch keeps them.
 
+    The file is JSON Lines (``jsonl``: predict's JSON object a line) or CSV (``csv``: `CSV_COLUMNS`). A line cut
+    short by a kill is dropped when the file is opened again.
 
-_Parser = OneLineParser  # evaluate builds its parser on it too
+    Args:
+        path: the file.
+        fmt: ``jsonl`` or ``csv``.
+        resume: keep what the file holds (`done` lists it) and append; otherwise start it anew.
+    """
 
+    def __init__(self, path: str | os.PathLike, fmt: str, resume: bool = False) -> None:
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"a results log is jsonl or csv, not {fmt!r}")
+        self.path, self.fmt = Path(path), fmt
+        self.done: dict[str, dict] = {}  # video -> its result (a CSV row's fields, for csv)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = 0
+        if resume and self.path.is_file():
+            raw = self.path.read_bytes()
+            kept = raw.rfind(b"\n") + 1  # a last line without its newline was cut by a kill: drop it
+            if kept != len(raw):
+                os.truncate(self.path, kept)
+            self._read(raw[:kept].decode("utf-8", errors="replace"))
+        self._file = open(self.path, "a" if kept else "w", encoding="utf-8", newline="")
+        if fmt == "csv" and not kept:
+            self._file.write(write_results([], "csv"))
+        self._file.flush()
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `deepfake predict` and `deepfake evaluate`."""
-    p.add_argument("--weights", metavar="CKPT",
-                   help="detector weights: a file (detector.pt or a Lightning .ckpt) or an https URL; default "
-                        "$DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt")
-    p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the weights (checked; URL downloads also "
-                                                   "take it from a name like detector-<hash>.pt)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="p(fake) at or above which a video is called fake (default %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N",
-                   help="windows of seq_len face crops per forward pass (default %(default)s)")
-    p.add_argument("--stride", type=int, default=None, metavar="N",
-                   help="keep every N-th frame (default: the checkpoint's training stride)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bfloat16 where the hardware has it (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), "
-                        "float16 on older GPUs, else float32; fp32 for scores that are the same on every machine "
-                        "(default auto)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="deepfake predict",
-        description="Score videos: p(fake) per video, per face and per frame. A video's p(fake) is the most fake "
-                    "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
-        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (searched recursively) or glob "
-                                                            "patterns (quote them: 'clips/**/*.mp4')")
-    add_model_options(p)
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="table (default), json or csv; with --output, taken from the file's extension when not given")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the results here instead of stdout")
-    p.add_argument("--plot", metavar="DIR", help="write per video a PNG of p(fake) over time per face, with crops")
-    return p
-
-
-def _common_folder(paths: Sequence[str]) -> str | None:
-    """The deepest folder holding all `paths` (plot names are taken relative to it), or None."""
-    try:
-        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else None
-    except ValueError:  # different drives on Windows
-        return None
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake predict: error: {message}", file=sys.stderr)
-    return code
-
-
-def main(args: list[str] | None = None) -> int:
-    """`deepfake predict PATH... [options]`; returns the exit status (0 ok, 1 some file errored, 2 usage error)."""
-    try:
-        ns = _parser().parse_args(args)
-        config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                               stride=ns.stride, workers=ns.workers, precision=ns.precision)
-    except SystemExit as exit_:  # --help
-        return int(exit_.code or 0)
-    except (UsageError, ValueError) as err:
-        return _fail(str(err))
-    fmt = ns.format
-    if fmt is None:
-        suffix = Path(ns.output).suffix.lower().lstrip(".") if ns.output else ""
-        fmt = suffix if suffix in ("json", "csv") else "table"
-
-    from deepfake.weights import WeightsError
-
-    try:
-        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
-    except (WeightsError, ValueError) as err:
-        return _fail(str(err))
-
-    from tqdm import tqdm
-
-    entries = collect_videos(ns.paths)
-    results: list[dict] = []
-    seconds: list[float | None] = []
-    plot_dir = Path(ns.plot) if ns.plot else None
-    plot_names: set[str] = set()
-    plot_root = _common_folder([p for p, reason in entries if reason is None])
-    plot_failures = 0
-    start = time.perf_counter()
-    bar = tqdm(total=len(entries), unit="video", disable=ns.no_progress, file=sys.stderr, dynamic_ncols=True)
-
-    def show(name: str, done: int, total: int) -> None:  # how far into the current video: long ones take minutes
-        step = "scoring" if done >= total else f"reading {done / max(total, 1):.0%}"
-        bar.set_postfix_str(f"{Path(name).name}: {step}")
-
-    try:
-        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold,
-                                progress=None if ns.no_progress else show):
-            results.append(pred.result)
-            seconds.append(pred.seconds)
-            if pred.warning:
-                bar.write(f"deepfake predict: warning: {pred.warning}", file=sys.stderr)
-            if plot_dir is not None and pred.result["status"] != "error":
+    def _read(self, text: str) -> None:
+        if self.fmt == "jsonl":
+            for line in text.splitlines():
                 try:
-                    from deepfake.plots import plot_name, plot_video
+                    result = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(result, dict) and isinstance(result.get("video"), str):
+                    self.done[result["video"]] = result
+        else:
+            for row in csv.DictReader(io.StringIO(text)):
+                if row.get("video"):
+                    self.done[row["video"]] = row
 
-                    name = plot_name(pred.result["video"], plot_names, root=plot_root)
-                    plot_video(pred.result, pred.faces, plot_dir / name, threshold=config.threshold)
-                except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction
-                    plot_failures += 1
-                    bar.write(f"deepfake predict: warning: no plot for {pred.result['video']}: "
-                              f"{type(err).__name__}: {err}", file=sys.stderr)
-            bar.set_postfix_str(f"{Path(pred.result['video']).name}: {pred.result['verdict']}", refresh=False)
-            bar.update(1)
-    except KeyboardInterrupt:
-        bar.close()
-        print("deepfake predict: interrupted", file=sys.stderr)
-        return 130
-    bar.close()
-    elapsed = time.perf_counter() - start
+    def append(self, result: dict, seconds: float | None = None) -> None:
+        """Write one video's result and flush it to disk."""
+        self._file.write(write_results([result], self.fmt, [seconds]).split("\n", 1)[1] if self.fmt == "csv"
+                         else write_results([result], self.fmt))
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
-    text = write_results(results, fmt, seconds)
-    if ns.output:
-        try:
-            atomic_write_text(ns.output, text)
-        except OSError as err:
-            return _fail(f"can't write {ns.output}: {err}", 1)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    def close(self) -> None:
+        self._file.close()
 
-    counts = {k: sum(1 for r in results if r["verdict"] == k) for k in ("fake", "real", "no face", "error")}
-    summary = (f"{len(results)} video(s): {counts['fake']} fake, {counts['real']} real, {counts['no face']} no face, "
-               f"{counts['error']} error(s); threshold {config.threshold:g}; {elapsed:.1f} s on {detector.device}")
-    if ns.output:
-        summary += f"; results in {ns.output}"
-    if plot_dir is not None:
-        summary += f"; plots in {plot_dir}" + (f" ({plot_failures} failed)" if plot_failures else "")
-    print(f"deepfake predict: {summary}", file=sys.stderr)
-    return 1 if counts["error"] else 0
+    def __enter__(self) -> ResultLog:
+        return self
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def __exit__(self, *exc) -> None:
+        self.close()

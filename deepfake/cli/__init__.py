@@ -1,7 +1,8 @@
 """The `deepfake` command: one entry point, one subcommand per stage.
 
-Each subcommand lives in its own module with its own `main(args)`; this file only dispatches, importing the
-module lazily so that `deepfake --help` stays fast and a broken optional stage cannot break the others.
+The commands live in this package (`deepfake.cli.<name>`), each a thin `main(args)` over library calls: argument
+parsing, progress and printing. Nothing in the library imports from here. This file only dispatches, importing a
+command's module lazily so that `deepfake --help` stays fast and a broken optional stage cannot break the others.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import sys
 
 # name -> (module, help). fit/validate/test go to LightningCLI, which takes the subcommand itself.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("deepfake.demo", "run the whole pipeline on generated demo data (synth, extract, fit, evaluate, predict)"),
-    "synth": ("data_prep.synth", "write a labelled demo dataset: real face clips and self-blended fakes"),
-    "extract": ("data_prep.extract", "videos -> face-crop sequences + index.csv (same as deepfake-extract)"),
-    "fit": ("deepfake.train", "train a detector (LightningCLI; --config, --print_config)"),
-    "validate": ("deepfake.train", "validate a checkpoint on the validation split"),
-    "test": ("deepfake.train", "evaluate a checkpoint on the test split"),
-    "predict": ("deepfake.predict", "score videos, folders or globs: table, JSON or CSV, optional plots"),
-    "evaluate": ("deepfake.evaluate", "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ROC curve"),
-    "distort": ("deepfake.perturb", "write DeeperForensics-1.0-style distorted copies of videos"),
-    "submit": ("deepfake.submission", "write a complete Kaggle DFDC submission.csv (filename,label) for test videos"),
+    "demo": ("deepfake.cli.demo",
+             "run the whole pipeline on generated demo data (synth, extract, fit, evaluate, predict)"),
+    "synth": ("deepfake.cli.synth", "write a labelled demo dataset: real face clips and self-blended fakes"),
+    "extract": ("deepfake.cli.extract", "videos -> face-crop sequences + index.csv (same as deepfake-extract)"),
+    "fit": ("deepfake.cli.train", "train a detector (LightningCLI; --config, --print_config)"),
+    "validate": ("deepfake.cli.train", "validate a checkpoint on the validation split"),
+    "test": ("deepfake.cli.train", "evaluate a checkpoint on the test split"),
+    "predict": ("deepfake.cli.predict", "score videos, folders or globs: table, JSON or CSV, optional plots"),
+    "evaluate": ("deepfake.cli.evaluate", "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ROC curve"),
+    "distort": ("deepfake.cli.distort", "write DeeperForensics-1.0-style distorted copies of videos"),
+    "submit": ("deepfake.cli.submit", "write a complete Kaggle DFDC submission.csv (filename,label) for test videos"),
 }
 PASS_SUBCOMMAND = {"fit", "validate", "test"}
 

@@ -1,0 +1,154 @@
+"""Files: the one implementation of atomic writes, folder walking and CSV reading that every layer uses.
+
+- Atomic writes: a file is either absent or complete. It is written under a temporary name in its own folder and
+  renamed into place (`os.replace`), so a killed job never leaves half a file for a resumed one to trust.
+- Folder walking: videos under a folder, recursively, in sorted order, hidden files and folders left out. Links
+  are followed, but each real folder is entered once (a link back to a parent cannot loop) and each real file is
+  listed once (two links to one video give one entry).
+- CSV reading: user CSVs (labels.csv, index.csv, sample submissions) may start with a byte-order mark (Excel
+  writes one); it is dropped, so a header reads the same with or without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = ["VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write", "atomic_path",
+           "csv_text", "read_csv_dicts", "CsvError"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+
+
+class CsvError(ValueError):
+    """A CSV file that can't be read, or lacks a column; the message is one line naming the file."""
+
+
+# ------------------------------------------------------------------------------------------------ walking
+
+
+def is_video_name(path: str | os.PathLike) -> bool:
+    """Whether a file name is a video's by its extension (hidden files are not)."""
+    name = os.path.basename(os.fspath(path))
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and not name.startswith(".")
+
+
+def real_key(path: str | os.PathLike) -> str:
+    """What identifies a file whatever the path or link it is reached by: its resolved, case-normalised path."""
+    return os.path.normcase(os.path.realpath(os.fspath(path)))
+
+
+def iter_videos(folder: str | os.PathLike, seen: set[str] | None = None) -> Iterator[Path]:
+    """Video files under `folder`, recursively, in sorted order; hidden files and folders are left out.
+
+    Links to folders are followed, but a real folder is entered only once, so a link back to a parent (a loop)
+    ends there; a real file is yielded only once however many links reach it.
+
+    Args:
+        folder: where to look.
+        seen: real keys (`real_key`) of files already yielded by an earlier call, to share across several
+            folders; updated in place.
+
+    Yields:
+        Paths under `folder` (as reached, not resolved), so a file's name relative to `folder` stays meaningful.
+    """
+    seen = set() if seen is None else seen
+    entered: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in entered:  # a link led back to a folder already walked
+            dirs[:] = []
+            continue
+        entered.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not is_video_name(name):
+                continue
+            path = Path(root) / name
+            key = real_key(path)
+            if key not in seen:
+                seen.add(key)
+                yield path
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed to `path` when the block ends without an exception.
+
+    The temporary name keeps the file's extension, so writers that choose a format by it (matplotlib, PyAV,
+    OpenCV) still do. Its parent folder is created.
+
+    Example:
+        >>> with atomic_path("out/plot.png") as tmp:
+        ...     fig.savefig(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `data` (text as UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+
+
+def csv_text(rows: Iterable[Iterable | dict], header: list[str]) -> str:
+    """CSV text with `header`; rows are sequences, or dicts keyed by the header (missing keys empty)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(k, "") for k in header] if isinstance(row, dict) else row)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def read_csv_dicts(path: str | os.PathLike, need: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of stripped strings, header names stripped too; a leading BOM is dropped.
+
+    Args:
+        path: the file.
+        need: columns that must be in the header.
+
+    Raises:
+        CsvError: unreadable file, not UTF-8, malformed CSV, or a needed column missing (the message names the
+            file, the columns needed and those found).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise CsvError(f"{path}: not a UTF-8 text file") from None
+    except csv.Error as err:
+        raise CsvError(f"{path}: not a readable CSV file ({err})") from None
+    except OSError as err:
+        raise CsvError(f"{path}: can't read ({err.strerror or err})") from None
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise CsvError(f"{path}: needs columns {','.join(need)}; missing {','.join(missing)} "
+                       f"(the header is {','.join(header) or 'empty'})")
+    return [{h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header) if h} for row in rows]

@@ -1,0 +1,130 @@
+"""The face-crop index (`index.csv`): its columns, its one reader, and the one reader of its crops.
+
+Written by `data_prep.dataset` (deepfake-extract), read by training (`deepfake.data`), evaluation and
+calibration. One row per face crop; the columns are described in docs/architecture.md ("index.csv").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["INDEX_COLUMNS", "FAILURE_COLUMNS", "REQUIRED_COLUMNS", "LABELS", "SPLITS", "EXTRACT_SETTINGS",
+           "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop"]
+
+INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop"]
+FAILURE_COLUMNS = ["video", "reason"]
+REQUIRED_COLUMNS = ("video", "label", "track", "frame", "crop")
+# Label spellings accepted in index.csv and labels.csv.
+LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1, "0.0": 0, "1.0": 1}
+SPLITS = ("train", "val", "test")
+# Extraction settings `deepfake-extract` writes beside index.csv.
+EXTRACT_SETTINGS = "extract_config.json"
+
+
+class IndexFileError(ValueError):
+    """An index.csv that can't be used; the message is one line a user can act on."""
+
+
+# ------------------------------------------------------------------------------------------------------ index
+
+
+@dataclass
+class FaceTrackRecord:
+    """One face track of one video: its crops in frame order and what the index says about it."""
+
+    video: str
+    track: int
+    label: int
+    original: str
+    split: str
+    frames: np.ndarray  # (N,) int, frame numbers in the video
+    crops: list[str]  # N absolute paths
+
+
+def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """Reads and checks `index.csv` (docs/architecture.md).
+
+    Args:
+        path: the index file, or the folder that holds `index.csv`.
+
+    Returns:
+        The table (labels as 0/1 ints, empty `split` as "", missing `original` filled with `video`) and the
+        folder that crop paths are relative to.
+    """
+    import pandas as pd  # here, not at the top: extraction workers import this module and never read an index
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "index.csv"
+    if not path.is_file():
+        raise IndexFileError(f"{path} does not exist; make it with `deepfake-extract VIDEOS OUT_DIR` first")
+    try:
+        df = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False,
+                         dtype={"video": str, "split": str, "original": str, "crop": str, "label": str},
+                         na_values={"frame": [""], "track": [""]})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise IndexFileError(f"{path} is not a readable CSV: {' '.join(str(e).split())}") from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise IndexFileError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(INDEX_COLUMNS)}")
+    if df.empty:
+        raise IndexFileError(f"{path} has no rows (no face was extracted)")
+    labels = df["label"].str.strip().str.lower().map(LABELS)
+    if labels.isna().any():
+        bad = df.loc[labels.isna(), "label"].iloc[0]
+        raise IndexFileError(f"{path}: label {bad!r} is not 0/1 (or real/fake)")
+    df["label"] = labels.astype(int)
+    for col in ("track", "frame"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any():
+            raise IndexFileError(f"{path}: column {col} must hold integers")
+        df[col] = values.astype(int)
+    df["split"] = df["split"].str.strip().str.lower() if "split" in df.columns else ""
+    bad_split = sorted(set(df["split"]) - {"", *SPLITS})
+    if bad_split:
+        raise IndexFileError(f"{path}: split {bad_split[0]!r} is not one of train, val, test or empty")
+    if "original" not in df.columns:
+        df["original"] = df["video"]
+    df["original"] = df["original"].where(df["original"].str.len() > 0, df["video"])
+    return df, path.parent
+
+
+def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackRecord]:
+    """Groups index rows into face tracks, (video, track) in sorted order, crops sorted by frame."""
+    root = Path(root)
+    tracks = []
+    for (video, track), rows in df.groupby(["video", "track"], sort=True):
+        rows = rows.sort_values("frame", kind="stable")
+        first = rows.iloc[0]
+        if rows["label"].nunique() > 1:
+            raise IndexFileError(f"video {video} has rows with both labels")
+        tracks.append(FaceTrackRecord(
+            video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
+            split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
+            crops=[str(root / c) for c in rows["crop"]],
+        ))
+    return tracks
+
+
+def read_crop(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """A face crop as (S, S, 3) uint8 RGB, resized to `size` when given and different.
+
+    Raises:
+        OSError: the file is missing or not an image (one line, naming it).
+    """
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"cannot read face crop {path} (missing or not an image); re-run extraction")
+    if size is not None and (img.shape[0] != size or img.shape[1] != size):
+        shrink = img.shape[0] > size or img.shape[1] > size
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

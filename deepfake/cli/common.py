@@ -1,0 +1,42 @@
+"""What the `deepfake` commands share: argument errors as one line a user can act on (never a usage dump), and the
+options of every command that loads a detector."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepfake.inference import PRECISIONS
+
+
+class UsageError(Exception):
+    """A mistake in the command line; the command prints it as one line and exits with status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises `UsageError` instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `deepfake predict` and `deepfake evaluate`."""
+    p.add_argument("--weights", metavar="CKPT",
+                   help="detector weights: a file (detector.pt or a Lightning .ckpt) or an https URL; default "
+                        "$DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt")
+    p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the weights (checked; URL downloads also "
+                                                   "take it from a name like detector-<hash>.pt)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="p(fake) at or above which a video is called fake (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="windows of seq_len face crops per forward pass (default %(default)s)")
+    p.add_argument("--stride", type=int, default=None, metavar="N",
+                   help="keep every N-th frame (default: the checkpoint's training stride)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bfloat16 where the hardware has it (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), "
+                        "float16 on older GPUs, else float32; fp32 for scores that are the same on every machine "
+                        "(default auto)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

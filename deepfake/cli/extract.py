@@ -1,0 +1,171 @@
+"""`deepfake-extract SOURCE OUT_DIR` (also `deepfake extract`): a dataset's videos -> face crops + index.csv.
+
+    deepfake-extract data/dfdc_train_part_0 crops/ [--size auto --size-from configs/backbones/tf_efficientnet_b4.yaml]
+    deepfake-extract SRC OUT --shard K/N          # one of N machines; the last to finish merges index.csv
+    deepfake-extract OUT --merge                  # merge finished shards by hand
+
+The work is `data_prep.dataset.extract_dataset` (what OUT_DIR holds, resuming, shards, box reuse) over
+`data_prep.extractor.FaceExtractor`; this module parses the options, resolves ``--size auto`` from a training
+config or checkpoint (`deepfake.scaling.resolve_crop_size`, the reason the command sits on the `deepfake` side),
+shows a progress bar and prints the summary. Exit status: 0 when the run finished (failed videos are listed in
+failures.csv), 2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's), 130 when
+interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from data_prep.faces import ExtractConfig
+
+__all__ = ["main"]
+
+
+def _parse_shard(value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value or "")
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise argparse.ArgumentTypeError(
+            f"--shard takes K/N with 0 <= K < N (K is 0-based, e.g. $SLURM_ARRAY_TASK_ID/4), got {value!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = ExtractConfig()
+    p = argparse.ArgumentParser(
+        prog="deepfake-extract", usage="deepfake-extract SOURCE OUT_DIR [options]\n       deepfake-extract OUT_DIR --merge",
+        description="Detect, track and crop the faces of a dataset's videos: OUT_DIR/crops/**.jpg + OUT_DIR/index.csv "
+                    "(one row per crop), OUT_DIR/failures.csv (video,reason). Re-running resumes.",
+        epilog="Sharding over N machines: run `deepfake-extract SRC OUT --shard K/N` for K = 0..N-1 into the same "
+               "OUT (shared disk); the last shard to finish merges index.csv, or run `deepfake-extract OUT --merge`.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="SOURCE (dataset folder) and OUT_DIR (output folder); "
+                   "with --merge just OUT_DIR")
+    p.add_argument("--layout", default="auto", choices=["auto", "dfdc", "deeperforensics", "folder"],
+                   help="dataset layout (default: auto, picked from what SOURCE contains)")
+    p.add_argument("--stride", type=int, default=d.stride, help="keep every STRIDE-th frame (default %(default)s)")
+    p.add_argument("--margin", type=float, default=d.margin,
+                   help="crop margin per side, share of the face box (default %(default)s)")
+    p.add_argument("--size", default=str(d.size),
+                   help="crop side in pixels, or auto: the input size of the model in --size-from "
+                        "(default %(default)s)")
+    p.add_argument("--size-from", default=None, metavar="CONFIG_OR_CHECKPOINT",
+                   help="with --size auto: a training config (e.g. configs/backbones/tf_efficientnet_b4.yaml) or a "
+                        "detector checkpoint (detector.pt, .ckpt)")
+    p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
+    p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that each extract whole videos with their own detector; 0: all in this process "
+                        "(default: one per CPU core, at most 16)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="frames per detector call (default: 1 on CPU, 128 on GPU)")
+    p.add_argument("--detect-size", type=int, default=d.detect_size,
+                   help="longer side of the frame copy the detector sees (default %(default)s)")
+    p.add_argument("--min-face-size", type=int, default=d.min_face_size,
+                   help="smallest face, in pixels of the detection copy (default %(default)s)")
+    p.add_argument("--factor", type=float, default=d.factor, help="MTCNN pyramid factor (default %(default)s)")
+    p.add_argument("--detect-every", type=int, default=d.detect_every,
+                   help="detect on every k-th sampled frame, interpolate boxes between (default %(default)s)")
+    p.add_argument("--refine-between", action=argparse.BooleanOptionalAction, default=d.refine_between,
+                   help="re-fit the interpolated boxes with O-Net (MTCNN's last stage) and detect in full where it "
+                        "loses the face (default on)")
+    p.add_argument("--min-score", type=float, default=d.min_score,
+                   help="ignore boxes with a lower detector probability (default %(default)s)")
+    p.add_argument("--min-track-len", type=int, default=d.min_track_len,
+                   help="drop tracks with fewer sampled frames (default %(default)s)")
+    p.add_argument("--min-track-score", type=float, default=d.min_track_score,
+                   help="drop tracks with a lower mean detector probability (default %(default)s)")
+    p.add_argument("--reuse-original-boxes", action=argparse.BooleanOptionalAction, default=True,
+                   help="crop a fake with the boxes of its original (DFDC metadata.json, labels.csv) when that is "
+                        "in SOURCE and has the same frame count and size (default on)")
+    p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="K/N",
+                   help="process shard K of N (0-based); per-shard index files, merged when all are done")
+    p.add_argument("--merge", action="store_true", help="only merge finished shards into index.csv")
+    p.add_argument("--limit", type=int, default=None, help="process at most this many videos (trying settings)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run `deepfake-extract`; returns the exit status: 0 when the run finished (failed videos are listed in
+    failures.csv), 2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's), 130 when
+    interrupted.
+    """
+    # Imported here, not above: the worker processes re-import this module (spawn) and need none of it (pandas).
+    from data_prep.dataset import DatasetError, extract_dataset, merge_shards
+
+    parser = _parser()
+    opts = parser.parse_args(args)
+    if opts.merge:
+        if len(opts.paths) not in (1, 2):
+            parser.error("--merge takes OUT_DIR (or SOURCE OUT_DIR)")
+        out = Path(opts.paths[-1])
+        try:
+            rows, failures, shards = merge_shards(out)
+        except DatasetError as err:
+            print(f"deepfake-extract: {err}", file=sys.stderr)
+            return 2
+        print(f"merged {shards} shards: {out / 'index.csv'} ({rows} crops), {failures} failures")
+        return 0
+    if len(opts.paths) != 2:
+        parser.error("give SOURCE and OUT_DIR")
+    source, out = Path(opts.paths[0]), Path(opts.paths[1])
+    try:
+        from deepfake.scaling import resolve_crop_size
+
+        size = resolve_crop_size(opts.size, opts.size_from)
+        if opts.size_from and opts.size.strip().lower() != "auto":
+            print(f"deepfake-extract: note: --size {size} given, --size-from {opts.size_from} ignored", file=sys.stderr)
+        config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=size, device=opts.device,
+                               detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
+                               min_score=opts.min_score, detect_every=opts.detect_every,
+                               refine_between=opts.refine_between, min_track_len=opts.min_track_len,
+                               min_track_score=opts.min_track_score,
+                               batch_size=opts.batch_size, quality=opts.quality)
+    except ValueError as err:
+        print(f"deepfake-extract: {err}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int, tracks: int, failures: int) -> None:
+        nonlocal bar
+        if bar is None:  # extraction starts
+            bar = tqdm(total=total, unit="video", disable=opts.no_progress or not total, dynamic_ncols=True,
+                       desc="extract")
+        if done:
+            bar.update(done - bar.n)
+            bar.set_postfix(tracks=tracks, failures=failures, refresh=False)
+        if done == total:  # the last video: the bar is done before the index is written
+            bar.close()
+
+    def warn(message: str) -> None:  # above the bar, which is redrawn under it
+        tqdm.write(f"deepfake-extract: {message}", file=sys.stderr)
+
+    try:
+        summary = extract_dataset(source, out, config, layout=opts.layout, shard=opts.shard, limit=opts.limit,
+                                  workers=opts.workers, reuse_original_boxes=opts.reuse_original_boxes,
+                                  progress=progress, warn=warn)
+    except DatasetError as err:
+        print(f"deepfake-extract: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if bar is None:  # before extraction started: nothing to resume
+            raise
+        bar.close()
+        print("deepfake-extract: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    written = f"{summary.index}"
+    if summary.merged is not None:
+        written += f" (all {summary.shards} shards done: merged into {summary.merged})"
+    print(f"{summary.videos} videos, {summary.tracks} face tracks, {summary.failures} failures")
+    print(f"extracted {summary.done_now} now ({summary.already_done} already done) in {summary.elapsed:.1f} s on "
+          f"{summary.device}; index: {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""`deepfake predict PATH...`: how fake is each video, per video, per face and per frame.
+
+    deepfake predict clip.mp4 videos/ "more/**/*.mov" --weights detector.pt [--format json] [--plot plots/]
+
+The work is `deepfake.inference` (extraction as in training, then the detector) and the scores follow
+`deepfake.scoring`: a track's p(fake) is the mean over windows of `seq_len` crops of the last step's p(fake), a
+video's the most fake of its faces; `verdict` is ``fake`` when p(fake) >= `--threshold` (0.5 by default), else
+``real``; ``no face`` when no face was found (status ``no_face``, p_fake null: no made-up probability); ``error``
+when the file can't be read (status ``error``, with a one-line reason in `error`).
+
+Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
+``json``: a list with one object per video, exactly
+``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}``;
+``csv``: one row per video with the columns of `deepfake.inference.CSV_COLUMNS`. The exit status is 1 when any
+file errored, 2 for a usage error (bad option, missing weights), else 0.
+
+Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
+`~/.cache/deepfake/detector.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepfake.cli.common import OneLineParser, UsageError, add_model_options
+from deepfake.inference import (
+    FORMATS,
+    PredictConfig,
+    ResultLog,
+    atomic_write_text,
+    collect_videos,
+    iter_inputs,
+    load_predictor,
+    write_results,
+)
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="deepfake predict",
+        description="Score videos: p(fake) per video, per face and per frame. A video's p(fake) is the most fake "
+                    "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
+        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (searched recursively) or glob "
+                                                            "patterns (quote them: 'clips/**/*.mp4')")
+    add_model_options(p)
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default), json, csv or jsonl (one JSON object a line); with --output, taken from the "
+                        "file's extension when not given")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write the results here instead of stdout; each is on disk as soon as it is made (.jsonl "
+                        "and .csv are appended to per video, other formats are journaled beside the file)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --output: skip the videos already in FILE (or its journal) from a killed run")
+    p.add_argument("--plot", metavar="DIR", help="write per video a PNG of p(fake) over time per face, with crops")
+    return p
+
+
+def _common_folder(paths: Sequence[str]) -> str | None:
+    """The deepest folder holding all `paths` (plot names are taken relative to it), or None."""
+    try:
+        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else None
+    except ValueError:  # different drives on Windows
+        return None
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"deepfake predict: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(args: list[str] | None = None) -> int:
+    """`deepfake predict PATH... [options]`; returns the exit status (0 ok, 1 some file errored, 2 usage error)."""
+    try:
+        ns = _parser().parse_args(args)
+        config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
+                               stride=ns.stride, workers=ns.workers, precision=ns.precision)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except (UsageError, ValueError) as err:
+        return _fail(str(err))
+    fmt = ns.format
+    if fmt is None:
+        suffix = Path(ns.output).suffix.lower().lstrip(".") if ns.output else ""
+        fmt = suffix if suffix in ("json", "csv", "jsonl") else "table"
+    if ns.resume and not ns.output:
+        return _fail("--resume needs --output FILE (the results of the run to go on with)")
+    # Results reach the disk as they are made: JSON Lines and CSV outputs are appended to directly; the others
+    # go through a JSON Lines journal beside the output, replaced by the final file at the end.
+    journal = None
+    if ns.output:
+        journal = Path(ns.output) if fmt in ("jsonl", "csv") else Path(ns.output).with_name(
+            f".{Path(ns.output).name}.partial.jsonl")
+        if ns.resume and not journal.is_file() and fmt == "json" and Path(ns.output).is_file():
+            return _fail(f"{ns.output} is a finished run: nothing to resume")
+
+    from deepfake.weights import WeightsError
+
+    try:
+        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+    except (WeightsError, ValueError) as err:
+        return _fail(str(err))
+
+    from tqdm import tqdm
+
+    entries = collect_videos(ns.paths)
+    try:
+        log = ResultLog(journal, "csv" if fmt == "csv" else "jsonl", resume=ns.resume) if journal else None
+    except OSError as err:
+        return _fail(f"can't write {journal}: {err}", 1)
+    done = log.done if log else {}
+    if done:
+        print(f"deepfake predict: resuming: {len(done)} video(s) already in {journal}", file=sys.stderr)
+    entries = [e for e in entries if e[0] not in done]
+    results: list[dict] = [r for r in done.values()] if fmt != "csv" else []
+    seconds: list[float | None] = [None] * len(results)
+    plot_dir = Path(ns.plot) if ns.plot else None
+    plot_names: set[str] = set()
+    plot_root = _common_folder([p for p, reason in entries if reason is None])
+    plot_failures = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(entries), unit="video", disable=ns.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def show(name: str, done: int, total: int) -> None:  # how far into the current video: long ones take minutes
+        step = "scoring" if done >= total else f"reading {done / max(total, 1):.0%}"
+        bar.set_postfix_str(f"{Path(name).name}: {step}")
+
+    try:
+        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold,
+                                progress=None if ns.no_progress else show, skip=set(done)):
+            results.append(pred.result)
+            seconds.append(pred.seconds)
+            if log is not None:
+                log.append(pred.result, pred.seconds)
+            if pred.warning:
+                bar.write(f"deepfake predict: warning: {pred.warning}", file=sys.stderr)
+            if plot_dir is not None and pred.result["status"] != "error":
+                try:
+                    from deepfake.plots import plot_name, plot_video
+
+                    name = plot_name(pred.result["video"], plot_names, root=plot_root)
+                    plot_video(pred.result, pred.faces, plot_dir / name, threshold=config.threshold)
+                except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction
+                    plot_failures += 1
+                    bar.write(f"deepfake predict: warning: no plot for {pred.result['video']}: "
+                              f"{type(err).__name__}: {err}", file=sys.stderr)
+            bar.set_postfix_str(f"{Path(pred.result['video']).name}: {pred.result['verdict']}", refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print("deepfake predict: interrupted" + (f"; the results so far are in {journal}, --resume goes on"
+                                                 if journal else ""), file=sys.stderr)
+        return 130
+    finally:
+        if log is not None:
+            log.close()
+    bar.close()
+    elapsed = time.perf_counter() - start
+
+    if not ns.output:
+        sys.stdout.write(write_results(results, fmt, seconds))
+        sys.stdout.flush()
+    elif journal != Path(ns.output):
+        try:
+            atomic_write_text(ns.output, write_results(results, fmt, seconds))
+            journal.unlink(missing_ok=True)
+        except OSError as err:
+            return _fail(f"can't write {ns.output}: {err}", 1)
+    results = [*done.values(), *results] if fmt == "csv" else results
+    counts = {k: sum(1 for r in results if r["verdict"] == k) for k in ("fake", "real", "no face", "error")}
+    summary = (f"{len(results)} video(s): {counts['fake']} fake, {counts['real']} real, {counts['no face']} no face, "
+               f"{counts['error']} error(s); threshold {config.threshold:g}; {elapsed:.1f} s on {detector.device}")
+    if ns.output:
+        summary += f"; results in {ns.output}"
+    if plot_dir is not None:
+        summary += f"; plots in {plot_dir}" + (f" ({plot_failures} failed)" if plot_failures else "")
+    print(f"deepfake predict: {summary}", file=sys.stderr)
+    return 1 if counts["error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The scoring rule: per-step p(fake) of a face track's windows -> the track's p(fake) -> the video's p(fake).
+
+One implementation, used by validation during `fit` (`deepfake.lit`), `deepfake evaluate` (videos and indexes),
+`deepfake predict`, `deepfake submit` and the server:
+
+- A face track's crops are cut into consecutive windows of `seq_len` crops (the sequence length the model was
+  trained on). A window's score is the sigmoid of its **last** step, the step that has seen the whole window.
+  When the track's length is not a multiple of `seq_len`, its last window is its last `seq_len` crops (it
+  overlaps the window before), so that every window has full context; a track shorter than `seq_len` is one
+  window of all its crops. The track's p(fake) is the mean of its window scores.
+- Per-step scores (`steps` in predict's JSON) are the sigmoid of every step, each crop scored in the first window
+  that holds it (a crop's score then depends on the crops before it in its window).
+- A video's p(fake) is the maximum over its face tracks: a video is as fake as its most fake face.
+- The verdict is ``fake`` at or above the threshold, else ``real``; ``no face`` when no face was found (no
+  made-up probability); ``error`` when the file can't be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["track_windows", "track_p_fake", "video_p_fake", "steps_of", "verdict_of", "video_result",
+           "no_face_result", "error_result", "video_scores", "RULE"]
+
+RULE = ("track: mean over consecutive windows of seq_len crops of the last step's p(fake); "
+        "video: max over its face tracks")
+
+
+def track_windows(n: int, seq_len: int) -> list[tuple[int, int]]:
+    """The windows (start, end) a track of `n` crops is scored in.
+
+    >>> track_windows(10, 4)
+    [(0, 4), (4, 8), (6, 10)]
+    >>> track_windows(3, 4)
+    [(0, 3)]
+    """
+    if n <= 0:
+        return []
+    if n <= seq_len:
+        return [(0, n)]
+    starts = list(range(0, n - seq_len + 1, seq_len))
+    if starts[-1] + seq_len < n:
+        starts.append(n - seq_len)
+    return [(s, s + seq_len) for s in starts]
+
+
+def track_p_fake(window_scores: Sequence[float]) -> float:
+    """A face track's p(fake) from its windows' scores (each the p(fake) of the window's last step): their mean."""
+    return float(np.mean(window_scores)) if len(window_scores) else float("nan")
+
+
+def video_p_fake(track_scores: Sequence[float]) -> float:
+    """A video's p(fake) from its face tracks' p(fake): the most fake face."""
+    return float(max(track_scores))
+
+
+def steps_of(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-crop p(fake) of a track of `n` crops: each crop scored in the first window that holds it."""
+    steps = np.full(n, np.nan, np.float64)
+    for (s, e), p in zip(windows, window_steps):
+        fresh = np.isnan(steps[s:e])
+        steps[s:e][fresh] = np.asarray(p, np.float64)[fresh]
+    return steps
+
+
+def verdict_of(p_fake: float, threshold: float) -> str:
+    """``fake`` at or above the threshold, else ``real``."""
+    return "fake" if p_fake >= threshold else "real"
+
+
+def _round(x: float, digits: int = 6) -> float:
+    return float(round(float(x), digits))
+
+
+def error_result(video: str, reason: str) -> dict:
+    """The result of a file that can't be read: status ``error``, p_fake null, a one-line reason."""
+    return {"video": video, "status": "error", "p_fake": None, "verdict": "error", "faces": [],
+            "error": " ".join(str(reason).split()) or "unknown error"}
+
+
+def no_face_result(video: str) -> dict:
+    """The result of a video where no face was found: status ``no_face``, p_fake null."""
+    return {"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [], "error": None}
+
+
+def video_result(video: str, tracks: Sequence[tuple[int, Sequence[int], float, np.ndarray]],
+                 threshold: float = 0.5) -> dict:
+    """The per-video result (predict's JSON object) from its scored face tracks.
+
+    Args:
+        video: the name reported for the video.
+        tracks: per face track: (track number, frame numbers of its crops, p_fake, per-step p_fake).
+        threshold: verdict threshold.
+    """
+    if not tracks:
+        return no_face_result(video)
+    if not all(np.isfinite(p) for _, _, p, _ in tracks):
+        return error_result(video, "the detector gave a non-finite score (NaN or inf): are the weights broken?")
+    faces = [{"track": int(t), "p_fake": _round(p), "frames": [int(f) for f in frames],
+              "steps": [_round(s) for s in steps]} for t, frames, p, steps in tracks]
+    p_video = video_p_fake([p for _, _, p, _ in tracks])
+    return {"video": video, "status": "ok", "p_fake": _round(p_video), "verdict": verdict_of(p_video, threshold),
+            "faces": faces, "error": None}
+
+
+def video_scores(index: np.ndarray, track: np.ndarray, video: np.ndarray, label: np.ndarray,
+                 prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window scores of validation batches -> per-video (ids, labels, p_fake), by the rule above.
+
+    Args:
+        index: (N,) item ids; repeats (a distributed sampler pads with duplicates) count once.
+        track: (N,) track id of each window (unique over the data set).
+        video: (N,) video id of each window.
+        label: (N,) 0/1 label of each window.
+        prob: (N,) p(fake) of each window (the sigmoid of its last valid step).
+
+    Returns:
+        (video ids, labels, probabilities), one per video, ordered by video id.
+    """
+    _, first = np.unique(index, return_index=True)
+    windows: dict[int, list[float]] = {}
+    track_video: dict[int, int] = {}
+    video_label: dict[int, int] = {}
+    for i in first:
+        t, v = int(track[i]), int(video[i])
+        windows.setdefault(t, []).append(float(prob[i]))
+        track_video[t] = v
+        video_label[v] = max(video_label.get(v, 0), int(label[i]))
+    per_video: dict[int, list[float]] = {}
+    for t, scores in windows.items():
+        per_video.setdefault(track_video[t], []).append(track_p_fake(scores))
+    ids = np.array(sorted(per_video), dtype=np.int64)
+    return (ids, np.array([video_label[v] for v in ids], dtype=np.int64),
+            np.array([video_p_fake(per_video[v]) for v in ids], dtype=np.float64))

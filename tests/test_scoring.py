@@ -1,0 +1,60 @@
+"""One scoring rule (`deepfake.scoring`) for validation during `fit`, `deepfake evaluate` and `deepfake predict`."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from deepfake import scoring
+
+
+def test_video_result_follows_the_rule():
+    tracks = [(0, [0, 2, 4], 0.2, np.array([0.1, 0.2, 0.3])), (1, [0, 2], 0.7, np.array([0.6, 0.7]))]
+    result = scoring.video_result("a.mp4", tracks, threshold=0.5)
+    assert result["status"] == "ok" and result["p_fake"] == 0.7 and result["verdict"] == "fake"
+    assert [f["track"] for f in result["faces"]] == [0, 1] and result["faces"][0]["frames"] == [0, 2, 4]
+    assert scoring.video_result("b.mp4", [])["status"] == "no_face"
+    assert scoring.video_result("c.mp4", [(0, [0], float("nan"), np.array([np.nan]))])["status"] == "error"
+    assert scoring.track_p_fake([0.2, 0.4]) == pytest.approx(0.3) and scoring.video_p_fake([0.1, 0.9]) == 0.9
+
+
+def test_steps_take_the_first_window_holding_a_crop():
+    windows = scoring.track_windows(6, 4)  # (0, 4), (2, 6)
+    steps = scoring.steps_of(6, windows, [np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.5, 0.6, 0.7, 0.8])])
+    assert steps.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.7, 0.8])
+
+
+def test_validation_scores_videos_as_evaluate_does(extracted_dataset, tmp_path):
+    """For one checkpoint, Lightning validation's per-video p(fake) equal `deepfake evaluate index.csv`'s."""
+    import pytorch_lightning as pl
+    import torch
+
+    from deepfake.checkpoint import save_detector
+    from deepfake.data import FaceSequenceDataModule
+    from deepfake.evaluation import evaluate
+    from deepfake.inference import PredictConfig
+    from deepfake.lit import DeepfakeLitModule
+    from deepfake.model import DetectorConfig
+
+    torch.manual_seed(0)
+    lit = DeepfakeLitModule(net=DetectorConfig(backbone="test_efficientnet", pretrained=False, img_size=64,
+                                               lstm_hidden=16))
+    dm = FaceSequenceDataModule(str(extracted_dataset), seq_len=4, img_size=64, batch_size=3, num_workers=0,
+                                val_fraction=0.5)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(lit, datamodule=dm, verbose=False)
+    validation = lit.video_scores["val"]
+    assert len(validation) >= 2 and all(isinstance(v, str) for v in validation)
+
+    weights = save_detector(tmp_path / "detector.pt", lit.net, lit.detector_meta())
+    evaluate(extracted_dataset / "index.csv", tmp_path / "eval", weights,
+             predict_config=PredictConfig(device="cpu", precision="fp32", batch_size=2), say=lambda line: None)
+    with open(tmp_path / "eval" / "predictions.csv", newline="") as f:
+        evaluated = {row["video"]: float(row["p_fake"]) for row in csv.DictReader(f)}
+    assert set(validation) <= set(evaluated)
+    for video, p in validation.items():
+        assert evaluated[video] == pytest.approx(p, abs=2e-6), video
+    assert len({round(p, 6) for p in validation.values()}) > 1  # the comparison is not between constants
