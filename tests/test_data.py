@@ -251,7 +251,8 @@ def test_augment_strength_zero_keeps_only_flips():
 
 
 def test_augment_perturb_hook():
-    perturb = pytest.importorskip("deepfake.perturb")
+    from deepfake import perturb
+
     pipeline = build_augment(AugmentConfig(strength=0.0, flip=False, perturb={"mode": "mix", "p": 1.0}))
     assert isinstance(pipeline.transforms[-1], perturb.DeeperForensicsDistortion)
     frames = np.stack([np.full((32, 32, 3), 120, np.uint8)] * 3)
