@@ -111,11 +111,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
 
 
-def csv_text(rows: Iterable[Iterable | dict], header: list[str]) -> str:
-    """CSV text with `header`; rows are sequences, or dicts keyed by the header (missing keys empty)."""
+def csv_text(rows: Iterable[Iterable | dict], header: list[str], with_header: bool = True) -> str:
+    """CSV text with `header` (its line left out with `with_header=False`, for appending to a file); rows are
+    sequences, or dicts keyed by the header (missing keys and None empty)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    if with_header:
+        writer.writerow(header)
     for row in rows:
         writer.writerow([row.get(k, "") for k in header] if isinstance(row, dict) else row)
     return buf.getvalue()

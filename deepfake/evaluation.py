@@ -366,11 +366,8 @@ def _prediction_rows(videos: Sequence[LabelledVideo], scored: Sequence[tuple[dic
     return rows
 
 
-def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    return csv_text([{k: ("" if r.get(k) is None else r.get(k)) for k in columns} for r in rows], list(columns))
-
-
-def _json_text(obj) -> str:
+def json_text(obj) -> str:
+    """A report as JSON text: NaN and infinities as null, numpy numbers as plain ones."""
     return json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n"
 
 
@@ -465,8 +462,8 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
     report = {**metrics, "settings": settings}
     try:
         atomic_write(out / "predictions.csv",
-                     _csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
-        atomic_write(out / "metrics.json", _json_text(report))
+                     csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
+        atomic_write(out / "metrics.json", json_text(report))
         from deepfake.plots import plot_roc
 
         counted = [(v.label, p) for v, r in zip(videos, results)

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.files import atomic_write, is_video_name, iter_videos, real_key
+from data_prep.files import csv_text, is_video_name, iter_videos, real_key
 from deepfake.scoring import error_result, steps_of, track_p_fake, track_windows, video_result
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
-           "predict_paths", "iter_predictions", "iter_inputs", "score_faces", "write_results", "atomic_write_text",
+           "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces", "write_results",
            "ResultLog", "CSV_COLUMNS", "FORMATS", "PRECISIONS"]
 
 CSV_COLUMNS = ["video", "status", "verdict", "p_fake", "faces", "crops", "seconds", "error"]
@@ -187,8 +187,8 @@ class Detector:
                 then decoded window by window, so a long video never sits in memory uncompressed).
 
         Returns:
-            Per track: (p_fake, per-step p_fake of shape (N,)), by the rule in the module docstring. A track
-            without crops gives (nan, empty).
+            Per track: (p_fake, per-step p_fake of shape (N,)), by `deepfake.scoring`'s rule. A track without
+            crops gives (nan, empty).
         """
         windows = [(i, s, e) for i, t in enumerate(tracks) for s, e in track_windows(len(t), self.seq_len)]
         # Windows of equal length batch together without padding (only tracks shorter than seq_len differ).
@@ -443,11 +443,15 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5,
-                progress: Callable[[str, int, int], None] | None = None,
-                skip: set[str] | frozenset[str] = frozenset()) -> Iterator[Prediction]:
+                progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """`iter_predictions` over what `collect_videos` finds, with inputs that gave no video as ``error`` results,
-    all in input order; videos whose name is in `skip` (results already made) are left out."""
-    entries = [(p, reason) for p, reason in collect_videos(inputs) if p not in skip]
+    all in input order."""
+    return iter_entries(collect_videos(inputs), detector, extractor, threshold, progress)
+
+
+def iter_entries(entries: Sequence[tuple[str, str | None]], detector: Detector, extractor, threshold: float = 0.5,
+                 progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
+    """`iter_inputs` over entries `collect_videos` already made (e.g. filtered to the videos not done yet)."""
     videos = [p for p, reason in entries if reason is None]
     preds = iter_predictions(videos, detector, extractor, threshold, progress=progress)
     for item, reason in entries:
@@ -498,18 +502,8 @@ def write_results(results: Sequence[dict], fmt: str, seconds: Sequence[float | N
     if fmt == "jsonl":
         return "".join(json.dumps(r) + "\n" for r in results)
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for r, s in zip(results, seconds):
-            writer.writerow(_csv_row(r, s))
-        return buf.getvalue()
+        return csv_text([_csv_row(r, s) for r, s in zip(results, seconds)], CSV_COLUMNS)
     return format_table(results, seconds)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (`data_prep.files.atomic_write`), so a killed run never leaves half a file."""
-    atomic_write(path, text)
 
 
 class ResultLog:
@@ -539,7 +533,7 @@ class ResultLog:
             self._read(raw[:kept].decode("utf-8", errors="replace"))
         self._file = open(self.path, "a" if kept else "w", encoding="utf-8", newline="")
         if fmt == "csv" and not kept:
-            self._file.write(write_results([], "csv"))
+            self._file.write(csv_text([], CSV_COLUMNS))
         self._file.flush()
 
     def _read(self, text: str) -> None:
@@ -558,7 +552,7 @@ class ResultLog:
 
     def append(self, result: dict, seconds: float | None = None) -> None:
         """Write one video's result and flush it to disk."""
-        self._file.write(write_results([result], self.fmt, [seconds]).split("\n", 1)[1] if self.fmt == "csv"
+        self._file.write(csv_text([_csv_row(result, seconds)], CSV_COLUMNS, with_header=False) if self.fmt == "csv"
                          else write_results([result], self.fmt))
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from data_prep.files import atomic_write
+from data_prep.files import atomic_write, csv_text
 from deepfake.evaluation import (
     EvaluateConfig,
     EvaluationError,
     LabelledVideo,
-    _csv_text,
-    _json_text,
+    json_text,
     score_videos,
     summarize,
 )
@@ -113,7 +112,7 @@ def evaluate_perturbed(videos: Sequence[LabelledVideo], distortions, detector: D
                 results[i] = item
         done = [r for r in results if r is not None]
         if part is not None:
-            atomic_write(part, _json_text({"key": parts_key, "distortion": d.name,
+            atomic_write(part, json_text({"key": parts_key, "distortion": d.name,
                                                 "results": [[r, s] for r, s in done]}))
         if on_done is not None:
             on_done(d, done)
@@ -173,14 +172,14 @@ def evaluate_robustness(videos: Sequence[LabelledVideo], results: Sequence[dict]
     finally:
         shutil.rmtree(out / ".distorted", ignore_errors=True)
     try:
-        atomic_write(out / "robustness.csv", _csv_text(
+        atomic_write(out / "robustness.csv", csv_text(
             [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
             ROBUSTNESS_COLUMNS))
-        atomic_write(out / "robustness.json", _json_text({
+        atomic_write(out / "robustness.json", json_text({
             "spec": config.perturb, "seed": config.seed, "threshold": config.threshold,
             "no_face_prior": config.no_face_prior, "columns": ROBUSTNESS_COLUMNS, "rows": rows}))
         atomic_write(out / "robustness_predictions.csv",
-                     _csv_text(per_video, ["distortion", "video", "label", "p_fake", "status", "error"]))
+                     csv_text(per_video, ["distortion", "video", "label", "p_fake", "status", "error"]))
         from deepfake.plots import plot_robustness
 
         plot_robustness(rows, out / "robustness.png", title=f"{name}: AUC under distortions")

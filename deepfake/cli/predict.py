@@ -27,14 +27,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_prep.files import atomic_write
 from deepfake.cli.common import OneLineParser, UsageError, add_model_options
 from deepfake.inference import (
     FORMATS,
     PredictConfig,
     ResultLog,
-    atomic_write_text,
     collect_videos,
-    iter_inputs,
+    iter_entries,
     load_predictor,
     write_results,
 )
@@ -116,12 +116,12 @@ def main(args: list[str] | None = None) -> int:
         log = ResultLog(journal, "csv" if fmt == "csv" else "jsonl", resume=ns.resume) if journal else None
     except OSError as err:
         return _fail(f"can't write {journal}: {err}", 1)
-    done = log.done if log else {}
-    if done:
-        print(f"deepfake predict: resuming: {len(done)} video(s) already in {journal}", file=sys.stderr)
-    entries = [e for e in entries if e[0] not in done]
-    results: list[dict] = [r for r in done.values()] if fmt != "csv" else []
-    seconds: list[float | None] = [None] * len(results)
+    previous = list(log.done.values()) if log else []  # results of the run being resumed
+    if previous:
+        print(f"deepfake predict: resuming: {len(previous)} video(s) already in {journal}", file=sys.stderr)
+    entries = [e for e in entries if e[0] not in log.done] if log else entries
+    results: list[dict] = []
+    seconds: list[float | None] = []
     plot_dir = Path(ns.plot) if ns.plot else None
     plot_names: set[str] = set()
     plot_root = _common_folder([p for p, reason in entries if reason is None])
@@ -134,8 +134,8 @@ def main(args: list[str] | None = None) -> int:
         bar.set_postfix_str(f"{Path(name).name}: {step}")
 
     try:
-        for pred in iter_inputs(ns.paths, detector, extractor, config.threshold,
-                                progress=None if ns.no_progress else show, skip=set(done)):
+        for pred in iter_entries(entries, detector, extractor, config.threshold,
+                                 progress=None if ns.no_progress else show):
             results.append(pred.result)
             seconds.append(pred.seconds)
             if log is not None:
@@ -170,11 +170,11 @@ def main(args: list[str] | None = None) -> int:
         sys.stdout.flush()
     elif journal != Path(ns.output):
         try:
-            atomic_write_text(ns.output, write_results(results, fmt, seconds))
+            atomic_write(ns.output, write_results([*previous, *results], fmt, [None] * len(previous) + seconds))
             journal.unlink(missing_ok=True)
         except OSError as err:
             return _fail(f"can't write {ns.output}: {err}", 1)
-    results = [*done.values(), *results] if fmt == "csv" else results
+    results = [*previous, *results]  # a resumed csv's rows: the fields counted below are there too
     counts = {k: sum(1 for r in results if r["verdict"] == k) for k in ("fake", "real", "no face", "error")}
     summary = (f"{len(results)} video(s): {counts['fake']} fake, {counts['real']} real, {counts['no face']} no face, "
                f"{counts['error']} error(s); threshold {config.threshold:g}; {elapsed:.1f} s on {detector.device}")
