@@ -101,7 +101,7 @@ def _state_and_meta(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict
     raise CheckpointError(f"{path} is not a detector checkpoint (no detector weights and settings in it)")
 
 
-def _refusal(path: Path | str, message: str) -> str:
+def refusal(path: Path | str, message: str) -> str:
     """Why `torch.load(weights_only=True)` refused a file, in one line (PyTorch's message is a paragraph)."""
     found = re.search(r"GLOBAL ([\w.]+)", message)
     if found:
@@ -120,7 +120,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(_refusal(path, str(e))) from None
+        raise CheckpointError(refusal(path, str(e))) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable PyTorch file ({' '.join(str(e).split())[:200]})") from e
 

@@ -18,6 +18,7 @@ DDP (`--trainer.devices 8 --trainer.strategy ddp`, plus `--trainer.num_nodes N` 
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from deepfake.checkpoint import CheckpointError, load_detector, safe_load, save_detector
+from deepfake.checkpoint import load_detector, refusal, save_detector
 from deepfake.data import FaceSequenceDataModule
 from deepfake.lit import DeepfakeLitModule
 
@@ -111,15 +112,12 @@ class DeepfakeCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads `--ckpt_path` here (weights_only=True) and lets PyTorch's paragraph-long refusal through
-        # as a traceback; refuse an unsafe or unreadable file first, in one line.
-        sub = self.config.get("subcommand")
-        path = self.config[sub].get("ckpt_path") if sub else None
-        if path and Path(path).is_file():
-            try:
-                safe_load(path)
-            except CheckpointError as e:
-                raise UserError(str(e)) from None
-        super()._parse_ckpt_path()
+        # as a traceback: say it in one line instead.
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as e:
+            sub = self.config.get("subcommand")
+            raise UserError(refusal(self.config[sub].get("ckpt_path"), str(e))) from None
 
     def after_fit(self) -> None:
         trainer = self.trainer
