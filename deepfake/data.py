@@ -408,8 +408,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         stride: video frames between crops (recorded in the exported detector); None: from the extraction's
             settings, else the median frame step in the index.
 
-    Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength` between epochs:
-    the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
+    Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength`
+    between epochs: the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
     `reload_dataloaders_every_n_epochs=1`).
     """
 

@@ -56,13 +56,13 @@ from data_prep.files import atomic_write
 from deepfake.demo_report import (
     STAGES,
     DemoError,
-    _duration,
-    _fit_summary,
-    _fmt,
-    _index_counts,
-    _label_of,
-    _pick_clip,
+    fit_summary,
+    format_duration,
     format_report,
+    format_value,
+    index_counts,
+    label_of,
+    pick_clip,
 )
 
 __all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report"]
@@ -238,9 +238,10 @@ class DemoProgress(Callback):
             return float(value) if value is not None else None
 
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        line = (f"      epoch {trainer.current_epoch + 1:>2}/{total}: train loss {_fmt(get('train/loss_epoch'))}, "
-                f"val AUC {_fmt(get('val/auc'))}, val log loss {_fmt(get('val/logloss'))} "
-                f"[{_duration(time.perf_counter() - self.start)}]")
+        line = (f"      epoch {trainer.current_epoch + 1:>2}/{total}: "
+                f"train loss {format_value(get('train/loss_epoch'))}, val AUC {format_value(get('val/auc'))}, "
+                f"val log loss {format_value(get('val/logloss'))} "
+                f"[{format_duration(time.perf_counter() - self.start)}]")
         fd = os.environ.get(_TERMINAL_FD)
         try:
             if fd:
@@ -308,7 +309,7 @@ class _Demo:
         header = f"[{number}/{len(STAGES)}] {name:<8}"
         if (done and done.get("key") == key and not self.upstream_changed
                 and all((self.out / p).exists() for p in done.get("outputs", []))):
-            self.say(f"{header} {what}: reused from an earlier run ({_duration(done['seconds'])} then)")
+            self.say(f"{header} {what}: reused from an earlier run ({format_duration(done['seconds'])} then)")
             self.report["stages"][name] = {**done, "reused": True}
             return done
         self.upstream_changed = True  # everything after a redone stage is redone too
@@ -333,7 +334,7 @@ class _Demo:
                 "log": log.relative_to(self.out).as_posix()}
         self.state["stages"][name] = info
         self._save_state()
-        self.say(f"{' ' * len(header)} done in {_duration(seconds)}")
+        self.say(f"{' ' * len(header)} done in {format_duration(seconds)}")
         self.report["stages"][name] = {**info, "reused": False}
         return info
 
@@ -405,7 +406,7 @@ class _Demo:
             self._quiet("extract", f"deepfake-extract {train_dir} {extracted} --layout folder --stride {c.stride} "
                         f"--size {c.size} --device {c.device}{workers}",
                         lambda: extract_dataset(train_dir, extracted, cfg, layout="folder", workers=c.extract_workers))
-            return _index_counts(extracted / "index.csv")
+            return index_counts(extracted / "index.csv")
 
         info = self._stage("extract", 2, extract_key, f"faces of the {c.train_count} training videos (frame stride "
                            f"{c.stride}, {c.size}-px crops)", [extracted / "index.csv"], [extracted],
@@ -428,7 +429,7 @@ class _Demo:
             options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
             self._quiet("fit", f"deepfake fit --config {self.config_path} {options}",
                         lambda: train.fit(self.config_path, overrides, callbacks=[DemoProgress()]))
-            return _fit_summary(runs / RUN_NAME, self.out)
+            return fit_summary(runs / RUN_NAME, self.out)
 
         limit = f", at most {c.train_minutes:g} min" if c.train_minutes else ""
         info = self._stage("fit", 3, fit_key, f"{self.config_path.name}{limit}", [], [runs], run_fit)
@@ -453,7 +454,7 @@ class _Demo:
         self.report["heldout"]["no_face"] = (metrics.get("no_face") or {}).get("count")
         self.report["heldout"]["errors"] = (metrics.get("errors") or {}).get("count")
 
-        clip = _pick_clip(heldout_dir, eval_dir / "predictions.csv")
+        clip = pick_clip(heldout_dir, eval_dir / "predictions.csv")
         predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
 
         def run_predict() -> dict:
@@ -476,7 +477,7 @@ class _Demo:
                     [predict_dir], run_predict)
         result = json.loads((predict_dir / "prediction.json").read_text())[0]
         plots = sorted((predict_dir / "plots").glob("*.png"))
-        self.report["predict"] = {"video": clip.relative_to(heldout_dir).as_posix(), "label": _label_of(clip),
+        self.report["predict"] = {"video": clip.relative_to(heldout_dir).as_posix(), "label": label_of(clip),
                                   "p_fake": result.get("p_fake"), "verdict": result.get("verdict"),
                                   "faces": len(result.get("faces") or []), "status": result.get("status")}
 

@@ -16,25 +16,25 @@ class DemoError(Exception):
     """A stage failed or OUT_DIR can't be used; one line (with the log to read)."""
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.1f} s"
     whole = round(seconds)
     return f"{whole // 60} min {whole % 60:02d} s"
 
 
-def _index_counts(index: Path) -> dict:
+def index_counts(index: Path) -> dict:
     with open(index, newline="") as f:
         rows = list(csv.DictReader(f))
     return {"videos": len({r["video"] for r in rows}), "tracks": len({(r["video"], r["track"]) for r in rows}),
             "crops": len(rows)}
 
 
-def _fit_summary(run_root: Path, out: Path) -> dict:
+def fit_summary(run_root: Path, out: Path) -> dict:
     """The newest run's folder and weights (relative to `out`), epochs, and the validation metrics of the exported
     (best by validation log loss) epoch."""
     versions = sorted((p for p in run_root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
@@ -66,7 +66,7 @@ def _fit_summary(run_root: Path, out: Path) -> dict:
             "last_val_auc": scored[last].get("val/auc") if last in scored else None}
 
 
-def _pick_clip(heldout: Path, predictions: Path) -> Path:
+def pick_clip(heldout: Path, predictions: Path) -> Path:
     """A typical held-out fake: the one with the median p(fake) among the evaluated fakes (neither the best nor the
     worst case), else the first fake, else the first video."""
     try:
@@ -83,7 +83,7 @@ def _pick_clip(heldout: Path, predictions: Path) -> Path:
     return videos[0]
 
 
-def _label_of(clip: Path) -> str:
+def label_of(clip: Path) -> str:
     return "fake" if clip.parent.name == "fake" else "real"
 
 
@@ -92,26 +92,26 @@ def _label_of(clip: Path) -> str:
 
 def format_report(report: dict, total_seconds: float) -> str:
     """The text `deepfake demo` prints at the end."""
-    lines = [f"deepfake demo: finished in {_duration(total_seconds)}"
+    lines = [f"deepfake demo: finished in {format_duration(total_seconds)}"
              + (" (--quick: a smoke test, the numbers mean little)" if report.get("quick") else ""), ""]
     fit, held, pred = report.get("fit", {}), report.get("heldout", {}), report.get("predict", {})
     lines.append("metrics (video level)")
     lines.append(f"  validation, best of {fit.get('epochs')} epochs (epoch {fit.get('best_epoch')}):  AUC "
-                 f"{_fmt(fit.get('val_auc'))}   log loss {_fmt(fit.get('val_logloss'))}")
+                 f"{format_value(fit.get('val_auc'))}   log loss {format_value(fit.get('val_logloss'))}")
     n = held.get("n")
     extra = ", ".join(f"{v} {k}" for k, v in (("without a face", held.get("no_face")), ("unreadable",
                                                                                        held.get("errors"))) if v)
     lines.append(f"  held-out set, {n} videos never trained on{' (' + extra + ', left out)' if extra else ''}:")
-    lines.append(f"      AUC {_fmt(held.get('auc'))}   log loss {_fmt(held.get('logloss'))}   balanced log loss "
-                 f"{_fmt(held.get('balanced_logloss'))}   accuracy {_fmt(held.get('accuracy'))} (threshold 0.5)   "
-                 f"(chance: AUC 0.5, log loss 0.693)")
-    lines.append(f"  one clip, {pred.get('video')} (truly {pred.get('label')}): p(fake) {_fmt(pred.get('p_fake'))}"
-                 f" -> {pred.get('verdict')}")
+    lines.append(f"      AUC {format_value(held.get('auc'))}   log loss {format_value(held.get('logloss'))}   "
+                 f"balanced log loss {format_value(held.get('balanced_logloss'))}   "
+                 f"accuracy {format_value(held.get('accuracy'))} (threshold 0.5)   (chance: AUC 0.5, log loss 0.693)")
+    lines.append(f"  one clip, {pred.get('video')} (truly {pred.get('label')}): "
+                 f"p(fake) {format_value(pred.get('p_fake'))} -> {pred.get('verdict')}")
     lines += ["", "time per stage"]
     for name in STAGES:
         s = report["stages"].get(name)
         if s:
-            lines.append(f"  {name:<9}{_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
+            lines.append(f"  {name:<9}{format_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
                                                                          if s.get("reused") else ""))
     lines += ["", "artifacts"]
     width = max(len(k) for k in report["artifacts"])
