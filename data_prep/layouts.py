@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.files import CsvError, is_video_name, iter_videos, read_csv_dicts
+from data_prep.index import LABELS, SPLITS
 
 __all__ = ["LAYOUTS", "LayoutError", "LayoutResult", "VideoRecord", "detect_layout", "find_videos"]
 
 LAYOUTS = ("auto", "dfdc", "deeperforensics", "folder")
-SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "dev": "val", "test": "test", "testing": "test", "": ""}
-_LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}
 
 
 class LayoutError(Exception):
@@ -85,15 +84,6 @@ class LayoutResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _is_video(path: Path) -> bool:
-    return is_video_name(path)
-
-
-def _videos_under(folder: Path) -> list[Path]:
-    """Video files under `folder`, recursively, sorted, each once (`data_prep.files.iter_videos`)."""
-    return list(iter_videos(folder))
-
-
 def _rel(path: Path, source: Path) -> str:
     return path.relative_to(source).as_posix()
 
@@ -107,9 +97,9 @@ def _split(value: str, where: str) -> str:
 
 def _label(value: object, where: str) -> int:
     key = str(value).strip().lower()
-    if key not in _LABELS:
+    if key not in LABELS:
         raise LayoutError(f"{where}: unknown label {value!r} (expected real/fake or 0/1)")
-    return _LABELS[key]
+    return LABELS[key]
 
 
 def detect_layout(source: str | os.PathLike) -> str:
@@ -187,7 +177,7 @@ def _dfdc(source: Path) -> LayoutResult:
             records.append(VideoRecord(folder / name, video, label, _split(entry.get("split", ""), where),
                                        original_id))
         listed = set(meta)
-        skipped += sum(1 for p in folder.iterdir() if _is_video(p) and p.name not in listed)
+        skipped += sum(1 for p in folder.iterdir() if is_video_name(p) and p.name not in listed)
     notes = [f"{skipped} video file(s) not listed in any metadata.json were skipped"] if skipped else []
     return LayoutResult("dfdc", records, skipped, notes)
 
@@ -213,7 +203,7 @@ def _deeperforensics(source: Path) -> LayoutResult:
                 split_of.setdefault(name, split)
     records: list[VideoRecord] = []
     actor_splits: dict[str, Counter] = defaultdict(Counter)
-    for path in _videos_under(manipulated):
+    for path in iter_videos(manipulated):
         video = _rel(path, source)
         split = split_of.get(path.name, "")
         records.append(VideoRecord(path, video, 1, split, video))
@@ -222,7 +212,7 @@ def _deeperforensics(source: Path) -> LayoutResult:
     real_root = source / "source_videos"
     notes = []
     if real_root.is_dir():
-        for path in _videos_under(real_root):
+        for path in iter_videos(real_root):
             rel_parts = path.relative_to(real_root).parts
             actor = rel_parts[0] if len(rel_parts) > 1 else path.stem.split("_")[0]
             counts = actor_splits.get(actor)
@@ -239,13 +229,13 @@ def _folder(source: Path) -> LayoutResult:
     by_id: dict[str, VideoRecord] = {}
     for top, label in (("real", 0), ("fake", 1)):
         if (source / top).is_dir():
-            for path in _videos_under(source / top):
+            for path in iter_videos(source / top):
                 video = _rel(path, source)
                 by_id[video] = VideoRecord(path, video, label, "", video)
     labels_csv = source / "labels.csv"
     if labels_csv.is_file():
         by_name: dict[str, list[str]] = defaultdict(list)
-        for path in _videos_under(source):
+        for path in iter_videos(source):
             by_name[path.name].append(_rel(path, source))
 
         def resolve(name: str, where: str) -> str:
