@@ -19,7 +19,14 @@ its original and a group never splits across machines. Each shard writes ``index
 
 Box reuse: a DFDC fake whose original is extracted in the same run (or was, by an earlier run into the same
 OUT_DIR) is cropped with the original's boxes when it has the same frame count and size: no detection at all,
-and crops aligned with the original's. Originals run first; their fakes wait for them.
+and crops aligned with the original's. Originals run first; their fakes wait for them. The boxes reused are
+always those the index records (rounded as written), whether they come from memory or from an earlier run's
+parts, so a killed and resumed run writes the same bytes as one that ran through.
+
+Safety: two videos whose crop folders would be one (the same path but for the extension, or for letter case)
+are not mixed: the first by id keeps the folder, the other fails with a reason. One run at a time writes a given
+OUT_DIR (or a given shard of it): a second is refused while the first holds `.extract[.shard-K-of-N].lock`.
+A video whose outputs can't be written (disk full, permissions) fails with that reason; the run goes on.
 
 This module prints nothing: progress and warnings go to the caller's callbacks, errors a user must see are
 `DatasetError`s with a one-line message (the command, `deepfake.cli.extract`, prints them).
@@ -27,14 +34,16 @@ This module prints nothing: progress and warnings go to the caller's callbacks, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
+import socket
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +105,37 @@ def _crop_dir(video_id: str) -> str:
     return "crops/" + str(Path(video_id).with_suffix("").as_posix())
 
 
+def _crop_clashes(records: list[VideoRecord]) -> dict[str, str]:
+    """Videos whose crop folder an earlier video (by id) already takes, with the reason to report."""
+    owner: dict[str, str] = {}
+    clashes: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.video):
+        key = _crop_dir(r.video).casefold()  # case-insensitive file systems (macOS, Windows) merge these too
+        if key in owner:
+            clashes[r.video] = (f"its crops would share the folder {_crop_dir(r.video)} with {owner[key]}'s; rename "
+                                "one of the two videos")
+        else:
+            owner[key] = r.video
+    return clashes
+
+
+def _box_text(box) -> list[str]:
+    return [f"{v:.2f}" for v in box]
+
+
+def _score_text(score: float) -> str:
+    return f"{score:.5f}"
+
+
+def _as_recorded(faces: VideoFaces, stride: int) -> ReuseBoxes:
+    """A video's boxes and scores exactly as its index rows record them (what `_load_boxes` reads back)."""
+    reuse = ReuseBoxes.from_faces(faces, stride)
+    reuse.tracks = [(track, frames, np.asarray([[float(v) for v in _box_text(b)] for b in boxes], np.float32),
+                     np.asarray([float(_score_text(s)) for s in scores], np.float32))
+                    for track, frames, boxes, scores in reuse.tracks]
+    return reuse
+
+
 def _part_paths(out: Path, video_id: str) -> tuple[Path, Path]:
     base = out / "parts" / video_id
     return base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
@@ -139,11 +179,13 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
                 name = f"t{t.track}_f{int(frame):06d}.jpg"
                 (tmp / name).write_bytes(data)
                 rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
-                             f"{box[0]:.2f}", f"{box[1]:.2f}", f"{box[2]:.2f}", f"{box[3]:.2f}", f"{score:.5f}",
-                             f"{crop_rel}/{name}"])
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+                             *_box_text(box), _score_text(score), f"{crop_rel}/{name}"])
+        try:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left only when it failed
     elif final.exists():
         shutil.rmtree(final)
     atomic_write(csv_path, csv_text(rows, INDEX_COLUMNS))
@@ -154,6 +196,41 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
             "damaged_frames": result.damaged_frames}
     atomic_write(meta_path, json.dumps(meta))
     return len(result.tracks), len(rows), reason
+
+
+def _write_failure(out: Path, video_id: str, reason: str) -> None:
+    """Record a video as failed (its status file), so failures.csv lists it and the next run retries it."""
+    atomic_write(_part_paths(out, video_id)[1], json.dumps({"video": video_id, "status": "error", "reason": reason}))
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold OUT_DIR's (or its shard's) lock for a run; DatasetError when another run holds it.
+
+    An OS file lock (flock), released by the OS when the process ends however it ends, so a killed run never
+    leaves a stale lock behind. Where the platform has no flock (Windows), runs are not guarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    k, n = shard
+    name = ".extract.lock" if n == 1 else f".extract.shard-{k}-of-{n}.lock"
+    with open(out / name, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            what = f"shard {k}/{n} of {out}" if n > 1 else os.fspath(out)
+            raise DatasetError(f"another deepfake-extract ({holder}) is writing to {what}; wait for it to end, or "
+                               "use another OUT_DIR") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
 
 
 def _load_boxes(out: Path, video_id: str, stride: int) -> ReuseBoxes | None:
@@ -211,7 +288,7 @@ class _BoxReuse:
     def keep(self, job: _Job, faces: VideoFaces) -> None:
         vid = self.todo[job.key].video
         if self.dependents.get(vid) and faces.tracks:  # an original without a face: its fakes detect for themselves
-            self.cache[vid] = ReuseBoxes.from_faces(faces, self.stride)
+            self.cache[vid] = _as_recorded(faces, self.stride)
             self.cache[vid].source = vid  # the id, not the path, goes to the fake's status file
 
     def lookup(self, job: _Job) -> ReuseBoxes | None:
@@ -365,9 +442,23 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         records = records[:max(0, limit)]
 
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, config)
+    with _run_lock(out, shard):
+        return _extract_locked(out, config, records, found.records, shard, workers, reuse_original_boxes, progress,
+                               warn)
 
-    todo = [r for r in records if not _is_done(out, r.video)]
+
+def _extract_locked(out: Path, config: ExtractConfig, records: list[VideoRecord], all_records: list[VideoRecord],
+                    shard: tuple[int, int], workers: int | None, reuse_original_boxes: bool,
+                    progress: Callable[[int, int, int, int], None] | None,
+                    warn: Callable[[str], None] | None) -> ExtractSummary:
+    """`extract_dataset` once OUT_DIR's lock is held."""
+    k, n = shard
+    _check_settings(out, config)
+    clashes = _crop_clashes(all_records)  # over every shard's videos: shards share the crops folder
+    refused = [r for r in records if r.video in clashes]
+    for r in refused:
+        _write_failure(out, r.video, clashes[r.video])
+    todo = [r for r in records if r.video not in clashes and not _is_done(out, r.video)]
     workers = default_workers() if workers is None else workers
     try:
         extractor = FaceExtractor(config, workers=min(workers, len(todo)) if todo else 0)
@@ -382,7 +473,12 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
             progress(0, len(todo), 0, 0)
         for done, (job, result) in enumerate(extractor.run_jobs(jobs, jpeg=True, keep_boxes=reuse.keep,
                                                                 reuse_lookup=reuse.lookup), 1):
-            tracks, _, reason = _write_video(out, todo[job.key], result)
+            try:
+                tracks, _, reason = _write_video(out, todo[job.key], result)
+            except OSError as err:  # disk full, permissions, a folder changed under us: this video fails, not the run
+                tracks, reason = 0, f"can't write its outputs: {err}"
+                with contextlib.suppress(OSError):
+                    _write_failure(out, todo[job.key].video, reason)
             if isinstance(result, VideoFaces) and result.damaged_frames and warn is not None:
                 warn(f"warning: {todo[job.key].video}: {damage_note(result)}")
             n_new_tracks += tracks
@@ -408,5 +504,5 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         except DatasetError:  # other shards still running: the last one merges
             pass
     return ExtractSummary(videos=n_videos, tracks=n_tracks, failures=n_failures, done_now=len(todo),
-                          already_done=len(records) - len(todo), elapsed=time.monotonic() - started,
+                          already_done=len(records) - len(todo) - len(refused), elapsed=time.monotonic() - started,
                           device=extractor.device, index=index, merged=merged, shards=n)

@@ -212,6 +212,17 @@ class VideoFaces:
         return sum(len(t) for t in self.tracks)
 
 
+def thin_evidence_note(faces: VideoFaces) -> str | None:
+    """One line when a result rests on too little to judge motion: a still picture, or a face in one frame."""
+    if faces.n_frames <= 1 and faces.tracks:
+        return "a single picture, not a video: scored from one face crop, with no motion to judge"
+    single = [t.track for t in faces.tracks if len(t) == 1]
+    if single:
+        which = ", ".join(str(k) for k in single)
+        return f"face {which} was seen in one sampled frame only: its score rests on a single crop"
+    return None
+
+
 def damage_note(faces: VideoFaces) -> str:
     """One line on the frames of a damaged file that could not be decoded (for a warning)."""
     return (f"{faces.damaged_frames} of {faces.n_frames} frames could not be decoded (damaged data in the file) "

@@ -269,12 +269,15 @@ class Prediction:
 
     @property
     def warning(self) -> str | None:
-        """What a user should know about a video that still scored (damaged frames skipped), else None."""
-        if not getattr(self.faces, "damaged_frames", 0):
+        """What a user should know about a video that still scored (damaged frames skipped, a still picture, a
+        face seen once), else None."""
+        if self.faces is None:
             return None
-        from data_prep.faces import damage_note
+        from data_prep.faces import damage_note, thin_evidence_note
 
-        return f"{self.result['video']}: {damage_note(self.faces)}; scored on the rest"
+        notes = [f"{damage_note(self.faces)}; scored on the rest"] if self.faces.damaged_frames else []
+        notes += [note] if (note := thin_evidence_note(self.faces)) else []
+        return f"{self.result['video']}: {'; '.join(notes)}" if notes else None
 
 
 def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,

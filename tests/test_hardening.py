@@ -118,3 +118,131 @@ def test_a_killed_predict_resumes_where_it_stopped(synth_dataset, tmp_path, monk
         with open(out, newline="") as f:
             rows = list(csv.DictReader(f))
     assert sorted(r["video"] for r in rows) == names
+
+
+# ------------------------------------------------------------------------------------------ deepfake-extract
+
+EXTRACT_ARGS = ["--layout", "folder", "--stride", "2", "--size", "64", "--device", "cpu", "--workers", "0",
+                "--no-progress"]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` that a run leaves as its result (crops, index, failures), by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and (p.parts[len(folder.parts)] == "crops" or p.name in ("index.csv", "failures.csv"))}
+
+
+def test_a_killed_extraction_resumes_to_the_same_bytes(synth_dataset, extracted_dataset, tmp_path):
+    """SIGKILL after the first video, resume: every crop and index row equals an uninterrupted run's, the fakes'
+    crops too (they reuse their originals' boxes, from memory in one run and from disk after the kill)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    code = "import sys; from deepfake.cli.extract import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(synth_dataset), str(out), *EXTRACT_ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list((out / "parts").rglob("*.json")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "index.csv").exists()
+    from deepfake.cli import extract
+
+    assert extract.main([str(synth_dataset), str(out), *EXTRACT_ARGS]) == 0
+    resumed, clean = _tree(out), _tree(extracted_dataset)
+    assert sorted(resumed) == sorted(clean)
+    assert [name for name in clean if resumed[name] != clean[name]] == []
+
+
+def test_videos_that_would_share_a_crop_folder_are_not_mixed(synth_dataset, tmp_path, capsys):
+    from deepfake.cli import extract
+
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    clip = next(iter_videos(synth_dataset / "real"))
+    shutil.copy(clip, src / "real" / "dup.mp4")
+    shutil.copy(clip, src / "real" / "dup.mov")
+    out = tmp_path / "out"
+    assert extract.main([str(src), str(out), *EXTRACT_ARGS]) == 0
+    index = read_csv_dicts(out / "index.csv")
+    assert {row["video"] for row in index} == {"real/dup.mov"}  # the first by id keeps crops/real/dup
+    failures = read_csv_dicts(out / "failures.csv")
+    assert [r["video"] for r in failures] == ["real/dup.mp4"] and "rename one" in failures[0]["reason"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused(synth_dataset, tmp_path, capsys):
+    import fcntl
+
+    from deepfake.cli import extract
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".extract.lock", "a+") as held:
+        held.write("pid 1 on elsewhere\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert extract.main([str(synth_dataset), str(out), *EXTRACT_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "another deepfake-extract (pid 1 on elsewhere) is writing to" in err and "Traceback" not in err
+    assert not (out / "index.csv").exists()
+
+
+def test_a_write_error_is_that_videos_failure(synth_dataset, tmp_path, monkeypatch):
+    import data_prep.dataset as dataset
+    from deepfake.cli import extract
+
+    real_write = dataset._write_video
+
+    def full_disk(out, record, result):
+        if record.video == "real/clip_0000.mp4":
+            raise OSError(28, "No space left on device")
+        return real_write(out, record, result)
+
+    monkeypatch.setattr(dataset, "_write_video", full_disk)
+    out = tmp_path / "out"
+    assert extract.main([str(synth_dataset), str(out), *EXTRACT_ARGS]) == 0
+    failures = {r["video"]: r["reason"] for r in read_csv_dicts(out / "failures.csv")}
+    assert "No space left on device" in failures["real/clip_0000.mp4"]
+    assert len({r["video"] for r in read_csv_dicts(out / "index.csv")}) == 5  # the others went on
+
+
+def test_a_still_picture_is_scored_with_a_warning(tmp_path, capsys):
+    import cv2
+    from skimage import data
+
+    from tests.test_predict import make_weights
+
+    still = tmp_path / "photo.mp4"
+    cv2.imwrite(str(tmp_path / "photo.jpg"), data.astronaut()[:, :, ::-1])
+    (tmp_path / "photo.jpg").rename(still)
+    weights = make_weights(tmp_path / "detector.pt")
+    assert predict_cli.main([str(still), "--weights", str(weights), "--device", "cpu", "--no-progress"]) == 0
+    assert "a single picture, not a video" in capsys.readouterr().err
+
+
+def test_reused_boxes_are_the_recorded_ones_in_memory_and_after_a_resume(synth_dataset, tmp_path):
+    """Why a resumed run once cut one fake's crop a pixel off: its original's boxes came back from the index rounded
+    to 2 decimals, where an uninterrupted run reused the unrounded ones. Both now reuse the recorded values."""
+    import numpy as np
+
+    from data_prep import dataset
+    from data_prep.extractor import FaceExtractor
+    from data_prep.faces import ExtractConfig
+    from data_prep.layouts import VideoRecord
+
+    clip = next(iter_videos(synth_dataset / "real"))
+    faces = FaceExtractor(ExtractConfig(stride=2, size=64, device="cpu")).extract(clip, jpeg=True)
+    record = VideoRecord(clip, "real/a.mp4", 0, "", "real/a.mp4")
+    dataset._write_video(tmp_path, record, faces)
+    loaded = dataset._load_boxes(tmp_path, "real/a.mp4", 2)
+    in_memory = dataset._as_recorded(faces, 2)
+    raw = [boxes for _, _, boxes, _ in dataset.ReuseBoxes.from_faces(faces, 2).tracks]
+    assert not all(np.array_equal(a, b) for a, (_, _, b, _) in zip(raw, loaded.tracks))  # rounding does change them
+    for (t1, f1, b1, s1), (t2, f2, b2, s2) in zip(in_memory.tracks, loaded.tracks):
+        assert t1 == t2 and np.array_equal(f1, f2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
