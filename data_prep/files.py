@@ -18,13 +18,21 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write", "atomic_path",
-           "csv_text", "read_csv_dicts", "CsvError"]
+__all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write",
+           "atomic_path", "csv_text", "read_csv_dicts", "CsvError"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 
 
-class CsvError(ValueError):
+class OneLineError(Exception):
+    """An error a user reads as one line: its message's whitespace (newlines in a file name or a CSV header too)
+    is folded into single spaces."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class CsvError(OneLineError, ValueError):
     """A CSV file that can't be read, or lacks a column; the message is one line naming the file."""
 
 
@@ -151,6 +159,7 @@ def read_csv_dicts(path: str | os.PathLike, need: Iterable[str] = ()) -> list[di
         raise CsvError(f"{path}: can't read ({err.strerror or err})") from None
     missing = [c for c in need if c not in header]
     if missing:
+        shown = ",".join(" ".join(h.split()) for h in header)[:200]  # one line, however odd the header
         raise CsvError(f"{path}: needs columns {','.join(need)}; missing {','.join(missing)} "
-                       f"(the header is {','.join(header) or 'empty'})")
+                       f"(the header is {shown or 'empty'})")
     return [{h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header) if h} for row in rows]

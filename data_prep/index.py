@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from data_prep.files import OneLineError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,7 +32,7 @@ SPLITS = ("train", "val", "test")
 EXTRACT_SETTINGS = "extract_config.json"
 
 
-class IndexFileError(ValueError):
+class IndexFileError(OneLineError, ValueError):
     """An index.csv that can't be used; the message is one line a user can act on."""
 
 

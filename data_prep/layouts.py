@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.files import CsvError, is_video_name, iter_videos, read_csv_dicts
+from data_prep.files import CsvError, OneLineError, is_video_name, iter_videos, read_csv_dicts
 from data_prep.index import LABELS, SPLITS
 
 __all__ = ["LAYOUTS", "LayoutError", "LayoutResult", "VideoRecord", "detect_layout", "find_videos"]
@@ -44,7 +44,7 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
                   "dev": "val", "test": "test", "testing": "test", "": ""}
 
 
-class LayoutError(Exception):
+class LayoutError(OneLineError):
     """SOURCE does not look like the layout asked for, or its label files are malformed; one line."""
 
 
@@ -165,14 +165,17 @@ def _dfdc(source: Path) -> LayoutResult:
             raise LayoutError(f"{meta_path}: expected an object mapping file names to entries")
         for name, entry in meta.items():
             where = f"{meta_path}: {name}"
-            for file_name in (name, (entry or {}).get("original") if isinstance(entry, dict) else None):
+            original = entry.get("original") if isinstance(entry, dict) else None
+            if not name or not (original is None or isinstance(original, str)):
+                raise LayoutError(f"{where}: an entry needs a file name, and its original must be one (or null)")
+            for file_name in (name, original):
                 if file_name and ("/" in file_name or "\\" in file_name or file_name in (".", "..")):
                     raise LayoutError(f"{where}: {file_name!r} is not a file name in the metadata's folder")
             if not isinstance(entry, dict) or "label" not in entry:
                 raise LayoutError(f"{where}: entry without a label")
             label = _label({"real": "real", "fake": "fake"}.get(str(entry["label"]).lower(), entry["label"]), where)
             video = _rel(folder / name, source)
-            original = entry.get("original") or None
+            original = original or None
             original_id = _rel(folder / original, source) if (label == 1 and original) else video
             records.append(VideoRecord(folder / name, video, label, _split(entry.get("split", ""), where),
                                        original_id))

@@ -515,6 +515,10 @@ class ResultLog:
     The file is JSON Lines (``jsonl``: predict's JSON object a line) or CSV (``csv``: `CSV_COLUMNS`). A line cut
     short by a kill is dropped when the file is opened again.
 
+    Raises:
+        ValueError: resuming a file that is not such a log (a line that is not a result, another CSV header):
+            it is left untouched.
+
     Args:
         path: the file.
         fmt: ``jsonl`` or ``csv``.
@@ -531,25 +535,30 @@ class ResultLog:
         if resume and self.path.is_file():
             raw = self.path.read_bytes()
             kept = raw.rfind(b"\n") + 1  # a last line without its newline was cut by a kill: drop it
+            self._read(raw[:kept].decode("utf-8", errors="replace"))
             if kept != len(raw):
                 os.truncate(self.path, kept)
-            self._read(raw[:kept].decode("utf-8", errors="replace"))
         self._file = open(self.path, "a" if kept else "w", encoding="utf-8", newline="")
         if fmt == "csv" and not kept:
             self._file.write(csv_text([], CSV_COLUMNS))
         self._file.flush()
 
     def _read(self, text: str) -> None:
+        not_ours = f"{self.path} is not a results file of `deepfake predict`"
         if self.fmt == "jsonl":
-            for line in text.splitlines():
+            for n, line in enumerate(text.splitlines(), 1):
                 try:
                     result = json.loads(line)
                 except ValueError:
-                    continue
-                if isinstance(result, dict) and isinstance(result.get("video"), str):
-                    self.done[result["video"]] = result
-        else:
-            for row in csv.DictReader(io.StringIO(text)):
+                    result = None
+                if not (isinstance(result, dict) and isinstance(result.get("video"), str)):
+                    raise ValueError(f"{not_ours} (line {n} is not a result); give another --output")
+                self.done[result["video"]] = result
+        elif text:
+            reader = csv.DictReader(io.StringIO(text))
+            if reader.fieldnames != CSV_COLUMNS:
+                raise ValueError(f"{not_ours} (its header is not {','.join(CSV_COLUMNS)}); give another --output")
+            for row in reader:
                 if row.get("video"):
                     self.done[row["video"]] = row
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.files import CsvError, atomic_write, csv_text, iter_videos, read_csv_dicts
+from data_prep.files import CsvError, OneLineError, atomic_write, csv_text, iter_videos, read_csv_dicts
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission"]
@@ -52,7 +52,7 @@ KAGGLE_HOURS = 9.0
 COLUMNS = ("filename", "label")
 
 
-class SubmissionError(Exception):
+class SubmissionError(OneLineError):
     """A problem the user must fix before a submission can be written (e.g. nothing to list the rows from)."""
 
 

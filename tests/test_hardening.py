@@ -246,3 +246,15 @@ def test_reused_boxes_are_the_recorded_ones_in_memory_and_after_a_resume(synth_d
     assert not all(np.array_equal(a, b) for a, (_, _, b, _) in zip(raw, loaded.tracks))  # rounding does change them
     for (t1, f1, b1, s1), (t2, f2, b2, s2) in zip(in_memory.tracks, loaded.tracks):
         assert t1 == t2 and np.array_equal(f1, f2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
+
+
+def test_resume_refuses_a_file_that_is_not_a_results_log(tmp_path, capsys):
+    from tests.test_predict import make_weights
+
+    other = tmp_path / "my_notes.csv"
+    other.write_text("name,comment\nclip.mp4,keep me\n")
+    weights = make_weights(tmp_path / "detector.pt")
+    assert predict_cli.main([str(tmp_path), "--weights", str(weights), "--output", str(other), "--resume",
+                             "--device", "cpu", "--no-progress"]) == 2
+    assert "not a results file of `deepfake predict`" in capsys.readouterr().err
+    assert other.read_text() == "name,comment\nclip.mp4,keep me\n"

@@ -116,6 +116,8 @@ def main(args: list[str] | None = None) -> int:
         log = ResultLog(journal, "csv" if fmt == "csv" else "jsonl", resume=ns.resume) if journal else None
     except OSError as err:
         return _fail(f"can't write {journal}: {err}", 1)
+    except ValueError as err:  # --resume on a file that is not a results log: left untouched
+        return _fail(str(err))
     previous = list(log.done.values()) if log else []  # results of the run being resumed
     if previous:
         print(f"deepfake predict: resuming: {len(previous)} video(s) already in {journal}", file=sys.stderr)
