@@ -53,8 +53,9 @@ def real_key(path: str | os.PathLike) -> str:
 def iter_videos(folder: str | os.PathLike, seen: set[str] | None = None) -> Iterator[Path]:
     """Video files under `folder`, recursively, in sorted order; hidden files and folders are left out.
 
-    Links to folders are followed, but a real folder is entered only once, so a link back to a parent (a loop)
-    ends there; a real file is yielded only once however many links reach it.
+    Links to folders are followed, but a real folder is entered only once and a link up to a folder holding
+    `folder` is not followed, so a link back to a parent (a loop) ends there; a real file is yielded only once
+    however many links reach it.
 
     Args:
         folder: where to look.
@@ -66,13 +67,17 @@ def iter_videos(folder: str | os.PathLike, seen: set[str] | None = None) -> Iter
     """
     seen = set() if seen is None else seen
     entered: set[tuple[int, int]] = set()
+    start = os.path.realpath(folder)
     for root, dirs, files in os.walk(folder, followlinks=True):
         try:
             st = os.stat(root)
         except OSError:
             dirs[:] = []
             continue
-        if (st.st_dev, st.st_ino) in entered:  # a link led back to a folder already walked
+        here = os.path.realpath(root)
+        # A link back to a folder already walked, or up to one that holds `folder` (whose other parts, e.g. a
+        # dataset's fake/ seen from its real/, are not `folder`'s to list): walked no further.
+        if (st.st_dev, st.st_ino) in entered or (here != start and os.path.commonpath([here, start]) == here):
             dirs[:] = []
             continue
         entered.add((st.st_dev, st.st_ino))

@@ -230,9 +230,10 @@ def _deeperforensics(source: Path) -> LayoutResult:
 
 def _folder(source: Path) -> LayoutResult:
     by_id: dict[str, VideoRecord] = {}
+    seen: set[str] = set()  # a file reached from both folders (a link) is listed once, under the first
     for top, label in (("real", 0), ("fake", 1)):
         if (source / top).is_dir():
-            for path in iter_videos(source / top):
+            for path in iter_videos(source / top, seen):
                 video = _rel(path, source)
                 by_id[video] = VideoRecord(path, video, label, "", video)
     labels_csv = source / "labels.csv"

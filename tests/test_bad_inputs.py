@@ -1,0 +1,123 @@
+"""A corpus of bad files beside good ones, through every command that takes a folder: `deepfake predict`,
+`deepfake-extract`, `deepfake evaluate` and `deepfake submit`. Each bad file gets its one-line reason (or its
+warning), nothing prints a traceback, the exit status is the documented one, and the good files still score."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep.files import read_csv_dicts
+from deepfake.cli import evaluate, extract, predict, submit
+from tests.test_predict import make_weights, read_frames, write_video
+
+# file -> what predict says of it: ok, no_face or error (a one-line reason)
+EXPECTED = {
+    "real/good.mp4": "ok", "fake/good.mp4": "ok",
+    "real/one_frame.mp4": "ok", "fake/still_picture.mp4": "ok",
+    "real/no_face.mp4": "no_face", "fake/two_faces.mp4": "ok", "real/portrait.mp4": "ok", "real/gray.mp4": "ok",
+    "real/uhd_4k.mp4": "ok", "fake/damaged_inside.mp4": "ok",
+    "real/zero_byte.mp4": "error", "real/truncated.mp4": "error", "real/text_file.mp4": "error",
+    "fake/random_bytes.mov": "error",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(synth_dataset, tmp_path_factory, damaged_h264) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "real").mkdir()
+    (root / "fake").mkdir()
+    real = synth_dataset / "real" / "clip_0000.mp4"
+    face = read_frames(real, 12)
+    other = read_frames(synth_dataset / "real" / "clip_0001.mp4", 12)
+    shutil.copy(real, root / "real/good.mp4")
+    shutil.copy(synth_dataset / "fake" / "clip_0003.mp4", root / "fake/good.mp4")
+    write_video(root / "real/one_frame.mp4", face[:1])
+    cv2.imwrite(str(root / "still.jpg"), face[0][:, :, ::-1])
+    (root / "still.jpg").rename(root / "fake/still_picture.mp4")
+    yy, xx = np.mgrid[0:240, 0:320]
+    write_video(root / "real/no_face.mp4", [np.dstack([(xx + 8 * i) % 256, yy // 2 + 30, np.full_like(xx, 90)])
+                                            .astype(np.uint8) for i in range(12)])
+    write_video(root / "fake/two_faces.mp4", [np.hstack([a, b]) for a, b in zip(face, other)])
+    write_video(root / "real/portrait.mp4", [np.pad(f, ((120, 120), (0, 0), (0, 0))) for f in face])
+    write_video(root / "real/gray.mp4", face, gray=True)
+    write_video(root / "real/uhd_4k.mp4", [cv2.resize(f, (3840, 2160)) for f in face[:4]])
+    frames = face + face[::-1] + face
+    damaged_h264(root / "fake/damaged_inside.mp4", frames, [15])
+    (root / "real/zero_byte.mp4").write_bytes(b"")
+    data = real.read_bytes()
+    (root / "real/truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "real/text_file.mp4").write_text("this is a text file with a video's name\n")
+    (root / "fake/random_bytes.mov").write_bytes(np.random.default_rng(0).bytes(5000))
+    (root / "real/loop").symlink_to(root)  # a link back to the top: must neither hang nor repeat videos
+    (root / "notes.txt").write_text("not a video, not listed\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("weights") / "detector.pt")
+
+
+def _one_line(text: str) -> bool:
+    return bool(text) and "\n" not in text and "Traceback" not in text
+
+
+def test_predict_gives_every_file_its_status(corpus, weights, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    rc = predict.main([str(corpus), "--weights", str(weights), "--output", str(out), "--device", "cpu",
+                       "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err  # 1: some files could not be read
+    results = {Path(r["video"]).relative_to(corpus).as_posix(): r for r in json.loads(out.read_text())}
+    assert sorted(results) == sorted(EXPECTED)  # each video once, despite the link loop
+    for name, status in EXPECTED.items():
+        r = results[name]
+        assert r["status"] == status, (name, r)
+        if status == "error":
+            assert _one_line(r["error"]), (name, r["error"])
+        elif status == "ok":
+            assert 0 <= r["p_fake"] <= 1
+    assert "still_picture.mp4: a single picture, not a video" in err
+    assert "damaged_inside.mp4: " in err and "could not be decoded" in err
+
+
+def test_extract_lists_every_bad_file_and_crops_the_rest(corpus, tmp_path, capsys):
+    out = tmp_path / "extracted"
+    rc = extract.main([str(corpus), str(out), "--layout", "folder", "--stride", "2", "--size", "64", "--device", "cpu",
+                       "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    failures = {r["video"]: r["reason"] for r in read_csv_dicts(out / "failures.csv")}
+    cropped = {r["video"] for r in read_csv_dicts(out / "index.csv")}
+    for name, status in EXPECTED.items():
+        if status == "ok":
+            assert name in cropped, name
+        else:
+            assert _one_line(failures[name]) and name not in cropped, (name, failures.get(name))
+
+
+@pytest.mark.slow
+def test_evaluate_and_submit_go_on_past_bad_files(corpus, weights, tmp_path, capsys):
+    rc = evaluate.main([str(corpus), "--weights", str(weights), "--out", str(tmp_path / "eval"), "--layout", "folder",
+                        "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    errors = {e["video"]: e["error"] for e in metrics["errors"]["videos"]}
+    assert set(errors) == {k for k, v in EXPECTED.items() if v == "error"}
+    assert all(_one_line(reason) for reason in errors.values())
+    assert metrics["n"] == sum(v == "ok" for v in EXPECTED.values())
+
+    sub = tmp_path / "submission.csv"
+    rc = submit.main([str(corpus), "--weights", str(weights), "--out", str(sub), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    rows = {r["filename"]: float(r["label"]) for r in read_csv_dicts(sub)}
+    assert sorted(rows) == sorted(EXPECTED) and all(0.01 <= p <= 0.99 for p in rows.values())
+    assert all(rows[k] == 0.5 for k, v in EXPECTED.items() if v != "ok")  # no score: the prior
