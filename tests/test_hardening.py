@@ -258,3 +258,23 @@ def test_resume_refuses_a_file_that_is_not_a_results_log(tmp_path, capsys):
                              "--device", "cpu", "--no-progress"]) == 2
     assert "not a results file of `deepfake predict`" in capsys.readouterr().err
     assert other.read_text() == "name,comment\nclip.mp4,keep me\n"
+
+
+def test_a_video_gets_the_same_bytes_alone_in_a_folder_and_with_workers(synth_dataset, extracted_dataset, tmp_path):
+    from deepfake.cli import extract
+
+    workers = tmp_path / "workers"
+    args = [a for a in EXTRACT_ARGS]
+    args[args.index("--workers") + 1] = "2"
+    assert extract.main([str(synth_dataset), str(workers), *args]) == 0
+    clean = _tree(extracted_dataset)
+    assert _tree(workers) == clean
+    alone_src = tmp_path / "alone_src"
+    (alone_src / "real").mkdir(parents=True)
+    shutil.copy(synth_dataset / "real" / "clip_0001.mp4", alone_src / "real" / "clip_0001.mp4")
+    alone = tmp_path / "alone"
+    assert extract.main([str(alone_src), str(alone), *EXTRACT_ARGS]) == 0
+    mine = {k: v for k, v in clean.items() if k.startswith("crops/real/clip_0001/")}
+    assert mine and {k: v for k, v in _tree(alone).items() if k.startswith("crops/")} == mine
+    rows = [r for r in read_csv_dicts(extracted_dataset / "index.csv") if r["video"] == "real/clip_0001.mp4"]
+    assert read_csv_dicts(alone / "index.csv") == rows
