@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths.append(dst)
             folder_extractor = FaceExtractor(config, workers=args.workers)
             model_time = [0.0]
-            score = detector.score_tracks
+            score = detector.score_tracks_in_detail
 
             def timed_score(tracks):  # how much of the folder run the model takes, in the main process
                 start_ = time.perf_counter()
@@ -210,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     model_time[0] += time.perf_counter() - start_
 
-            detector.score_tracks = timed_score
+            detector.score_tracks_in_detail = timed_score
             _sync(detector.device)
             start = time.perf_counter()
             statuses = [pred.result["status"] for pred in iter_predictions(paths, detector, folder_extractor)]
             _sync(detector.device)
             seconds = time.perf_counter() - start
-            detector.score_tracks = score
+            detector.score_tracks_in_detail = score
             folder = {"clips": args.clips, "workers": args.workers, "seconds": seconds,
                       "clips_per_s": args.clips / seconds, "ok": statuses.count("ok"), "model_s": model_time[0]}
 

@@ -273,13 +273,13 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
             try:
                 tracks = futures[i].result()
                 futures[i] = None  # free the crops once scored
-                scores = detector.score_tracks([c for _, _, c in tracks])
+                scores = detector.score_tracks_in_detail([c for _, _, c in tracks])
             except Exception as err:  # noqa: BLE001 - a missing crop costs one video, not the evaluation
                 reason = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
                 results.append((error_result(str(video), reason), time.perf_counter() - start))
                 continue
-            results.append((video_result(str(video), [(tr, frames, p, steps) for (tr, frames, _), (p, steps)
-                                                      in zip(tracks, scores)], threshold),
+            results.append((video_result(str(video), [(tr, frames, s) for (tr, frames, _), s in zip(tracks, scores)],
+                                         threshold),
                             time.perf_counter() - start))
     return videos, results, _index_failures(folder)
 

@@ -35,7 +35,16 @@ from typing import Any
 import numpy as np
 
 from data_prep.files import csv_text, is_video_name, iter_videos, real_key
-from deepfake.scoring import error_result, steps_of, track_p_fake, track_windows, video_result
+from deepfake.calibration import apply_calibration, calibration_of
+from deepfake.scoring import (
+    TrackScore,
+    contributions_of,
+    error_result,
+    steps_of,
+    track_p_fake,
+    track_windows,
+    video_result,
+)
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
            "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces", "write_results",
@@ -63,6 +72,8 @@ class PredictConfig:
         precision: ``auto``: bfloat16 autocast where the hardware has it natively (CUDA GPUs from Ampere on, CPUs
             with AVX512-BF16 or AMX), float16 on older GPUs (P100, V100, T4: Kaggle's), float32 on other CPUs;
             or ``bf16``, ``fp16``, ``fp32`` (exact: the same scores on every machine).
+        calibrated: apply the checkpoint's calibration (`deepfake.calibration`) when it has one; False gives the
+            raw scores.
     """
 
     threshold: float = 0.5
@@ -71,6 +82,7 @@ class PredictConfig:
     stride: int | None = None
     workers: int = 0
     precision: str = "auto"
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -110,13 +122,15 @@ class Detector:
         batch_size: windows per forward pass.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in
             float32.
+        calibrated: apply the calibration recorded in `meta` (if any) to every step's logit.
 
     Example:
         >>> detector = Detector.load("detector.pt", device="auto")
         >>> p_fake, steps = detector.score_tracks([crops])[0]   # crops: (N, S, S, 3) uint8 RGB
     """
 
-    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8, precision: str = "auto") -> None:
+    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8, precision: str = "auto",
+                 calibrated: bool = True) -> None:
         import torch
 
         from data_prep.detector import resolve_device
@@ -125,6 +139,7 @@ class Detector:
             if meta.get(key) is None:
                 raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
         self.meta = dict(meta)
+        self.calibration = calibration_of(meta) if calibrated else None
         self.img_size = int(meta["img_size"])
         # Without a recorded training length, a whole track is one window (the LSTM reads it all).
         self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
@@ -150,12 +165,27 @@ class Detector:
 
     @classmethod
     def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
-             precision: str = "auto") -> Detector:
+             precision: str = "auto", calibrated: bool = True) -> Detector:
         """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading)."""
         from deepfake.checkpoint import load_detector
 
         model, meta = load_detector(weights)
-        return cls(model, meta, device=device, batch_size=batch_size, precision=precision)
+        return cls(model, meta, device=device, batch_size=batch_size, precision=precision, calibrated=calibrated)
+
+    def prepare(self, crops: np.ndarray):
+        """(B, T, S, S, 3) uint8 RGB crops -> the model's input, (B, T, 3, img_size, img_size) float on the device."""
+        import torch
+
+        batch = np.stack([self._resize(np.asarray(c, dtype=np.uint8)) for c in crops])
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        # Normalise on the device: uint8 is a quarter of the bytes of float32 to move there.
+        return (x.permute(0, 1, 4, 2, 3).float() - self._mean) / self._std  # (B, T, 3, S, S)
+
+    def probabilities(self, logits):
+        """(B, T) logits of the model -> (B, T) p(fake) as reported: calibrated when the detector is."""
+        import torch
+
+        return torch.sigmoid(apply_calibration(logits.float(), self.calibration))
 
     def _resize(self, crops: np.ndarray) -> np.ndarray:
         """Crops of another size (an index extracted at another `--size`) to the model's input size."""
@@ -166,19 +196,20 @@ class Detector:
         interp = cv2.INTER_AREA if crops.shape[1] > self.img_size else cv2.INTER_LINEAR
         return np.stack([cv2.resize(c, (self.img_size, self.img_size), interpolation=interp) for c in crops])
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(B, T, S, S, 3) uint8 -> (B, T) per-step p(fake)."""
+    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        """B windows of (T, S, S, 3) uint8 crops -> (B, T) per-step p(fake)."""
         import torch
 
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        # Normalise on the device: uint8 is a quarter of the bytes of float32 to move there.
-        x = (x.permute(0, 1, 4, 2, 3).float() - self._mean) / self._std  # (B, T, 3, S, S)
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32"):
-            logits = self.model(x)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+            logits = self.model(self.prepare(batch))
+        return self.probabilities(logits).cpu().numpy()
 
     def score_tracks(self, tracks: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        """Score face tracks: (p_fake, per-step p_fake) per track (`score_tracks_in_detail` has more)."""
+        return [(t.p_fake, t.steps) for t in self.score_tracks_in_detail(tracks)]
+
+    def score_tracks_in_detail(self, tracks: Sequence[np.ndarray]) -> list[TrackScore]:
         """Score face tracks.
 
         Args:
@@ -187,8 +218,7 @@ class Detector:
                 then decoded window by window, so a long video never sits in memory uncompressed).
 
         Returns:
-            Per track: (p_fake, per-step p_fake of shape (N,)), by `deepfake.scoring`'s rule. A track without
-            crops gives (nan, empty).
+            Per track, its `TrackScore` by `deepfake.scoring`'s rule. A track without crops gives p_fake nan.
         """
         windows = [(i, s, e) for i, t in enumerate(tracks) for s, e in track_windows(len(t), self.seq_len)]
         # Windows of equal length batch together without padding (only tracks shorter than seq_len differ).
@@ -199,16 +229,16 @@ class Detector:
         for group in by_len.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
-                batch = np.stack([self._resize(np.asarray(tracks[windows[w][0]][windows[w][1]:windows[w][2]],
-                                                          dtype=np.uint8)) for w in chunk])
+                batch = [tracks[windows[w][0]][windows[w][1]:windows[w][2]] for w in chunk]
                 for w, p in zip(chunk, self._forward(batch)):
                     probs[w] = p
         out = []
         for i, t in enumerate(tracks):
             mine = [w for w, (ti, _, _) in enumerate(windows) if ti == i]
-            p = [probs[w] for w in mine]
-            out.append((track_p_fake([float(q[-1]) for q in p]),
-                        steps_of(len(t), [windows[w][1:] for w in mine], p)))
+            spans, p = [windows[w][1:] for w in mine], [probs[w] for w in mine]
+            out.append(TrackScore(track_p_fake([float(q[-1]) for q in p]), steps_of(len(t), spans, p),
+                                  [(s, e, float(q[-1])) for (s, e), q in zip(spans, p)],
+                                  contributions_of(len(t), spans, p)))
         return out
 
 
@@ -228,8 +258,8 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
         The per-video dict (module docstring; `json` format).
     """
     tracks = [t for t in faces.tracks if len(t.frames)]
-    scores = detector.score_tracks([t.images() for t in tracks]) if tracks else []
-    return video_result(video, [(t.track, t.frames, p, steps) for t, (p, steps) in zip(tracks, scores)], threshold)
+    scores = detector.score_tracks_in_detail([t.images() for t in tracks]) if tracks else []
+    return video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold)
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -390,7 +420,8 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:300]})") from None
-    detector = Detector(model, meta, device=config.device, batch_size=config.batch_size, precision=config.precision)
+    detector = Detector(model, meta, device=config.device, batch_size=config.batch_size, precision=config.precision,
+                        calibrated=config.calibrated)
     # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
     stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin

@@ -11,6 +11,10 @@ One implementation, used by validation during `fit` (`deepfake.lit`), `deepfake 
 - Per-step scores (`steps` in predict's JSON) are the sigmoid of every step, each crop scored in the first window
   that holds it (a crop's score then depends on the crops before it in its window).
 - A video's p(fake) is the maximum over its face tracks: a video is as fake as its most fake face.
+- The frames that decide: within a window, a crop's contribution is how much the running p(fake) moved when the
+  LSTM read it, p_t - p_(t-1) (the window's first crop from 0.5, even odds), so a window's contributions add up to
+  its score minus 0.5. Each crop counts in the first window that holds it, as for `steps`; a face's `top_frames`
+  are its frames with the largest positive contributions, most decisive first.
 - The verdict is ``fake`` at or above the threshold, else ``real``; ``no face`` when no face was found (no
   made-up probability); ``error`` when the file can't be read.
 """
@@ -18,11 +22,24 @@ One implementation, used by validation during `fit` (`deepfake.lit`), `deepfake 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["track_windows", "track_p_fake", "video_p_fake", "steps_of", "verdict_of", "video_result",
-           "no_face_result", "error_result", "video_scores", "RULE"]
+__all__ = ["TrackScore", "track_windows", "track_p_fake", "video_p_fake", "steps_of", "contributions_of",
+           "verdict_of", "video_result", "no_face_result", "error_result", "video_scores", "RULE", "TOP_FRAMES"]
+
+TOP_FRAMES = 3  # frames listed per face as the ones that decide
+
+
+class TrackScore(NamedTuple):
+    """A face track's scores: its p(fake), per-step p(fake), windows (start, end, p_fake) in crop indices, and
+    each crop's contribution to its window's score."""
+
+    p_fake: float
+    steps: np.ndarray
+    windows: list[tuple[int, int, float]]
+    contributions: np.ndarray
 
 RULE = ("track: mean over consecutive windows of seq_len crops of the last step's p(fake); "
         "video: max over its face tracks")
@@ -65,6 +82,17 @@ def steps_of(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequence[
     return steps
 
 
+def contributions_of(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-crop contribution to its window's score (module docstring), each crop in the first window holding it."""
+    out = np.full(n, np.nan, np.float64)
+    for (s, e), p in zip(windows, window_steps):
+        p = np.asarray(p, np.float64)
+        delta = np.diff(p, prepend=0.5)
+        fresh = np.isnan(out[s:e])
+        out[s:e][fresh] = delta[fresh]
+    return out
+
+
 def verdict_of(p_fake: float, threshold: float) -> str:
     """``fake`` at or above the threshold, else ``real``."""
     return "fake" if p_fake >= threshold else "real"
@@ -85,22 +113,34 @@ def no_face_result(video: str) -> dict:
     return {"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [], "error": None}
 
 
-def video_result(video: str, tracks: Sequence[tuple[int, Sequence[int], float, np.ndarray]],
-                 threshold: float = 0.5) -> dict:
+def _face(track: int, frames: Sequence[int], score: TrackScore) -> dict:
+    frames = [int(f) for f in frames]
+    contributions = np.nan_to_num(np.asarray(score.contributions, np.float64), nan=-np.inf)
+    order = [i for i in np.argsort(-contributions, kind="stable")[:TOP_FRAMES] if contributions[i] > 0]
+    return {"track": int(track), "p_fake": _round(score.p_fake), "frames": frames,
+            "steps": [_round(s) for s in score.steps],
+            "windows": [{"frames": [frames[s], frames[e - 1]], "p_fake": _round(p)} for s, e, p in score.windows],
+            "top_frames": [frames[i] for i in order]}
+
+
+def video_result(video: str, tracks: Sequence[tuple[int, Sequence[int], TrackScore]], threshold: float = 0.5) -> dict:
     """The per-video result (predict's JSON object) from its scored face tracks.
 
     Args:
         video: the name reported for the video.
-        tracks: per face track: (track number, frame numbers of its crops, p_fake, per-step p_fake).
+        tracks: per face track: (track number, frame numbers of its crops, its `TrackScore`).
         threshold: verdict threshold.
+
+    Returns:
+        ``{"video", "status", "p_fake", "verdict", "faces", "error"}``; each face ``{"track", "p_fake", "frames",
+        "steps", "windows": [{"frames": [first, last], "p_fake"}], "top_frames"}``.
     """
     if not tracks:
         return no_face_result(video)
-    if not all(np.isfinite(p) for _, _, p, _ in tracks):
+    if not all(np.isfinite(s.p_fake) for _, _, s in tracks):
         return error_result(video, "the detector gave a non-finite score (NaN or inf): are the weights broken?")
-    faces = [{"track": int(t), "p_fake": _round(p), "frames": [int(f) for f in frames],
-              "steps": [_round(s) for s in steps]} for t, frames, p, steps in tracks]
-    p_video = video_p_fake([p for _, _, p, _ in tracks])
+    faces = [_face(t, frames, s) for t, frames, s in tracks]
+    p_video = video_p_fake([s.p_fake for _, _, s in tracks])
     return {"video": video, "status": "ok", "p_fake": _round(p_video), "verdict": verdict_of(p_video, threshold),
             "faces": faces, "error": None}
 

@@ -24,7 +24,7 @@ from deepfake.weights import WeightsError, resolve_weights
 TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
 SEQ_LEN, STRIDE = 4, 3
 RESULT_KEYS = {"video", "status", "p_fake", "verdict", "faces", "error"}
-FACE_KEYS = {"track", "p_fake", "frames", "steps"}
+FACE_KEYS = {"track", "p_fake", "frames", "steps", "windows", "top_frames"}
 
 
 def make_weights(path: Path) -> Path:

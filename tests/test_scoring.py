@@ -10,14 +10,32 @@ import pytest
 from deepfake import scoring
 
 
+def _score(p: float, steps) -> scoring.TrackScore:
+    steps = np.asarray(steps, np.float64)
+    return scoring.TrackScore(p, steps, [(0, len(steps), p)], scoring.contributions_of(len(steps), [(0, len(steps))],
+                                                                                       [steps]))
+
+
 def test_video_result_follows_the_rule():
-    tracks = [(0, [0, 2, 4], 0.2, np.array([0.1, 0.2, 0.3])), (1, [0, 2], 0.7, np.array([0.6, 0.7]))]
+    tracks = [(0, [0, 2, 4], _score(0.2, [0.1, 0.2, 0.3])), (1, [0, 2], _score(0.7, [0.6, 0.7]))]
     result = scoring.video_result("a.mp4", tracks, threshold=0.5)
     assert result["status"] == "ok" and result["p_fake"] == 0.7 and result["verdict"] == "fake"
     assert [f["track"] for f in result["faces"]] == [0, 1] and result["faces"][0]["frames"] == [0, 2, 4]
+    assert result["faces"][1]["windows"] == [{"frames": [0, 2], "p_fake": 0.7}]
     assert scoring.video_result("b.mp4", [])["status"] == "no_face"
-    assert scoring.video_result("c.mp4", [(0, [0], float("nan"), np.array([np.nan]))])["status"] == "error"
+    assert scoring.video_result("c.mp4", [(0, [0], _score(float("nan"), [np.nan]))])["status"] == "error"
     assert scoring.track_p_fake([0.2, 0.4]) == pytest.approx(0.3) and scoring.video_p_fake([0.1, 0.9]) == 0.9
+
+
+def test_contributions_add_up_to_each_windows_score_and_name_the_top_frames():
+    windows = scoring.track_windows(6, 4)  # (0, 4), (2, 6)
+    steps = [np.array([0.5, 0.9, 0.8, 0.85]), np.array([0.6, 0.7, 0.72, 0.95])]
+    c = scoring.contributions_of(6, windows, steps)
+    assert c[:4] == pytest.approx([0.0, 0.4, -0.1, 0.05]) and c[4:] == pytest.approx([0.02, 0.23])
+    assert c[:4].sum() == pytest.approx(steps[0][-1] - 0.5)
+    score = scoring.TrackScore(0.9, scoring.steps_of(6, windows, steps), [(0, 4, 0.85), (2, 6, 0.95)], c)
+    face = scoring.video_result("v.mp4", [(0, [0, 5, 10, 15, 20, 25], score)])["faces"][0]
+    assert face["top_frames"] == [5, 25, 15]  # contributions 0.4, 0.23, 0.05
 
 
 def test_steps_take_the_first_window_holding_a_crop():
