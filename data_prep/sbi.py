@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["BlendParams", "sample_blend_params", "self_blend", "blend_region", "REGION_SCALE"]
+__all__ = ["BlendParams", "sample_blend_params", "self_blend", "swap_face", "blend_region", "REGION_SCALE"]
 
 # Every pixel that `self_blend` changes lies inside the face box scaled by this factor about its centre
 # (clipped to the frame). Callers and tests can rely on it: outside that region the frame is untouched.
@@ -297,6 +297,81 @@ def self_blend(
     blended += mask[..., None] * (src.astype(np.float32) - blended)
     np.rint(blended, out=blended)
     roi3[...] = np.clip(blended, 0, 255).astype(np.uint8)
+    if full_mask is not None:
+        full_mask[ry0:ry1, rx0:rx1] = mask
+        return out, full_mask
+    return out
+
+
+def swap_face(
+    frame: np.ndarray,
+    box: np.ndarray | tuple[float, float, float, float],
+    landmarks: np.ndarray,
+    donor: np.ndarray,
+    donor_landmarks: np.ndarray,
+    params: BlendParams,
+    frame_index: int = 0,
+    return_mask: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """A face swap: another person's inner face, aligned, colour-matched and blended into this face.
+
+    The donor photo is warped onto the face by the similarity transform that best maps its 5 landmarks onto the
+    face's, its colours are matched to the face's under the mask (mean and spread per channel), and it is blended
+    through the same soft, deformed mask as a self-blended fake (`params` gives the mask, its blur, the blend
+    ratio and their drift; its colour and geometry jitter are not used: the identity change is the manipulation).
+
+    Args:
+        frame: (H, W, 3) RGB uint8 frame; not modified.
+        box: the face's box (x1, y1, x2, y2).
+        landmarks: the face's (5, 2) MTCNN landmarks in this frame.
+        donor: (h, w, 3) RGB uint8 photo of another person.
+        donor_landmarks: (5, 2) landmarks of the donor's face in `donor`.
+        params: blend parameters (`sample_blend_params`), fixed over a clip.
+        frame_index: the frame's index in its clip (drift).
+        return_mask: also return the blend opacity.
+
+    Returns:
+        The fake frame; with `return_mask`, also the (H, W) float32 opacity. Only pixels inside
+        `blend_region(frame.shape, box)` change.
+    """
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be an (H, W, 3) uint8 array, got {frame.dtype} {frame.shape}")
+    box = np.asarray(box, dtype=np.float64).reshape(4)
+    out = frame.copy()
+    full_mask = np.zeros(frame.shape[:2], np.float32) if return_mask else None
+    rx0, ry0, rx1, ry1 = blend_region(frame.shape, box)
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    if rx1 - rx0 < 4 or ry1 - ry0 < 4 or bw < 2 or bh < 2 or params.blend_ratio <= 0:
+        return (out, full_mask) if return_mask else out
+    wobble = params.drift * math.sin(2 * math.pi * frame_index / params.drift_period + params.drift_phase)
+    ratio = float(np.clip(params.blend_ratio * (1 + 0.5 * wobble), 0.0, 1.0))
+
+    # The donor, aligned onto the face in ROI coordinates.
+    target = np.asarray(landmarks, np.float64).reshape(5, 2) - (rx0, ry0)
+    m, _ = cv2.estimateAffinePartial2D(np.asarray(donor_landmarks, np.float64).reshape(5, 2), target)
+    if m is None:
+        return (out, full_mask) if return_mask else out
+    roi = out[ry0:ry1, rx0:rx1]
+    roi_h, roi_w = roi.shape[:2]
+    src = cv2.warpAffine(np.ascontiguousarray(donor), m, (roi_w, roi_h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT_101)
+    cx, cy, a, b, angle = _mask_geometry(box, params, landmarks)
+    mask = _draw_mask(roi_w, roi_h, (cx - rx0, cy - ry0, a, b, angle), params, params.mask_blur * max(bw, bh)) * ratio
+
+    # Colour transfer under the mask: the donor's skin tone and light become the face's.
+    weight = mask[..., None] + 1e-6
+    src_f, roi_f = src.astype(np.float32), roi.astype(np.float32)
+
+    def stats(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = (img * weight).sum((0, 1)) / weight.sum((0, 1))
+        std = np.sqrt(((img - mean) ** 2 * weight).sum((0, 1)) / weight.sum((0, 1))) + 1e-3
+        return mean, std
+
+    (sm, ss), (tm, ts) = stats(src_f), stats(roi_f)
+    src_f = (src_f - sm) / ss * ts + tm
+    blended = roi_f + mask[..., None] * (src_f - roi_f)
+    roi[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     if full_mask is not None:
         full_mask[ry0:ry1, rx0:rx1] = mask
         return out, full_mask

@@ -3,7 +3,9 @@
 Real clips show real face photos that ship inside installed packages (scikit-image's astronaut, Eileen
 Collins, and matplotlib's Grace Hopper, plus their mirror images) moving, zooming, tilting and changing light
 over a background, encoded as H.264. Each fake is the same clip with the face replaced by a self-blended
-version of itself (`data_prep.sbi`), with blend parameters drawn per clip. Everything is seeded: the same
+version of itself (`data_prep.sbi`), with blend parameters drawn per clip; with `--fake-kind swap`, by a face
+swap: another person's inner face, aligned by the landmarks, colour-matched and blended in (`data_prep.sbi.swap_face`),
+a manipulation of another kind for cross-manipulation evaluation. Everything is seeded: the same
 arguments give identical frames, and a clip's content depends only on the seed, its pair number and the
 video settings, not on `--count`.
 
@@ -40,7 +42,7 @@ import cv2
 import numpy as np
 
 from data_prep.files import atomic_write
-from data_prep.sbi import BlendParams, sample_blend_params, self_blend
+from data_prep.sbi import BlendParams, sample_blend_params, self_blend, swap_face
 
 __all__ = ["SynthConfig", "SynthError", "FacePhoto", "face_photos", "make_dataset", "parse_resolution"]
 
@@ -50,6 +52,7 @@ GENERATOR_VERSION = 1
 RESOLUTIONS = {"360p": (640, 360), "480p": (854, 480), "540p": (960, 540), "720p": (1280, 720),
                "1080p": (1920, 1080)}
 MIN_SIDE, MAX_SIDE = 128, 4096
+FAKE_KINDS = ("sbi", "swap")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # Face box height as a fraction of the frame height (the zoom moves within this range; MTCNN finds faces
 # of this size down to 320x240).
@@ -94,6 +97,8 @@ class SynthConfig:
         multi_face: fraction of the real clips (and so of their fakes) that show two faces.
         crf: x264 constant rate factor (lower: better quality, larger files).
         preset: x264 preset; faster presets write bigger files.
+        fake_kind: how fakes are made: ``sbi`` (self-blended: the face's own jittered copy blended into it) or
+            ``swap`` (a face swap: another person's inner face, aligned by the landmarks, colour-matched, blended).
         progress: show a progress bar over clips.
     """
 
@@ -106,6 +111,7 @@ class SynthConfig:
     multi_face: float = 0.0
     crf: int = 18
     preset: str = "veryfast"
+    fake_kind: str = "sbi"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -132,6 +138,8 @@ class SynthConfig:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"--crf must be in [0, 51], got {self.crf}")
+        if self.fake_kind not in FAKE_KINDS:
+            raise ValueError(f"--fake-kind must be one of {', '.join(FAKE_KINDS)}, got {self.fake_kind!r}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
 
@@ -564,21 +572,34 @@ def _fake_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[BlendParams]
     return [sample_blend_params(rng) for _ in range(n_faces)]
 
 
+def _donors(cfg: SynthConfig, plan: _ClipPlan) -> list[FacePhoto]:
+    """For a face swap, per face of the clip a photo of another person (seeded)."""
+    photos = face_photos()
+    rng = np.random.default_rng([cfg.seed, plan.pair, 3])
+    return [photos[int(rng.choice([i for i, p in enumerate(photos) if p.person != photos[f.photo_index].person]))]
+            for f in plan.faces]
+
+
 def _make_pair(cfg: SynthConfig, plan: _ClipPlan, real_path: Path, fake_path: Path | None) -> None:
-    """Renders real clip `plan.pair` once and writes it and (when asked) its self-blended fake."""
+    """Renders real clip `plan.pair` once and writes it and (when asked) its fake (`cfg.fake_kind`)."""
     renderer = _Renderer(cfg, plan)
     writers = [_Writer(real_path, cfg)]
     if fake_path is not None:
         writers.append(_Writer(fake_path, cfg))
         params = _fake_params(cfg, plan.pair, len(plan.faces))
+        donors = _donors(cfg, plan) if cfg.fake_kind == "swap" else [None] * len(plan.faces)
     try:
         for i in range(cfg.n_frames):
             frame = renderer.render(i)
             writers[0].write(frame)
             if fake_path is not None:
                 fake = frame
-                for face, p in zip(plan.faces, params):
-                    fake = self_blend(fake, face.boxes[i], p, landmarks=face.landmarks[i], frame_index=i)
+                for face, p, donor in zip(plan.faces, params, donors):
+                    if donor is None:
+                        fake = self_blend(fake, face.boxes[i], p, landmarks=face.landmarks[i], frame_index=i)
+                    else:
+                        fake = swap_face(fake, face.boxes[i], face.landmarks[i], donor.image, donor.landmarks, p,
+                                         frame_index=i)
                 writers[1].write(fake)
         for writer in writers:
             writer.close()

@@ -48,6 +48,7 @@ from data_prep.index import (
     read_crop,
     read_index,
 )
+from deepfake.fakes import FakeConfig, self_blend_sequence
 from deepfake.scoring import track_windows
 
 __all__ = [
@@ -266,13 +267,19 @@ class FaceSequenceDataset(Dataset):
         eval_windows: "all": the windows `deepfake predict` scores (`deepfake.scoring.track_windows`:
             consecutive windows, the last one ending at the track's end); "center": the centred window of each
             track.
+        self_blended: also serve a self-blended fake of every real track (`deepfake.fakes`), as a track and video
+            of its own (named `<video>#sbi`), label 1. In evaluation each window gets fixed blend parameters (the
+            same every epoch); in training, fresh ones each draw.
+        margin: the margin the crops were cut with (places the face inside a crop for blending).
+        drift: let the blend parameters drift smoothly over a sequence.
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
     """
 
     def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
-                 transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all") -> None:
+                 transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all",
+                 self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -284,18 +291,24 @@ class FaceSequenceDataset(Dataset):
         self.img_size = int(img_size)
         self.train = bool(train)
         self.transform = transform
-        self.videos = sorted({t.video for t in self.tracks})
+        self.margin, self.drift = float(margin), bool(drift)
+        # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
+        blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self_blended else []
+        self.videos = sorted({t.video for t in self.tracks} | {f"{self.tracks[i].video}#sbi" for i in blended})
         video_ids = {v: i for i, v in enumerate(self.videos)}
         self._video_of_track = [video_ids[t.video] for t in self.tracks]
-        self.items: list[tuple[int, int]] = []  # (track index, window start; -1: random)
+        self._video_of_track += [video_ids.get(f"{t.video}#sbi", -1) for t in self.tracks]
+        self.items: list[tuple[int, int, bool]] = []  # (track index, window start (-1: random), self-blended)
+        blend_set = set(blended)
         for i, t in enumerate(self.tracks):
             n = len(t.crops)
-            if self.train:
-                self.items.append((i, -1))
-            elif eval_windows == "center":
-                self.items.append((i, max(0, (n - self.seq_len) // 2)))
-            else:
-                self.items.extend((i, s) for s, _ in track_windows(n, self.seq_len))
+            for fake in (False, True) if i in blend_set else (False,):
+                if self.train:
+                    self.items.append((i, -1, fake))
+                elif eval_windows == "center":
+                    self.items.append((i, max(0, (n - self.seq_len) // 2), fake))
+                else:
+                    self.items.extend((i, s, fake) for s, _ in track_windows(n, self.seq_len))
         self._seed: int | None = None
         self._rng = np.random.default_rng(0)
 
@@ -305,11 +318,17 @@ class FaceSequenceDataset(Dataset):
     @property
     def labels(self) -> np.ndarray:
         """(len,) label of each item."""
-        return np.array([self.tracks[t].label for t, _ in self.items], dtype=np.int64)
+        return np.array([1 if fake else self.tracks[t].label for t, _, fake in self.items], dtype=np.int64)
+
+    @property
+    def self_blended_items(self) -> np.ndarray:
+        """(len,) whether each item is a self-blended fake."""
+        return np.array([fake for _, _, fake in self.items], dtype=bool)
 
     def windows_per_item(self) -> np.ndarray:
         """(len,) how many non-overlapping windows each item's track holds (at least 1)."""
-        return np.array([max(1, len(self.tracks[t].crops) // self.seq_len) for t, _ in self.items], dtype=np.int64)
+        return np.array([max(1, len(self.tracks[t].crops) // self.seq_len) for t, _, _ in self.items],
+                        dtype=np.int64)
 
     def _random(self) -> np.random.Generator:
         # DataLoader workers are forked with copies of the same generators; reseed from the worker's own seed
@@ -324,7 +343,7 @@ class FaceSequenceDataset(Dataset):
         return self._rng
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        track_index, start = self.items[index]
+        track_index, start, fake = self.items[index]
         track = self.tracks[track_index]
         n, t = len(track.crops), self.seq_len
         rng = self._random() if self.train or self.transform is not None else None
@@ -332,13 +351,17 @@ class FaceSequenceDataset(Dataset):
             start = int(rng.integers(0, n - t + 1)) if n > t else 0
         paths = track.crops[start:start + t]
         frames = np.stack([read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
+        if fake:  # before the augmentations, as a real fake would reach them
+            blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
+            frames = self_blend_sequence(frames, blend_rng, self.margin, self.drift)
         if self.transform is not None:
             frames = self.transform(images=frames)["images"]  # same random parameters for every frame
         length = len(paths)
         out = torch.zeros((t, 3, self.img_size, self.img_size), dtype=torch.uint8)
         out[:length] = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-        return {"frames": out, "length": length, "label": float(track.label), "index": index,
-                "track": track_index, "video": self._video_of_track[track_index]}
+        track_id = track_index + len(self.tracks) if fake else track_index
+        return {"frames": out, "length": length, "label": 1.0 if fake else float(track.label), "index": index,
+                "track": track_id, "video": self._video_of_track[track_id]}
 
 
 class BalancedSampler(Sampler[int]):
@@ -405,6 +428,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         eval_windows: "all" (the windows `deepfake predict` scores, so validation matches it) or "center".
         margin: face box margin the crops were cut with (placing the face-part cut-out; recorded in the
             exported detector); None: from the extraction's settings beside the index, else 0.3.
+        fakes: where training fakes come from (`deepfake.fakes.FakeConfig`: ``labelled``, ``sbi`` for real-only
+            data, ``both``); self-blended fakes are made on the fly in the loader workers.
         stride: video frames between crops (recorded in the exported detector); None: from the extraction's
             settings, else the median frame step in the index.
 
@@ -432,10 +457,14 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         eval_windows: Literal["all", "center"] = "all",
         margin: float | None = None,
         stride: int | None = None,
+        fakes: FakeConfig | None = None,
     ) -> None:
         super().__init__()
         if isinstance(augment, dict):
             augment = AugmentConfig(**augment)
+        if isinstance(fakes, dict):
+            fakes = FakeConfig(**fakes)
+        self.fakes = fakes if fakes is not None else FakeConfig()
         checks = [
             (seq_len >= 1, f"seq_len must be >= 1, got {seq_len}"),
             (img_size is None or 16 <= img_size <= 2048, f"img_size must be in [16, 2048] or null, got {img_size}"),
@@ -494,6 +523,11 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             assignment = split_by_original([t.original for t in unsplit], need["val"], need["test"], self.split_seed)
             for t in unsplit:
                 t.split = assignment[t.original]
+        if not self.fakes.labelled:  # real-only training: every fake is self-blended from a real track
+            dropped = sum(t.label == 1 for t in tracks)
+            if dropped:
+                log.warning("data.fakes.mode sbi: %d labelled fake track(s) in the index are not used", dropped)
+            tracks = [t for t in tracks if t.label == 0]
         self.tracks = {name: [t for t in tracks if t.split == name] for name in SPLITS}
         settings = _extraction_settings(root, tracks)
         if self.margin is None:
@@ -518,13 +552,15 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         if not tracks:
             raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
                                  f"or give rows split={split} in the index)")
+        blend = {"self_blended": self.fakes.self_blended, "margin": self.margin or DEFAULT_MARGIN,
+                 "drift": self.fakes.drift}
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
-                                       transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN))
+                                       transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN), **blend)
         if split not in self._datasets or self._datasets[split].img_size != self.img_size:
             self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
-                                                        eval_windows=self.eval_windows)
+                                                        eval_windows=self.eval_windows, **blend)
         return self._datasets[split]
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
@@ -536,8 +572,16 @@ class FaceSequenceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train")
         windows = ds.windows_per_item()
-        sampler = BalancedSampler(ds.labels, self.epoch_size or int(windows.sum()), weights=windows,
-                                  balance=self.balance, seed=torch.initial_seed() % 2**31)
+        weights = windows.astype(np.float64)
+        blended, labels = ds.self_blended_items, ds.labels
+        labelled_fake = (labels == 1) & ~blended
+        if self.fakes.mode == "both" and blended.any() and labelled_fake.any():  # the fakes' mix: sbi_share
+            weights[blended] *= self.fakes.sbi_share / weights[blended].sum()
+            weights[labelled_fake] *= (1 - self.fakes.sbi_share) / weights[labelled_fake].sum()
+        # Self-blended copies double the real tracks' windows; an epoch keeps the size of the data it came from.
+        size = self.epoch_size or int(windows[~blended].sum())
+        sampler = BalancedSampler(labels, size, weights=weights, balance=self.balance,
+                                  seed=torch.initial_seed() % 2**31)
         return self._loader(ds, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from data_prep.synth import X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution
+from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution
 from deepfake.cli.common import OneLineParser, UsageError
 
 __all__ = ["main"]
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=d.crf, help="x264 quality, lower is better (default %(default)s)")
     p.add_argument("--preset", default=d.preset, choices=X264_PRESETS, metavar="PRESET",
                    help="x264 speed preset (default %(default)s)")
+    p.add_argument("--fake-kind", default=d.fake_kind, choices=FAKE_KINDS,
+                   help="sbi: self-blended fakes; swap: face swaps between people (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -47,7 +49,7 @@ def main(args: list[str] | None = None) -> int:
         ns = _parser().parse_args(args)
         width, height = parse_resolution(ns.resolution)
         cfg = SynthConfig(count=ns.count, width=width, height=height, seconds=ns.seconds, fps=ns.fps,
-                          seed=ns.seed, multi_face=ns.multi_face, crf=ns.crf, preset=ns.preset,
+                          seed=ns.seed, multi_face=ns.multi_face, crf=ns.crf, preset=ns.preset, fake_kind=ns.fake_kind,
                           progress=not ns.no_progress)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
