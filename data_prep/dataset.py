@@ -179,7 +179,8 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
                 name = f"t{t.track}_f{int(frame):06d}.jpg"
                 (tmp / name).write_bytes(data)
                 rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
-                             *_box_text(box), _score_text(score), f"{crop_rel}/{name}"])
+                             *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
+                             record.group or record.original])
         try:
             if final.exists():
                 shutil.rmtree(final)

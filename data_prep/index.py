@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["INDEX_COLUMNS", "FAILURE_COLUMNS", "REQUIRED_COLUMNS", "LABELS", "SPLITS", "EXTRACT_SETTINGS",
            "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop"]
 
-INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop"]
+INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop",
+                 "group"]
 FAILURE_COLUMNS = ["video", "reason"]
 REQUIRED_COLUMNS = ("video", "label", "track", "frame", "crop")
 # Label spellings accepted in index.csv and labels.csv.
@@ -50,6 +51,7 @@ class FaceTrackRecord:
     split: str
     frames: np.ndarray  # (N,) int, frame numbers in the video
     crops: list[str]  # N absolute paths
+    group: str = ""  # who is in it (splits never share a group); the original when the index does not say
 
 
 def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
@@ -71,7 +73,7 @@ def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
         raise IndexFileError(f"{path} does not exist; make it with `deepfake-extract VIDEOS OUT_DIR` first")
     try:
         df = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False,
-                         dtype={"video": str, "split": str, "original": str, "crop": str, "label": str},
+                         dtype={"video": str, "split": str, "original": str, "crop": str, "label": str, "group": str},
                          na_values={"frame": [""], "track": [""]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise IndexFileError(f"{path} is not a readable CSV: {' '.join(str(e).split())}") from e
@@ -97,6 +99,9 @@ def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     if "original" not in df.columns:
         df["original"] = df["video"]
     df["original"] = df["original"].where(df["original"].str.len() > 0, df["video"])
+    if "group" not in df.columns:  # an index from before groups: each original is its own group
+        df["group"] = df["original"]
+    df["group"] = df["group"].astype(str).where(df["group"].astype(str).str.len() > 0, df["original"])
     return df, path.parent
 
 
@@ -112,7 +117,7 @@ def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackReco
         tracks.append(FaceTrackRecord(
             video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
             split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
-            crops=[str(root / c) for c in rows["crop"]],
+            crops=[str(root / c) for c in rows["crop"]], group=str(first.get("group", "") or first["original"]),
         ))
     return tracks
 

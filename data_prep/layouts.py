@@ -2,7 +2,9 @@
 
 Each layout turns a SOURCE folder into `VideoRecord`s: the file, its id (path relative to SOURCE, `/`-separated,
 the id of a video everywhere downstream), label (0 real, 1 fake), split (`train`, `val`, `test` or empty), and
-`original` (the id of the real video a fake was made from when known, else the video's own id).
+`original` (the id of the real video a fake was made from when known, else the video's own id) and `group` (who
+is in it: DFDC's part folder, DeeperForensics' actor, labels.csv's `group`; empty means `original`), which
+training splits by so that validation never shares a person with training.
 
 Layouts:
 - ``dfdc``: one or more folders of ``*.mp4``, each with a ``metadata.json`` of the form
@@ -19,7 +21,7 @@ Layouts:
   later of train < val < test so a test identity never leaks into training; empty when no fake of the actor
   is listed.
 - ``folder``: ``real/**`` and ``fake/**`` videos, labelled by their top folder; an optional ``labels.csv``
-  with columns ``video,label`` and optionally ``original`` and ``split`` (label: ``real``/``fake`` or
+  with columns ``video,label`` and optionally ``original``, ``split`` and ``group`` (label: ``real``/``fake`` or
   ``0``/``1``; `video` relative to SOURCE, or a bare file name that is unique) overrides the folders and may
   list videos elsewhere under SOURCE. This is what `deepfake synth` writes.
 - ``auto``: ``dfdc`` when a ``metadata.json`` is found, else ``deeperforensics`` when ``manipulated_videos/``
@@ -58,6 +60,8 @@ class VideoRecord:
         label: 0 real, 1 fake.
         split: ``train``, ``val``, ``test`` or empty.
         original: id of the real video the fake was made from, or the video's own id.
+        group: who is in it, for splits that never share a person between training and validation: the DFDC
+            part folder, the DeeperForensics actor, labels.csv's `group` column; empty: the same as `original`.
     """
 
     path: Path
@@ -65,6 +69,7 @@ class VideoRecord:
     label: int
     split: str
     original: str
+    group: str = ""
 
 
 @dataclass
@@ -178,7 +183,8 @@ def _dfdc(source: Path) -> LayoutResult:
             original = original or None
             original_id = _rel(folder / original, source) if (label == 1 and original) else video
             records.append(VideoRecord(folder / name, video, label, _split(entry.get("split", ""), where),
-                                       original_id))
+                                       original_id, folder.relative_to(source).as_posix() if folder != source
+                                       else source.name))
         listed = set(meta)
         skipped += sum(1 for p in folder.iterdir() if is_video_name(p) and p.name not in listed)
     notes = [f"{skipped} video file(s) not listed in any metadata.json were skipped"] if skipped else []
@@ -209,9 +215,10 @@ def _deeperforensics(source: Path) -> LayoutResult:
     for path in iter_videos(manipulated):
         video = _rel(path, source)
         split = split_of.get(path.name, "")
-        records.append(VideoRecord(path, video, 1, split, video))
+        actor = path.stem.rsplit("_", 1)[-1]
+        records.append(VideoRecord(path, video, 1, split, video, f"actor:{actor}"))
         if split:
-            actor_splits[path.stem.rsplit("_", 1)[-1]][split] += 1
+            actor_splits[actor][split] += 1
     real_root = source / "source_videos"
     notes = []
     if real_root.is_dir():
@@ -222,7 +229,7 @@ def _deeperforensics(source: Path) -> LayoutResult:
             # Most-listed split; ties go to the later split so that test identities never train.
             split = max(SPLITS, key=lambda s: (counts[s], SPLITS.index(s))) if counts else ""
             video = _rel(path, source)
-            records.append(VideoRecord(path, video, 0, split, video))
+            records.append(VideoRecord(path, video, 0, split, video, f"actor:{actor}"))
     else:
         notes.append("no source_videos/ folder: only fakes found (add the real videos for a balanced set)")
     return LayoutResult("deeperforensics", records, 0, notes)
@@ -263,7 +270,7 @@ def _folder(source: Path) -> LayoutResult:
             raise LayoutError(str(err)) from None
         fields = list(rows[0]) if rows else []
         if rows and not {"video", "label"} <= set(fields):
-            raise LayoutError(f"{labels_csv}: needs columns video,label (optional: original, split); got "
+            raise LayoutError(f"{labels_csv}: needs columns video,label (optional: original, split, group); got "
                               f"{','.join(fields)}")
         pending = []
         for i, row in enumerate(rows, start=2):
@@ -272,10 +279,10 @@ def _folder(source: Path) -> LayoutResult:
                 raise LayoutError(f"{where}: empty video")
             video = resolve(row["video"], where)
             pending.append((video, _label(row.get("label", ""), where), _split(row.get("split", ""), where),
-                            row.get("original", ""), where))
-        for video, label, split, original, where in pending:
+                            row.get("original", ""), row.get("group", ""), where))
+        for video, label, split, original, group, where in pending:
             original_id = resolve(original, where) if (original and label == 1) else video
-            by_id[video] = VideoRecord(source / video, video, label, split, original_id)
+            by_id[video] = VideoRecord(source / video, video, label, split, original_id, group)
     elif not by_id and not ((source / "real").is_dir() or (source / "fake").is_dir()):
         raise LayoutError(f"{source}: no real/ or fake/ folder and no labels.csv (layout folder)")
     return LayoutResult("folder", list(by_id.values()))

@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from data_prep.files import atomic_write, csv_text
 from data_prep.index import (
     EXTRACT_SETTINGS,
     INDEX_COLUMNS,
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 
 # Face box margin the crops were cut with when the index does not say (data_prep's default: 30 % per side).
 DEFAULT_MARGIN = 0.3
+# The split a training run used, written into its run folder.
+SPLIT_FILE = "split.csv"
 
 
 def _unit_hash(text: str, seed: int) -> float:
@@ -86,11 +89,12 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def split_by_original(originals: Sequence[str], val_fraction: float, test_fraction: float = 0.0,
                       seed: int = 0) -> dict[str, str]:
-    """Deterministic split of source videos: {original: "train" | "val" | "test"}.
+    """Deterministic split of groups of videos (their `group`: the people in them; an index without groups uses
+    each source video, `original`): {group: "train" | "val" | "test"}.
 
-    Each original goes by a hash of its name, so a fake and the real video it was made from always land in the
-    same split, and adding videos to a dataset never moves the ones already there. Small sets are kept usable:
-    when the hash leaves a requested split empty, the original with the lowest hash moves into it.
+    Each group goes by a hash of its name, so everything of one group (a person; a fake and the real video it was
+    made from) lands in one split, and adding videos to a dataset never moves the ones already there. Small sets
+    are kept usable: when the hash leaves a requested split empty, the original with the lowest hash moves into it.
     """
     _check_fractions(val_fraction, test_fraction)
     unique = sorted(set(originals))
@@ -520,15 +524,16 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                 "test": self.test_fraction if "test" not in given else 0.0}
         unsplit = [t for t in tracks if t.split == "" or (t.split == "train" and (need["val"] or need["test"]))]
         if unsplit:
-            assignment = split_by_original([t.original for t in unsplit], need["val"], need["test"], self.split_seed)
+            assignment = split_by_original([t.group for t in unsplit], need["val"], need["test"], self.split_seed)
             for t in unsplit:
-                t.split = assignment[t.original]
+                t.split = assignment[t.group]
         if not self.fakes.labelled:  # real-only training: every fake is self-blended from a real track
             dropped = sum(t.label == 1 for t in tracks)
             if dropped:
                 log.warning("data.fakes.mode sbi: %d labelled fake track(s) in the index are not used", dropped)
             tracks = [t for t in tracks if t.label == 0]
         self.tracks = {name: [t for t in tracks if t.split == name] for name in SPLITS}
+        self._write_split()
         settings = _extraction_settings(root, tracks)
         if self.margin is None:
             self.margin = float(settings.get("margin", DEFAULT_MARGIN))
@@ -538,6 +543,16 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         log.info("face tracks (real, fake): %s", counts)
         if not self.tracks["train"] and stage in (None, "fit"):
             raise IndexFileError(f"{self.index}: no training tracks after the split")
+
+    def _write_split(self) -> None:
+        """The split this run uses, as `split.csv` (video,split,group) in the run's folder: `deepfake evaluate
+        --split-file` and later runs take it, so they score exactly the videos training held out."""
+        trainer = self.trainer
+        folder = getattr(trainer, "log_dir", None) if trainer is not None else None
+        if not folder or not trainer.is_global_zero:
+            return
+        rows = sorted({(t.video, t.split, t.group) for split in self.tracks.values() for t in split})
+        atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
     def extraction_meta(self) -> dict[str, Any]:
         """What the exported detector records about the data: `seq_len`, `margin`, `stride`."""

@@ -194,7 +194,7 @@ def test_datamodule_splits_by_original_and_batches(face_index):
     # Evaluation: the windows deepfake predict scores (12 crops, T=5 -> starts 0, 5, 7), always the same.
     val = dm.eval_dataset("val")
     assert len(val) == 3 * len(dm.tracks["val"])
-    assert [s for _, s in val.items[:3]] == [0, 5, 7]
+    assert [s for _, s, _ in val.items[:3]] == [0, 5, 7]
     a, b = val[2], val[2]
     assert torch.equal(a["frames"], b["frames"]) and a["track"] == 0 and a["length"] == 5
     assert val.videos[a["video"]] == dm.tracks["val"][0].video

@@ -110,3 +110,17 @@ def test_trained_on_real_faces_alone_it_catches_face_swaps_it_never_saw(tmp_path
                           "--device", "cpu", "--no-progress"]) == 0
     auc = json.loads((tmp_path / "eval" / "metrics.json").read_text())["auc"]
     assert auc >= 0.8, auc
+
+
+@pytest.mark.parametrize("name", ["sbi_tiny_cpu.yaml", "sbi_b1_lstm.yaml"])
+def test_real_only_configs_parse(name, capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from deepfake.cli import train
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    assert train.main(["fit", "--config", str(path), "--print_config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["fakes"]["mode"] == "sbi" and config["trainer"]["max_steps"] > 0
