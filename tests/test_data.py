@@ -11,6 +11,7 @@ test_train.py, which imports them) stand alone:
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import cv2
@@ -297,3 +298,22 @@ def test_datamodule_on_extracted_dataset(request):
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape[1:] == (4, 3, 64, 64)
     assert next(iter(dm.val_dataloader()))["frames"].shape[1:] == (4, 3, 64, 64)
+
+
+def test_splits_never_share_a_group_and_the_run_writes_its_split(face_index, tmp_path):
+    """With a `group` column (who is in a video), validation and training never share one; without it, each
+    source video is its own group."""
+    import pandas as pd
+
+    df = pd.read_csv(face_index / "index.csv", dtype=str, keep_default_na=False)
+    df["group"] = [f"person{int(v[-2:]) % 2}" for v in df["original"].str.replace(".mp4", "", regex=False)]
+    folder = tmp_path / "grouped"
+    shutil.copytree(face_index, folder)
+    df.to_csv(folder / "index.csv", index=False)
+    dm = FaceSequenceDataModule(str(folder), seq_len=4, img_size=64, batch_size=2, num_workers=0, val_fraction=0.3)
+    dm.setup("fit")
+    groups = {split: {t.group for t in tracks} for split, tracks in dm.tracks.items()}
+    assert groups["train"] and groups["val"] and not groups["train"] & groups["val"]
+    plain = FaceSequenceDataModule(str(face_index), seq_len=4, img_size=64, batch_size=2, num_workers=0)
+    plain.setup("fit")
+    assert all(t.group == t.original for split in plain.tracks.values() for t in split)
