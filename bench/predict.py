@@ -15,7 +15,11 @@ What is measured, on one clip made by `deepfake synth` (a real face moving over 
   Decoding runs on a background thread during detection in the real pipeline, so the stages can add up to
   more than ``end_to_end``;
 - ``folder``: `--clips` copies of the clip through `iter_predictions` (`FaceExtractor.extract_many`, decoding
-  overlapped with detection, `--workers` decode processes), in clips per second.
+  overlapped with detection, `--workers` decode processes), in clips per second;
+- ``explain``: what `deepfake predict --explain` adds per clip (`deepfake.explain.write_explanation` on the clip's
+  faces: Grad-CAM through the LSTM, track<k>.png, heatmaps.npz), median of `--repeat`, and ``explain_ratio``,
+  (end to end + explain) / end to end; ``explain_video``: what `--explain-video` adds on top (the explained MP4,
+  timed once).
 
 The detector is `--weights` when given, else a randomly initialised `DeepfakeDetector` of `--backbone` (as fast
 as a trained one; nothing is downloaded). Results go to stdout and, with `--out`, to a JSON file.
@@ -132,6 +136,20 @@ def stage_times(clip: Path, detector, extractor, repeat: int) -> dict[str, float
             "sampled_frames": len(frames), "detected_frames": len(keys), "crops": len(crops)}
 
 
+def explain_times(clip: Path, detector, extractor, repeat: int, data: Path) -> dict[str, float]:
+    """`--explain` per clip (after one warm-up run), and `--explain-video` once."""
+    from deepfake.explain import explain_faces, write_explained_video, write_explanation
+
+    faces = extractor.extract(clip, jpeg=True)
+    out = data / "explain"
+    write_explanation(faces, detector, out, margin=extractor.config.margin)  # warm-up
+    seconds, _ = _timed(lambda: write_explanation(faces, detector, out, margin=extractor.config.margin),
+                        detector.device, repeat)
+    expl = explain_faces(faces, detector, margin=extractor.config.margin)
+    video_s, _ = _timed(lambda: write_explained_video(expl, clip, out / "explained.mp4"), detector.device, 1)
+    return {"explain": seconds, "explain_video": video_s, "layer": expl.layer, "cells": expl.cells}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--data", help="folder for the generated clip (kept; default a temporary folder)")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="skip the explain stage (`deepfake predict --explain`)")
     args = p.parse_args(argv)
 
     import torch
@@ -188,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if result["status"] != "ok":
             raise SystemExit(f"bench: the clip gave status {result['status']}: {result['error']}")
         stages = stage_times(clip, detector, extractor, args.repeat)
+        explained = explain_times(clip, detector, extractor, args.repeat, data) if args.explain else None
 
         folder = None
         if args.clips > 0:
@@ -229,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             "seq_len": detector.seq_len, "precision": detector.precision, "stride": config.stride,
             "detect_size": config.detect_size, "detect_every": config.detect_every,
             "decode_threads": config.decode_threads, "end_to_end_s": e2e, "stages_s": stages, "folder": folder,
+            "explain_s": explained, "explain_ratio": (e2e + explained["explain"]) / e2e if explained else None,
             "torch": torch.__version__,
         }
     finally:
@@ -247,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     if folder:
         print(f"  folder       {folder['clips_per_s']:7.2f} clips/s ({folder['clips']} clips, {folder['workers']} "
               f"workers, {folder['seconds']:.2f} s of which model {folder['model_s']:.2f} s, {folder['ok']} ok)")
+    if explained:
+        print(f"  explain      {explained['explain']:7.3f} s (Grad-CAM on {explained['layer']}, {explained['cells']}x"
+              f"{explained['cells']}; predict + explain = {report['explain_ratio']:.2f}x predict)")
+        print(f"  explain video{explained['explain_video']:7.3f} s (the explained MP4, once)")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

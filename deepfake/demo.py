@@ -22,7 +22,8 @@ Stages (each calls the library function behind the command a user would run; its
    score in the evaluation.
 
 The report (printed, and written to `report.txt` / `report.json`) gives the validation AUC of the exported epoch,
-the held-out AUC, log loss and accuracy, the seconds per stage and where each artifact is.
+the held-out AUC, log loss and accuracy, the held-out log loss and ECE of the raw and the calibrated scores (the
+calibration `deepfake fit` fitted on its validation videos), the seconds per stage and where each artifact is.
 
 Re-running reuses what is finished: each stage records its settings in `OUT_DIR/demo.json` and is skipped when
 they are unchanged and its outputs are still there; a stage whose settings changed (e.g. `--quick` after a full
@@ -109,6 +110,7 @@ class DemoConfig:
             not collapse when other programs share the cores (measured on a shared 2-core machine: 2 training
             epochs took 131 s with two torch threads, 23 s with one thread and one loader process).
         loader_workers: data-loading processes while training (`--data.num_workers`).
+        sbi_steps: optimiser steps of the real-only detector of the generalization stage.
         quick: the small settings (recorded in the report).
     """
 
@@ -129,6 +131,7 @@ class DemoConfig:
     extract_workers: int | None = None
     threads: int | None = 1
     loader_workers: int = 1
+    sbi_steps: int = 400
     quick: bool = False
 
     def __post_init__(self) -> None:
@@ -157,7 +160,7 @@ class DemoConfig:
     def quick_config(cls, **overrides: Any) -> DemoConfig:
         """Small and fast: 16 training clips of 2 s, 8 held-out clips, 3 epochs, no worker processes."""
         settings = dict(train_count=16, heldout_count=8, seconds=2.0, max_epochs=3, train_minutes=None,
-                        extract_workers=0, loader_workers=0, quick=True)
+                        extract_workers=0, loader_workers=0, sbi_steps=20, quick=True)
         return cls(**{**settings, **overrides})
 
 
@@ -377,8 +380,9 @@ class _Demo:
         from data_prep.faces import ExtractConfig
         from deepfake import train
         from deepfake.evaluation import evaluate
-        from deepfake.inference import PredictConfig, iter_predictions, load_predictor, write_results
+        from deepfake.inference import PredictConfig, iter_predictions, load_predictor
         from deepfake.plots import plot_name, plot_video
+        from deepfake.results import write_results
 
         synth_key = _key("synth", c.train_count, c.heldout_count, c.width, c.height, c.seconds, c.fps, c.seed,
                          c.heldout_seed, synth.GENERATOR_VERSION)
@@ -450,9 +454,12 @@ class _Demo:
                     [eval_dir / "metrics.json"], [eval_dir], run_evaluate)
         metrics = json.loads((eval_dir / "metrics.json").read_text())
         self.report["heldout"] = {k: metrics.get(k) for k in ("n", "n_real", "n_fake", "auc", "logloss",
-                                                              "balanced_logloss", "accuracy", "ap", "eer")}
+                                                              "balanced_logloss", "accuracy", "ap", "eer", "ece",
+                                                              "brier")}
         self.report["heldout"]["no_face"] = (metrics.get("no_face") or {}).get("count")
         self.report["heldout"]["errors"] = (metrics.get("errors") or {}).get("count")
+        self.report["heldout"]["calibration"] = metrics.get("calibration")
+        self.report["heldout"]["uncalibrated"] = metrics.get("uncalibrated")
 
         clip = pick_clip(heldout_dir, eval_dir / "predictions.csv")
         predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
@@ -481,18 +488,68 @@ class _Demo:
                                   "p_fake": result.get("p_fake"), "verdict": result.get("verdict"),
                                   "faces": len(result.get("faces") or []), "status": result.get("status")}
 
+        self._generalize(extracted, runs, weights, heldout_dir, data / "heldout_swap", fit_key)
+
         self.report["artifacts"] = {
             "training videos": os.fspath(train_dir),
             "held-out videos": os.fspath(heldout_dir),
             "face crops + index": os.fspath(extracted / "index.csv"),
             "training run": f"{self.out / info['run_dir']} (config.yaml, metrics.csv, TensorBoard events)",
             "detector weights": os.fspath(weights),
-            "held-out evaluation": f"{eval_dir / 'metrics.json'}, roc.png, predictions.csv",
+            "held-out evaluation": f"{eval_dir / 'metrics.json'}, roc.png, reliability.png, predictions.csv",
             "prediction": os.fspath(predict_dir / "prediction.json"),
             "plot": os.fspath(plots[0]) if plots else "(no plot written)",
+            "cross-manipulation table": os.fspath(self.out / "cross" / "cross.md"),
             "logs": os.fspath(self.out / "logs"),
         }
         return self.report
+
+    def _generalize(self, extracted: Path, runs: Path, weights: Path, heldout: Path, swaps: Path, fit_key: str) -> None:
+        """Stage 6: a detector trained from the real clips alone (`sbi_tiny_cpu.yaml`, self-blended fakes made on
+        the fly) beside the one trained on labelled fakes, both scored on the held-out self-blended fakes and on
+        held-out face swaps that neither saw (`deepfake synth --fake-kind swap`)."""
+        from data_prep import synth
+        from deepfake import train
+        from deepfake.cross import evaluate_sets
+        from deepfake.inference import PredictConfig
+
+        c = self.config
+        sbi_config = find_config("sbi_tiny_cpu.yaml")
+        key = _key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION)
+        cross = self.out / "cross"
+
+        def run() -> dict:
+            cfg = synth.SynthConfig(count=c.heldout_count, width=c.width, height=c.height, seconds=c.seconds,
+                                    fps=c.fps, seed=c.heldout_seed, fake_kind="swap", progress=False)
+            self._quiet("generalize", f"deepfake synth {swaps} --count {c.heldout_count} --resolution "
+                        f"{c.width}x{c.height} --seconds {c.seconds:g} --fps {c.fps:g} --seed {c.heldout_seed} "
+                        f"--fake-kind swap", lambda: synth.make_dataset(swaps, cfg))
+            overrides: dict[str, Any] = {"data.index": extracted, "run_dir": runs, "run_name": "demo_sbi",
+                                         "trainer.enable_progress_bar": False, "trainer.max_steps": c.sbi_steps,
+                                         "data.num_workers": c.loader_workers,
+                                         "data.persistent_workers": bool(c.loader_workers)}
+            options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
+            fitted = self._quiet("generalize", f"deepfake fit --config {sbi_config} {options}",
+                                 lambda: train.fit(sbi_config, overrides))
+            table = {}
+            for name, w in (("labelled fakes (tiny_cpu.yaml)", weights),
+                            ("real faces only (sbi_tiny_cpu.yaml)", fitted.weights)):
+                folder = cross / ("labelled" if w == weights else "real_only")
+                rows = self._quiet("generalize", f"deepfake evaluate {heldout} {swaps} --weights {w} --out {folder}",
+                                   lambda w=w, folder=folder: evaluate_sets(
+                                       [heldout, swaps], folder, w, predict_config=PredictConfig(device=c.device)))
+                table[name] = {label: row.get("auc") for label, row in
+                               zip(("self-blended fakes", "face swaps (never seen)"), rows)}
+            lines = ["| trained on | self-blended fakes | face swaps (never seen) |", "|---|---|---|"]
+            lines += [f"| {name} | {format_value(aucs['self-blended fakes'])} | "
+                      f"{format_value(aucs['face swaps (never seen)'])} |" for name, aucs in table.items()]
+            atomic_write(cross / "cross.md", "\n".join(lines) + "\n")
+            return {"table": table, "sbi_weights": fitted.weights.relative_to(self.out).as_posix()}
+
+        info = self._stage("generalize", 6, key, f"a detector trained from the real clips alone, and both detectors "
+                           f"on held-out face swaps ({c.sbi_steps} steps)", [cross / "cross.md"], [cross, swaps],
+                           run)
+        self.report["generalize"] = info.get("table")
 
 
 def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None, fresh: bool = False,

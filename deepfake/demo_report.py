@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["STAGES", "DemoError", "format_report"]
 
-STAGES = ("synth", "extract", "fit", "evaluate", "predict")
+STAGES = ("synth", "extract", "fit", "evaluate", "predict", "generalize")
 
 
 class DemoError(Exception):
@@ -54,8 +54,9 @@ def fit_summary(run_root: Path, out: Path) -> dict:
             for k, v in row.items():
                 if k.startswith("val/") and v not in ("", None):
                     epochs.setdefault(epoch, {})[k] = float(v)
-    scored = {e: m for e, m in epochs.items() if "val/logloss" in m}
-    best = min(scored, key=lambda e: scored[e]["val/logloss"]) if scored else None
+    # The exported epoch: the one the checkpoint callback kept (`deepfake.train`: best val/balanced_logloss).
+    scored = {e: m for e, m in epochs.items() if "val/balanced_logloss" in m}
+    best = min(scored, key=lambda e: scored[e]["val/balanced_logloss"]) if scored else None
     last = max(epochs) if epochs else None
     return {"run_dir": run.relative_to(out).as_posix(), "weights": weights.relative_to(out).as_posix(),
             "epochs": (last + 1) if last is not None else 0,
@@ -90,6 +91,19 @@ def label_of(clip: Path) -> str:
 # ------------------------------------------------------------------------------------------------- the report
 
 
+def calibration_line(held: dict) -> str:
+    """The held-out set's log loss and ECE, raw -> calibrated, and the calibration that made the difference."""
+    cal, raw = held.get("calibration") or {}, held.get("uncalibrated") or {}
+    if not cal.get("applied"):
+        return f"  calibration: none ({cal.get('reason', 'not recorded')})"
+    fitted = f" from {cal['n_videos']} validation videos" if cal.get("n_videos") else ""
+    bias = f", bias {cal['bias']:+.2f}" if cal.get("bias") else ""
+    return (f"  calibration (temperature {cal['temperature']:.2f}{bias}{fitted}), held-out raw -> calibrated:  "
+            f"log loss {format_value(raw.get('logloss'))} -> {format_value(held.get('logloss'))}   "
+            f"ECE {format_value(raw.get('ece'))} -> {format_value(held.get('ece'))}")
+
+
+
 def format_report(report: dict, total_seconds: float) -> str:
     """The text `deepfake demo` prints at the end."""
     lines = [f"deepfake demo: finished in {format_duration(total_seconds)}"
@@ -105,8 +119,16 @@ def format_report(report: dict, total_seconds: float) -> str:
     lines.append(f"      AUC {format_value(held.get('auc'))}   log loss {format_value(held.get('logloss'))}   "
                  f"balanced log loss {format_value(held.get('balanced_logloss'))}   "
                  f"accuracy {format_value(held.get('accuracy'))} (threshold 0.5)   (chance: AUC 0.5, log loss 0.693)")
+    lines.append(calibration_line(held))
     lines.append(f"  one clip, {pred.get('video')} (truly {pred.get('label')}): "
                  f"p(fake) {format_value(pred.get('p_fake'))} -> {pred.get('verdict')}")
+    cross = report.get("generalize")
+    if cross:
+        lines += ["", "generalization: held-out video AUC, by what the detector was trained on"]
+        sets = list(next(iter(cross.values())))
+        lines.append(f"  {'trained on':<38}" + "".join(f"{s:>26}" for s in sets))
+        for detector, aucs in cross.items():
+            lines.append(f"  {detector:<38}" + "".join(f"{format_value(aucs.get(s)):>26}" for s in sets))
     lines += ["", "time per stage"]
     for name in STAGES:
         s = report["stages"].get(name)

@@ -14,18 +14,26 @@ SOURCE is either
   found); they have no label there, so they never enter the metrics.
 
 Scores are those of `deepfake predict` (track: mean over windows of `seq_len` crops of the last step's p(fake);
-video: max over its tracks). Metrics (`deepfake.metrics.binary_metrics`, probabilities clipped to [0.01, 0.99]
-for the log losses) are computed over the videos that were scored:
-- a video where no face was found is excluded from the metrics and listed in `metrics.json` under `no_face`;
-  with `--no-face-prior P` it is scored as p(fake) = P instead (as a Kaggle submission must, e.g. 0.5) and
-  counted in the metrics;
-- a video that can't be read is always excluded and listed under `errors` with its reason.
+video: max over its tracks), calibrated by the checkpoint's calibration when it has one (`deepfake.calibration`;
+`PredictConfig(calibrated=False)`, `--no-calibration`, gives the raw scores). Metrics
+(`deepfake.metrics.binary_metrics`, probabilities clipped to [0.01, 0.99] for the log losses) are computed twice:
+- over the videos that were scored (the flat keys of `metrics.json`): a video where no face was found is excluded
+  and listed under `no_face`, or, with `--no-face-prior P`, scored as p(fake) = P and counted; a video that can't
+  be read is excluded and listed under `errors` with its reason;
+- over every labelled video (`all_videos`), each no-face and unreadable one scored at the prior (`--no-face-prior`
+  P, else 0.5), DFDC's rule (a submission must score every video): a detector that "finds no face" in the hard
+  fakes can't look better there than it is. (An index's `failures.csv` has no labels: those videos can only be
+  counted from the video folder.)
 
 Writes, in DIR (every file atomically):
 - `metrics.json`: log loss, balanced log loss (mean of the real-class and fake-class log losses), AUC, accuracy,
-  AP, EER, the confusion counts at `--threshold`, the counts of videos scored / without a face / in error and
-  how they were counted, and the settings.
+  AP, EER, ECE (15 bins) and Brier score, the confusion counts at `--threshold`, the counts of videos scored /
+  without a face / in error and how they were counted; `all_videos` (above); `calibration` (whether the scores
+  were calibrated, with what) and, when they were, `uncalibrated` (the same metrics of the raw scores, recovered
+  from the windows' scores: `deepfake.calibration.uncalibrated_p`); and the settings.
 - `roc.png`: the ROC curve with its AUC and the operating point at the threshold.
+- `reliability.png`: the reliability diagram (fraction of fakes against mean p(fake) in 15 bins) with the
+  histogram of the scores, calibrated and, when they differ, raw.
 - `predictions.csv`: one row per video, columns `PREDICTION_COLUMNS` (`counted` says `scored`, `prior` or
   `excluded`).
 
@@ -60,6 +68,7 @@ import numpy as np
 
 from data_prep.files import CsvError, atomic_write, csv_text, read_csv_dicts
 from data_prep.index import IndexFileError, read_crop, read_index
+from deepfake.calibration import uncalibrated_p
 from deepfake.inference import Detector, PredictConfig, iter_predictions, load_predictor
 from deepfake.scoring import RULE, error_result, no_face_result, video_result
 
@@ -68,6 +77,8 @@ __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", 
 
 PREDICTION_COLUMNS = ["video", "label", "p_fake", "status", "verdict", "counted", "faces", "crops", "seconds",
                       "split", "original", "error"]
+DEFAULT_PRIOR = 0.5  # p(fake) of an unscored video in the all-videos metrics without --no-face-prior
+SUMMARY_KEYS = ("n", "n_real", "n_fake", "logloss", "balanced_logloss", "auc", "accuracy", "ap", "eer", "ece", "brier")
 
 
 class EvaluationError(Exception):
@@ -92,6 +103,8 @@ class EvaluateConfig:
         no_face_prior: p(fake) given to videos without a face so they count in the metrics; None excludes them.
         layout: layout of a video SOURCE (`data_prep.layouts.LAYOUTS`).
         split: keep only videos of this split (``train``, ``val``, ``test``); None keeps all.
+        split_file: a training run's `split.csv` (video,split,...): its splits replace SOURCE's, so ``--split val``
+            scores exactly the videos that run held out.
         perturb: a `--perturb` spec, or None for the clean evaluation only.
         seed: base seed of the distortions (each video gets its own from it).
     """
@@ -100,6 +113,7 @@ class EvaluateConfig:
     no_face_prior: float | None = None
     layout: str = "auto"
     split: str | None = None
+    split_file: str | None = None
     perturb: str | None = None
     seed: int = 0
 
@@ -143,13 +157,23 @@ def _index_path(source: Path, layout: str) -> Path | None:
     return None
 
 
-def load_source(source: str | os.PathLike, layout: str = "auto", split: str | None = None):
+def _splits_from(split_file: str | os.PathLike) -> dict[str, str]:
+    """video -> split, from a run's split.csv."""
+    try:
+        return {r["video"]: r["split"] for r in read_csv_dicts(split_file, need=["video", "split"])}
+    except CsvError as err:
+        raise EvaluationError(str(err)) from None
+
+
+def load_source(source: str | os.PathLike, layout: str = "auto", split: str | None = None,
+                split_file: str | os.PathLike | None = None):
     """What to evaluate: labelled videos, or the rows of an extracted index.
 
     Args:
         source: a labelled folder or an index.csv (or a folder holding one).
         layout: layout of a labelled folder.
         split: keep only this split.
+        split_file: a run's split.csv whose splits replace SOURCE's (videos it does not list keep theirs).
 
     Returns:
         (mode, items, notes): mode ``videos`` with a list of `LabelledVideo`, or ``index`` with a pandas
@@ -167,6 +191,9 @@ def load_source(source: str | os.PathLike, layout: str = "auto", split: str | No
             rows, _ = read_index(index)
         except IndexFileError as err:
             raise EvaluationError(str(err)) from None
+        if split_file:
+            given = _splits_from(split_file)
+            rows["split"] = [given.get(v, s) for v, s in zip(rows["video"], rows["split"])]
         if split:
             rows = rows[rows["split"] == split]
         if rows.empty:
@@ -178,8 +205,10 @@ def load_source(source: str | os.PathLike, layout: str = "auto", split: str | No
         found = find_videos(source, layout)
     except LayoutError as err:
         raise EvaluationError(str(err)) from None
-    videos = [LabelledVideo(r.video, Path(r.path), int(r.label), r.split, r.original) for r in found.records
-              if not split or r.split == split]
+    given = _splits_from(split_file) if split_file else {}
+    videos = [LabelledVideo(r.video, Path(r.path), int(r.label), given.get(r.video, r.split), r.original)
+              for r in found.records]
+    videos = [v for v in videos if not split or v.split == split]
     if not videos:
         raise EvaluationError(f"{source}: no video with split {split!r} (layout {found.layout})")
     return "videos", videos, [f"layout {found.layout}", *found.notes]
@@ -321,7 +350,8 @@ def summarize(videos: Sequence[LabelledVideo], results: Sequence[dict], threshol
 
     Returns:
         `binary_metrics` over the counted videos (flat), plus `confusion`, `n_videos`, `n_scored`, `no_face`,
-        `errors` (each with `count`, `counted_as` and the videos).
+        `errors` (each with `count`, `counted_as` and the videos), and `all_videos`: the metrics over every
+        labelled video, those without a score at the prior (`no_face_prior`, else 0.5).
     """
     from deepfake.metrics import binary_metrics
 
@@ -349,7 +379,46 @@ def summarize(videos: Sequence[LabelledVideo], results: Sequence[dict], threshol
     out["errors"] = {"count": len(errors), "counted_as": "excluded from the metrics", "videos": errors}
     if extra:
         out["unlabelled_failures"] = len(extra)
+    prior = DEFAULT_PRIOR if no_face_prior is None else float(no_face_prior)
+    p_all = [float(r["p_fake"]) if r["status"] == "ok" else prior for r in results]
+    every = binary_metrics(np.asarray([v.label for v in videos], np.float64), np.asarray(p_all, np.float64), threshold)
+    out["all_videos"] = {**{k: every[k] for k in SUMMARY_KEYS}, "prior": prior,
+                         "n_at_prior": sum(1 for r in results if r["status"] != "ok"),
+                         "counted_as": f"every labelled video; no-face and unreadable ones at p_fake = {prior:g}",
+                         **({"unlabelled_left_out": len(extra)} if extra else {})}
     return _clean(out)
+
+
+def calibration_report(detector: Detector, videos: Sequence[LabelledVideo], results: Sequence[dict],
+                       threshold: float = 0.5, no_face_prior: float | None = None) -> tuple[dict, dict | None]:
+    """Whether the scores were calibrated and with what, and (when they were) the metrics of the raw scores over
+    the same videos: (`calibration` block, `uncalibrated` block or None)."""
+    from deepfake.metrics import binary_metrics
+
+    record = detector.meta.get("calibration")
+    record = record if isinstance(record, dict) else None
+    info: dict = {"applied": detector.calibration is not None}
+    if detector.calibration is not None:
+        info.update(temperature=detector.calibration[0], bias=detector.calibration[1],
+                    **{k: record.get(k) for k in ("fitted_on", "n_videos") if record})
+        y, raw = [], []
+        for v, r in zip(videos, results):
+            _, prob = _counted(r, no_face_prior)
+            if prob is not None:
+                y.append(v.label)
+                raw.append(uncalibrated_p(r, detector.calibration) if r["status"] == "ok" else prob)
+        if any(q is None for q in raw):
+            return {**info, "note": "raw scores not recoverable (results without windows)"}, None
+        m = binary_metrics(np.asarray(y, np.float64), np.asarray(raw, np.float64), threshold)
+        return info, {k: m[k] for k in SUMMARY_KEYS}
+    if record is None:
+        info["reason"] = "the checkpoint has no calibration"
+    elif record.get("temperature") is None:
+        info["reason"] = f"skipped in {record.get('fitted_on')}: {record.get('skipped')}"
+    else:
+        info.update(reason="--no-calibration: raw scores", available={k: record.get(k) for k in
+                                                                      ("temperature", "bias", "fitted_on", "n_videos")})
+    return info, None
 
 
 def _prediction_rows(videos: Sequence[LabelledVideo], scored: Sequence[tuple[dict, float]],
@@ -396,7 +465,8 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
              sha256: str | None = None, predict_config: PredictConfig | None = None,
              config: EvaluateConfig | None = None, progress: bool = False,
              say: Callable[[str], None] = print,
-             warn: Callable[[str], None] = lambda m: print(f"deepfake evaluate: {m}", file=sys.stderr)) -> dict:
+             warn: Callable[[str], None] = lambda m: print(f"deepfake evaluate: {m}", file=sys.stderr),
+             predictor: tuple | None = None) -> dict:
     """Evaluate a detector on a labelled set and write the outputs (module docstring) into `out`.
 
     Args:
@@ -409,6 +479,8 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         progress: progress bars on stderr.
         say: where result lines go (one per distortion).
         warn: where warnings and notes go.
+        predictor: an already loaded (detector, extractor, weights path) from `load_predictor`, to evaluate several
+            sets with one model (`weights`, `sha256` and the model settings are then not used).
 
     Returns:
         The report written to `metrics.json` (metrics of the clean set plus `settings`); with distortions, also
@@ -427,11 +499,11 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
 
         distortions = [d for d in parse_perturb(config.perturb) if not d.is_identity]
     out = Path(out)
-    mode, items, notes = load_source(source, config.layout, config.split)
+    mode, items, notes = load_source(source, config.layout, config.split, config.split_file)
     if mode == "index" and distortions:
         raise EvaluationError("--perturb needs videos to distort; SOURCE is an extracted index (crops). Give "
                               "the labelled video folder instead")
-    detector, extractor, weights = load_predictor(weights, pconfig, sha256, progress=progress)
+    detector, extractor, weights = predictor or load_predictor(weights, pconfig, sha256, progress=progress)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -449,6 +521,10 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         scored = score_videos(videos, detector, extractor, config.threshold, progress)
     results = [r for r, _ in scored]
     metrics = summarize(videos, results, config.threshold, config.no_face_prior, extra)
+    metrics["calibration"], uncalibrated = calibration_report(detector, videos, results, config.threshold,
+                                                              config.no_face_prior)
+    if uncalibrated is not None:
+        metrics["uncalibrated"] = _clean(uncalibrated)
     settings = {
         "source": os.fspath(source), "mode": mode, "notes": notes, "split": config.split,
         "weights": os.fspath(weights), "threshold": config.threshold, "no_face_prior": config.no_face_prior,
@@ -464,12 +540,19 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         atomic_write(out / "predictions.csv",
                      csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
         atomic_write(out / "metrics.json", json_text(report))
-        from deepfake.plots import plot_roc
+        from deepfake.plots import plot_reliability, plot_roc
 
-        counted = [(v.label, p) for v, r in zip(videos, results)
+        counted = [(v.label, p, r) for v, r in zip(videos, results)
                    for _, p in [_counted(r, config.no_face_prior)] if p is not None]
-        plot_roc([y for y, _ in counted], [p for _, p in counted], out / "roc.png",
-                 title=f"{Path(source).name}: {len(counted)} videos", threshold=config.threshold)
+        y, p = [y for y, _, _ in counted], [p for _, p, _ in counted]
+        plot_roc(y, p, out / "roc.png", title=f"{Path(source).name}: {len(counted)} videos",
+                 threshold=config.threshold)
+        raw = None
+        if uncalibrated is not None:
+            raw = [uncalibrated_p(r, detector.calibration) if r["status"] == "ok" else q for _, q, r in counted]
+        plot_reliability(y, p, out / "reliability.png", raw=raw,
+                         title=f"{Path(source).name}: {len(counted)} videos"
+                               + (", calibrated" if detector.calibration is not None else ""))
     except OSError as err:
         raise EvaluationError(f"can't write to {out}: {err}", 1) from None
 
@@ -477,6 +560,19 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
 
     say(f"clean: {format_metrics(metrics)} (n={metrics['n']}, no face {metrics['no_face']['count']}, "
         f"errors {metrics['errors']['count']})")
+    every = metrics["all_videos"]
+    if every["n_at_prior"]:
+        say(f"all videos, no face and errors at p={every['prior']:g}: {format_metrics(every)} (n={every['n']}, "
+            f"{every['n_at_prior']} at the prior)")
+    else:
+        say(f"all videos: as above (every one of the {every['n']} labelled videos was scored)")
+    cal = metrics["calibration"]
+    if cal["applied"]:
+        say(f"calibrated: temperature {cal['temperature']:.3f}" + (f", bias {cal['bias']:+.3f}" if cal["bias"] else "")
+            + (f" ({cal.get('fitted_on')}, {cal.get('n_videos')} videos)" if cal.get("fitted_on") else "")
+            + (f"; raw scores: {format_metrics(uncalibrated)}" if uncalibrated is not None else ""))
+    else:
+        say(f"not calibrated: {cal['reason']}")
     if metrics["errors"]["count"]:
         warn(f"warning: {metrics['errors']['count']} video(s) could not be read; listed in {out / 'metrics.json'}")
     if metrics["n"] == 0:

@@ -6,6 +6,10 @@ maximum over its tracks; the metrics (`deepfake.metrics.binary_metrics`: log los
 [0.01, 0.99], balanced log loss, AUC, accuracy, AP) are computed per video and logged per epoch as
 `val/logloss`, `val/balanced_logloss`, `val/auc`, `val/acc`, `val/ap` (and `test/...`). Under DDP every rank's
 window scores are gathered first, so the metrics are those of the whole set.
+
+Each validation also keeps every window's raw last-step logit (`validation_windows`), and every checkpoint saved
+right after a validation carries them (`"validation_windows"`): what `deepfake.train` fits the exported
+detector's calibration on (`deepfake.calibration`), for exactly the weights of the checkpoint it exports.
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ class DeepfakeLitModule(pl.LightningModule):
         self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {"val": [], "test": []}
         # The last epoch's p(fake) per video, by video name where the datamodule names them (else by number).
         self.video_scores: dict[str, dict[str | int, float]] = {"val": {}, "test": {}}
+        # The last validation's windows (index, track, video, label, raw last-step logit) and its global step.
+        self.validation_windows: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------------- setup
 
@@ -117,6 +123,9 @@ class DeepfakeLitModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets deepfake.checkpoint.load_detector rebuild the network from the .ckpt alone.
         checkpoint["detector_meta"] = self.detector_meta()
+        windows = self.validation_windows
+        if windows is not None and windows["step"] == self.global_step:  # saved right after this validation
+            checkpoint["validation_windows"] = {k: torch.from_numpy(v) for k, v in windows.items() if k != "step"}
 
     # ------------------------------------------------------------------------------------------------- steps
 
@@ -141,9 +150,9 @@ class DeepfakeLitModule(pl.LightningModule):
         logits = self.net(batch["frames"], batch["length"])
         loss = self.criterion(logits, batch["label"], batch["length"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(logits))
-        prob = torch.sigmoid(last_valid(logits, batch["length"]).float())
+        logit = last_valid(logits, batch["length"]).float().detach()
         self._outputs[stage].append({"index": batch["index"], "track": batch["track"], "video": batch["video"],
-                                     "label": batch["label"].long(), "prob": prob.detach()})
+                                     "label": batch["label"].long(), "prob": torch.sigmoid(logit), "logit": logit})
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -173,13 +182,17 @@ class DeepfakeLitModule(pl.LightningModule):
 
     def _log_video_metrics(self, stage: str) -> None:
         outputs = self._outputs[stage]
-        keys = ("index", "track", "video", "label", "prob")
+        keys = ("index", "track", "video", "label", "prob", "logit")
         cat = {k: torch.cat([o[k] for o in outputs]) if outputs else
-               torch.zeros(0, device=self.device, dtype=torch.float32 if k == "prob" else torch.long) for k in keys}
+               torch.zeros(0, device=self.device, dtype=torch.float32 if k in ("prob", "logit") else torch.long)
+               for k in keys}
         arrays = {k: self._gather(v).cpu().numpy() for k, v in cat.items()}
         outputs.clear()
         if len(arrays["index"]) == 0:
             return
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.validation_windows = {"step": int(self.global_step),
+                                       **{k: arrays[k] for k in ("index", "track", "video", "label", "logit")}}
         ids, y, p = video_scores(arrays["index"], arrays["track"], arrays["video"], arrays["label"], arrays["prob"])
         dm = getattr(self.trainer, "datamodule", None)
         names = dm.eval_dataset(stage).videos if hasattr(dm, "eval_dataset") else None

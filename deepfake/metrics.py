@@ -2,6 +2,11 @@
 
 Log losses use probabilities clipped to [0.01, 0.99], as the DFDC winners did: one confident mistake on an
 unclipped probability can cost more than a whole well-calibrated set earns.
+
+Calibration: `ece` (expected calibration error) is the reliability diagram's gap summed over `ECE_BINS` = 15
+equal-width bins of p(fake) in [0, 1] (the last bin holds 1.0), each bin's |fraction of fakes - mean p(fake)|
+weighted by its share of the videos; `brier` is the mean squared error of p(fake) against the 0/1 label
+(unclipped). `reliability_bins` gives the diagram's points.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 import numpy as np
 
 CLIP = (0.01, 0.99)
+ECE_BINS = 15
 
 
 def _logloss(y: np.ndarray, p: np.ndarray) -> float:
@@ -30,9 +36,9 @@ def binary_metrics(y_true, p_fake, threshold: float = 0.5) -> dict[str, float | 
 
     Returns:
         `logloss` (clipped), `balanced_logloss` (mean of the real-class and fake-class log losses),
-        `auc`, `ap` (average precision, fake as positive), `eer` (equal error rate), `accuracy`, the confusion
-        counts `tp`, `fp`, `tn`, `fn` and `n`, `n_real`, `n_fake`. Metrics that need both classes are None
-        when one class is missing.
+        `auc`, `ap` (average precision, fake as positive), `eer` (equal error rate), `accuracy`, `ece` (15 bins)
+        and `brier` (calibration, module docstring), the confusion counts `tp`, `fp`, `tn`, `fn` and `n`,
+        `n_real`, `n_fake`. Metrics that need both classes are None when one class is missing.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -57,6 +63,8 @@ def binary_metrics(y_true, p_fake, threshold: float = 0.5) -> dict[str, float | 
         "auc": float(roc_auc_score(y, p)) if both else None,
         "ap": float(average_precision_score(y, p)) if both else None,
         "eer": equal_error_rate(y, p) if both else None,
+        "ece": expected_calibration_error(y, p) if len(y) else None,
+        "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
         "threshold": float(threshold),
         "tp": int(np.sum(pred & fake)),
         "fp": int(np.sum(pred & real)),
@@ -67,6 +75,30 @@ def binary_metrics(y_true, p_fake, threshold: float = 0.5) -> dict[str, float | 
         fpr, tpr, _ = roc_curve(y, p)
         out["roc_points"] = int(len(fpr))
     return out
+
+
+def reliability_bins(y_true, p_fake, bins: int = ECE_BINS) -> list[dict[str, float | int]]:
+    """The reliability diagram: per equal-width bin of p(fake) in [0, 1] (the last one holds 1.0), `lo`, `hi`,
+    `n` (videos in it), `mean_p` and `frac_fake` (None for an empty bin)."""
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(p_fake, dtype=np.float64).ravel()
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": n,
+                    "mean_p": float(p[mask].mean()) if n else None, "frac_fake": float(y[mask].mean()) if n else None})
+    return out
+
+
+def expected_calibration_error(y_true, p_fake, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: sum over bins of (share of videos) * |fraction of fakes - mean p(fake)|."""
+    rows = reliability_bins(y_true, p_fake, bins)
+    total = sum(r["n"] for r in rows)
+    if not total:
+        return float("nan")
+    return float(sum(r["n"] / total * abs(r["frac_fake"] - r["mean_p"]) for r in rows if r["n"]))
 
 
 def equal_error_rate(y_true, p_fake) -> float:
@@ -87,7 +119,7 @@ def equal_error_rate(y_true, p_fake) -> float:
 
 def format_metrics(m: dict) -> str:
     """One line for logs and reports."""
-    keys = ["logloss", "balanced_logloss", "auc", "accuracy", "ap", "eer"]
+    keys = ["logloss", "balanced_logloss", "auc", "accuracy", "ap", "eer", "ece", "brier"]
     parts = []
     for k in keys:
         v = m.get(k)

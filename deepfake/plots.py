@@ -1,4 +1,5 @@
-"""Figures for `deepfake predict --plot`, `deepfake evaluate` (ROC) and its robustness table (AUC vs level).
+"""Figures for `deepfake predict --plot`, `deepfake evaluate` (ROC, reliability diagram) and its robustness table
+(AUC vs level).
 
 Matplotlib with the Agg backend (no display needed); every PNG is written to a temporary name and renamed, so a
 killed run leaves no half-written image.
@@ -15,7 +16,7 @@ import numpy as np
 
 from data_prep.files import atomic_path
 
-__all__ = ["plot_video", "plot_name", "plot_roc", "plot_robustness"]
+__all__ = ["plot_video", "plot_name", "plot_roc", "plot_robustness", "plot_reliability"]
 
 MAX_THUMBS = 8        # face crops shown per track along the top
 MAX_TRACK_ROWS = 4    # tracks that get a row of crops (all get a curve)
@@ -82,11 +83,29 @@ def _thumbs(crops: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts[:-1], axis=1), idx
 
 
+def _mark_windows(ax, face: dict, fps: float, color, first: bool) -> None:
+    """A face's window scores as horizontal bars over the frames each window covers, and its top frames (the crops
+    that moved their window's score most, `deepfake.scoring`) as stars on its curve."""
+    scale = fps if fps > 0 else 1.0
+    for k, window in enumerate(face.get("windows") or []):
+        lo, hi = window["frames"]
+        ax.hlines(window["p_fake"], lo / scale, hi / scale, colors=color, linewidth=4, alpha=0.35,
+                  label="window p(fake)" if first and k == 0 else None)
+    steps = dict(zip(face["frames"], face["steps"]))
+    top = [f for f in face.get("top_frames") or [] if f in steps]
+    if top:
+        ax.plot([f / scale for f in top], [steps[f] for f in top], linestyle="none", marker="*", markersize=11,
+                markerfacecolor=color, markeredgecolor="black", markeredgewidth=0.8,
+                label="top frames" if first else None)
+
+
 def plot_video(result: dict, faces, out: str | os.PathLike, threshold: float = 0.5) -> Path:
-    """A PNG of one video's per-step p(fake) over time, one curve per face, with crops of each face on top.
+    """A PNG of one video's per-step p(fake) over time, one curve per face, with crops of each face on top; each
+    face's window scores are bars over the frames they cover and its top frames are stars.
 
     Args:
-        result: the video's dict from `deepfake.inference` (uses `faces[*].frames/steps`, `p_fake`, `verdict`).
+        result: the video's dict from `deepfake.inference` (uses `faces[*].frames/steps/windows/top_frames`,
+            `p_fake`, `verdict`, and `calibrated` when present: the y label then says calibrated or raw).
         faces: its `VideoFaces` (crops and fps); None draws the curves without crops, against frame index.
         out: the PNG to write.
         threshold: drawn as a dashed line.
@@ -126,9 +145,11 @@ def plot_video(result: dict, faces, out: str | os.PathLike, threshold: float = 0
         x = frames / fps if fps > 0 else frames
         ax.plot(x, face["steps"], marker="o", markersize=3, linewidth=1.5, color=color_of[face["track"]],
                 label=f"face {face['track']}: p(fake) {face['p_fake']:.3f}")
+        _mark_windows(ax, face, fps, color_of[face["track"]], first=face is tracks[0])
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("p(fake) per step")
+    calibrated = result.get("calibrated")
+    ax.set_ylabel("p(fake) per step" + {True: " (calibrated)", False: " (raw)"}.get(calibrated, ""))
     ax.set_xlabel("time (s)" if fps > 0 else "frame")
     if fps > 0 and tracks:
         top = ax.secondary_xaxis("top", functions=(lambda s: s * fps, lambda f: f / fps))
@@ -137,7 +158,7 @@ def plot_video(result: dict, faces, out: str | os.PathLike, threshold: float = 0
     if not tracks:
         ax.text(0.5, 0.5, "no face found", transform=ax.transAxes, ha="center", va="center", fontsize=14)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)
     p = result.get("p_fake")
     title = f"{result['video']}: {result['verdict']}" + (f" (p(fake) {p:.3f})" if p is not None else "")
     fig.suptitle(title, fontsize=11)
@@ -215,5 +236,45 @@ def plot_robustness(rows: Sequence[dict], out: str | os.PathLike, title: str = "
         ax.legend(loc="lower left", fontsize=8, ncol=2)
     if not any(r["auc"] is not None for r in rows):
         ax.text(0.5, 0.5, "AUC needs real and fake videos", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def plot_reliability(y_true: Sequence[int], p_fake: Sequence[float], out: str | os.PathLike,
+                     raw: Sequence[float] | None = None, title: str = "reliability", bins: int | None = None) -> Path:
+    """Reliability diagram: fraction of fakes against mean p(fake) per equal-width bin (`deepfake.metrics`, 15
+    bins), the diagonal a calibrated detector follows, with ECE in the legend; below it the histogram of the scores.
+    `raw`, the same videos' uncalibrated scores, is drawn too (dashed) when given."""
+    from deepfake.metrics import ECE_BINS, expected_calibration_error, reliability_bins
+
+    bins = bins or ECE_BINS
+    plt = _pyplot()
+    y = np.asarray(y_true, np.float64)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    series = [("calibrated" if raw is not None else "scores", p_fake, "-", "C0")]
+    if raw is not None:
+        series.append(("raw", raw, "--", "C1"))
+    edges = np.linspace(0, 1, bins + 1)
+    for name, scores, style, color in series:
+        p = np.asarray(scores, np.float64)
+        if not len(p):
+            continue
+        pts = [(r["mean_p"], r["frac_fake"]) for r in reliability_bins(y, p, bins) if r["n"]]
+        ece = expected_calibration_error(y, p, bins)
+        ax.plot(*zip(*pts), marker="o", linestyle=style, color=color, linewidth=1.5, label=f"{name}: ECE {ece:.3f}")
+        hist.hist(np.clip(p, 0, 1), bins=edges, histtype="step" if style == "--" else "stepfilled",
+                  color=color, alpha=0.9 if style == "--" else 0.5, linewidth=1.5, label=name)
+    if not len(y):
+        ax.text(0.5, 0.5, "no scored video", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_ylabel("fraction of fakes")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    hist.set_xlabel(f"p(fake) ({bins} bins)")
+    hist.set_ylabel("videos")
+    hist.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, Path(out))

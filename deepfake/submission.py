@@ -71,6 +71,8 @@ class SubmissionConfig:
         precision: the detector's arithmetic (`deepfake.inference.PredictConfig`): ``auto`` (bfloat16 where the
             hardware has it, float16 on older GPUs such as Kaggle's P100, else float32), ``bf16``, ``fp16``,
             ``fp32``.
+        calibrated: apply the calibration stored in the weights (`deepfake.calibration`), before the clip;
+            False writes the raw scores.
         time_limit_s: stop scoring after this many seconds and give the remaining videos the prior (None: no
             limit). Leave room for the kernel's start and the model load.
         flush_every_s: rewrite the (complete) file with the scores so far this often.
@@ -85,6 +87,7 @@ class SubmissionConfig:
     workers: int = 0
     stride: int | None = None
     precision: str = "auto"
+    calibrated: bool = True
     time_limit_s: float | None = None
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
@@ -399,8 +402,11 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         from deepfake.inference import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
-                                workers=config.workers, precision=config.precision)
+                                workers=config.workers, precision=config.precision, calibrated=config.calibrated)
         detector, extractor, path = load_predictor(weights, pconfig)
+        if detector.calibration is not None:
+            notes.append(f"scores calibrated (temperature {detector.calibration[0]:.3f}, bias "
+                         f"{detector.calibration[1]:+.3f}) before the clip")
     except Exception as err:  # noqa: BLE001 - any failure here still leaves a complete, prior-only submission
         model_error = " ".join(str(err).split()) or type(err).__name__
         bar = "!" * 100

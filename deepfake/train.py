@@ -8,9 +8,11 @@ r"""Training: the detector's LightningCLI (`deepfake fit | validate | test`) and
 
 Every run writes to RUN_DIR/RUN_NAME/version_N/ (`--run_dir`, `--run_name`; default runs/deepfake): the resolved
 `config.yaml`, `metrics.csv` (CSV logger), TensorBoard events, and `checkpoints/` with the best checkpoint by
-`val/logloss` (`--checkpoint.*` configures it) and `last.ckpt`. After `fit`, the best network is exported as
+`val/balanced_logloss` (the mean of the real and fake classes' log losses; `--checkpoint.*` configures it) and `last.ckpt`. After `fit`, the best network is exported as
 `checkpoints/detector.pt` (plain weights + settings; `deepfake.checkpoint.load_detector` loads it with
-`weights_only=True`), which `deepfake predict` uses.
+`weights_only=True`), which `deepfake predict` uses. Its meta holds a calibration fitted on that checkpoint's
+validation videos (`deepfake.calibration`: a temperature, maybe a bias; skipped, and said so, when the validation
+set is too small), which predict, evaluate and submit apply unless told `--no-calibration`.
 
 On a GPU the defaults are bf16 mixed precision and channels_last; several GPUs or nodes go through Lightning's
 DDP (`--trainer.devices 8 --trainer.strategy ddp`, plus `--trainer.num_nodes N` under SLURM or torchrun).
@@ -30,11 +32,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from deepfake.checkpoint import load_detector, refusal, save_detector
+from deepfake.calibration import VideoLogits, describe, fit_calibration
+from deepfake.checkpoint import load_detector, refusal, safe_load, save_detector
 from deepfake.data import FaceSequenceDataModule
 from deepfake.lit import DeepfakeLitModule
 
-__all__ = ["DeepfakeCLI", "UserError", "export_detector", "lightning_cli", "fit", "FitResult"]
+__all__ = ["DeepfakeCLI", "UserError", "export_detector", "validation_calibration", "lightning_cli", "fit",
+           "FitResult"]
 
 SEED = 42
 DETECTOR_FILE = "detector.pt"
@@ -56,13 +60,34 @@ def _next_version(root: Path) -> int:
     return max(versions, default=-1) + 1
 
 
-def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_dir: str | Path) -> Path:
+def validation_calibration(lit: DeepfakeLitModule, checkpoint: str | Path | None) -> dict[str, Any]:
+    """The calibration record (`deepfake.calibration.fit_calibration`) fitted on the validation windows saved with
+    `checkpoint`, or, without a checkpoint file, on `lit`'s last validation when it scored the current weights.
+    Without such windows (validation off, a checkpoint of an older version) the record says it was skipped."""
+    windows = None
+    if checkpoint and Path(checkpoint).is_file():
+        saved = safe_load(checkpoint)
+        found = saved.get("validation_windows") if isinstance(saved, dict) else None
+        windows = {k: v.numpy() for k, v in found.items()} if isinstance(found, dict) else None
+    elif lit.validation_windows is not None and lit.validation_windows["step"] == lit.global_step:
+        windows = lit.validation_windows
+    if not windows or not len(windows.get("index", ())):
+        return {"temperature": None, "bias": None, "fitted_on": "fit validation",
+                "skipped": "no validation scores were kept with the exported weights (validation off, or a "
+                           "checkpoint written before calibration existed): scores left raw"}
+    data = VideoLogits.from_windows(*(windows[k] for k in ("index", "track", "video", "label", "logit")))
+    return fit_calibration(data, "fit validation")
+
+
+def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_dir: str | Path,
+                    calibration: dict[str, Any] | None = None) -> Path:
     """Writes `detector.pt` into `out_dir`: the network of `checkpoint` (a `deepfake fit` .ckpt), or of `lit`.
 
     Args:
         lit: the trained module (used when there is no checkpoint file, e.g. validation was off).
         checkpoint: the best checkpoint of the run, or None.
         out_dir: where to write.
+        calibration: a calibration record for the meta (`validation_calibration`), or None for none.
 
     Returns:
         The path of the exported file.
@@ -71,11 +96,13 @@ def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_d
         net, meta = load_detector(checkpoint)  # weights_only=True, as any user of the file will
     else:
         net, meta = lit.net, lit.detector_meta()
+    if calibration is not None:
+        meta = {**meta, "calibration": calibration}
     return save_detector(Path(out_dir) / DETECTOR_FILE, net, meta)
 
 
 class DeepfakeCLI(LightningCLI):
-    """LightningCLI with the project's defaults: checkpoints on val/logloss, CSV + TensorBoard logs per run,
+    """LightningCLI with the project's defaults: checkpoints on val/balanced_logloss, CSV + TensorBoard logs per run,
     bf16 on GPU, and `detector.pt` exported after `fit`."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -84,11 +111,12 @@ class DeepfakeCLI(LightningCLI):
                             help="this experiment's subfolder; runs go to RUN_DIR/RUN_NAME/version_N")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/logloss",
+            # Balanced: training draws real and fake alike, while validation sets rarely are (DFDC: 84 % fake).
+            "checkpoint.monitor": "val/balanced_logloss",
             "checkpoint.mode": "min",
             "checkpoint.save_top_k": 1,
             "checkpoint.save_last": True,
-            "checkpoint.filename": "best-epoch{epoch:03d}-logloss{val/logloss:.4f}",
+            "checkpoint.filename": "best-epoch{epoch:03d}-balanced_logloss{val/balanced_logloss:.4f}",
             "checkpoint.auto_insert_metric_name": False,
             "trainer.precision": default_precision(),
         })
@@ -127,11 +155,13 @@ class DeepfakeCLI(LightningCLI):
         best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
         out_dir = Path(best).parent if best else Path(callback.dirpath if callback and callback.dirpath
                                                        else trainer.log_dir or ".")
-        path = export_detector(self.model, best or None, out_dir)
+        calibration = validation_calibration(self.model, best or None)
+        path = export_detector(self.model, best or None, out_dir, calibration)
         self.detector_path = path
         score = getattr(callback, "best_model_score", None)
         where = f" (best {callback.monitor} {float(score):.4f}: {best})" if score is not None and best else ""
         print(f"deepfake fit: detector weights in {path}{where}")
+        print(f"deepfake fit: calibration: {describe(calibration)}")
 
 
 def lightning_cli(args: list[str], trainer_defaults: dict[str, Any] | None = None) -> DeepfakeCLI:

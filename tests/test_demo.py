@@ -14,7 +14,7 @@ import pytest
 from deepfake import demo
 from deepfake.cli import demo as demo_cli
 
-STAGE_LINES = ["[1/5] synth", "[2/5] extract", "[3/5] fit", "[4/5] evaluate", "[5/5] predict"]
+STAGE_LINES = ["[1/6] synth", "[2/6] extract", "[3/6] fit", "[4/6] evaluate", "[5/6] predict", "[6/6] generalize"]
 
 
 def run_captured(args: list[str], terminal: Path) -> tuple[int, str]:
@@ -66,6 +66,8 @@ def test_quick_demo_report_and_artifacts(quick_demo):
     assert held["n"] + held["no_face"] + held["errors"] == 8 and held["n"] >= 6
     assert 0.0 <= held["auc"] <= 1.0 and held["logloss"] > 0
     assert f"AUC {held['auc']:.3f}" in text and f"log loss {held['logloss']:.3f}" in text
+    # 4 validation videos: too few to fit a calibration on, and the report says so.
+    assert held["calibration"]["applied"] is False and "calibration: none (skipped in fit validation" in text
     assert pred["status"] == "ok" and pred["label"] == "fake" and pred["video"].startswith("fake/")
 
     weights = out / report["fit"]["weights"]
@@ -80,6 +82,11 @@ def test_quick_demo_report_and_artifacts(quick_demo):
     assert Path(art["plot"]).suffix == ".png" and Path(art["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     prediction = json.loads((out / "predict" / "prediction.json").read_text())
     assert len(prediction) == 1 and prediction[0]["p_fake"] == pred["p_fake"]
+    # Generalization: the labelled-fake detector and the real-only one, on self-blends and on unseen face swaps.
+    cross = report["generalize"]
+    assert len(cross) == 2 and all(set(aucs) == {"self-blended fakes", "face swaps (never seen)"}
+                                   for aucs in cross.values())
+    assert "generalization: held-out video AUC" in text and (out / "cross" / "cross.md").is_file()
 
 
 def test_heldout_set_is_separately_seeded(quick_demo):
@@ -157,3 +164,6 @@ def test_full_demo_learns(tmp_path):
     assert report["heldout"]["n"] >= 70, report["heldout"]
     assert report["heldout"]["auc"] >= 0.9 and report["heldout"]["logloss"] < 0.5, report["heldout"]
     assert report["fit"]["val_auc"] >= 0.9, report["fit"]
+    held = report["heldout"]  # fit's calibration helps on videos it never saw (README: Calibration)
+    assert held["calibration"]["applied"] and held["logloss"] < held["uncalibrated"]["logloss"], held
+    assert held["ece"] < held["uncalibrated"]["ece"], held

@@ -130,6 +130,24 @@ def test_no_face_and_error_videos_are_counted_as_documented():
                                                  [with_prior["fn"], with_prior["tp"]]]
 
 
+def test_all_videos_metrics_score_the_unscored_at_the_prior():
+    """DFDC's rule: every video counts; a detector that finds no face in a fake can't look better for it."""
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    videos = [LabelledVideo(f"v{i}.mp4", Path(f"v{i}.mp4"), int(y)) for i, y in enumerate([0, 1, 0, 1, 1, 0])]
+    results = [_result("v0.mp4", "ok", 0.2), _result("v1.mp4", "ok", 0.9), _result("v2.mp4", "ok", 0.6),
+               _result("v3.mp4", "no_face"), _result("v4.mp4", "error"), _result("v5.mp4", "ok", 0.1)]
+    every = summarize(videos, results)["all_videos"]
+    y, p = [0, 1, 0, 1, 1, 0], [0.2, 0.9, 0.6, 0.5, 0.5, 0.1]
+    assert (every["n"], every["n_at_prior"], every["prior"]) == (6, 2, 0.5)
+    assert every["logloss"] == pytest.approx(log_loss(y, p)) and every["brier"] == pytest.approx(brier_score_loss(y, p))
+    # --no-face-prior sets the prior of both blocks; the scored-videos block still leaves errors out.
+    m = summarize(videos, results, no_face_prior=0.3)
+    assert m["n"] == 5 and m["all_videos"]["n"] == 6 and m["all_videos"]["prior"] == 0.3
+    assert m["all_videos"]["logloss"] == pytest.approx(log_loss(y, [0.2, 0.9, 0.6, 0.3, 0.3, 0.1]))
+    assert m["ece"] is not None and m["all_videos"]["ece"] is not None
+
+
 def test_evaluate_video_folder(synth_dataset, tiny_weights, tmp_path):
     from sklearn.metrics import log_loss, roc_auc_score
 
@@ -153,7 +171,9 @@ def test_evaluate_video_folder(synth_dataset, tiny_weights, tmp_path):
     p = [float(r["p_fake"]) for r in rows]
     assert metrics["n"] == 6 and metrics["logloss"] == pytest.approx(log_loss(y, p), abs=1e-5)
     assert metrics["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    assert metrics["calibration"] == {"applied": False, "reason": "the checkpoint has no calibration"}
     assert_png(out / "roc.png")
+    assert_png(out / "reliability.png")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -213,6 +233,7 @@ def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weight
 
     m = run(tmp_path / "a")
     assert m["n_videos"] == 5 and m["n"] == 3 and (m["n_real"], m["n_fake"]) == (2, 1)
+    assert (m["all_videos"]["n"], m["all_videos"]["n_at_prior"]) == (5, 2)  # the no-face and the broken one
     assert "warning: real/damaged.mp4: " in capsys.readouterr().err
     assert m["no_face"]["videos"] == ["real/wall.mp4"] and "excluded" in m["no_face"]["counted_as"]
     assert [e["video"] for e in m["errors"]["videos"]] == ["fake/broken.mp4"] and m["errors"]["videos"][0]["error"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from data_prep.files import CsvError, csv_text, read_csv_dicts
 from data_prep.index import IndexFileError, read_index
 from data_prep.layouts import LayoutError, find_videos
-from deepfake.inference import ResultLog
+from deepfake.results import ResultLog
 from deepfake.submission import SubmissionError, read_sample_submission
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

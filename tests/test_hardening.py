@@ -79,8 +79,9 @@ def test_a_killed_predict_resumes_where_it_stopped(synth_dataset, tmp_path, monk
     args = [str(videos), "--weights", str(weights), "--output", str(out), "--device", "cpu", "--no-progress"]
 
     import deepfake.inference as inference
+    import deepfake.results as results
 
-    real_append = inference.ResultLog.append
+    real_append = results.ResultLog.append
     calls = []
 
     def append_then_die(self, result, seconds=None):
@@ -89,9 +90,9 @@ def test_a_killed_predict_resumes_where_it_stopped(synth_dataset, tmp_path, monk
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed after the second video reached the disk
 
-    monkeypatch.setattr(inference.ResultLog, "append", append_then_die)
+    monkeypatch.setattr(results.ResultLog, "append", append_then_die)
     assert predict_cli.main(args) == 130
-    monkeypatch.setattr(inference.ResultLog, "append", real_append)
+    monkeypatch.setattr(results.ResultLog, "append", real_append)
     journal = out if fmt != "json" else out.with_name(f".{out.name}.partial.jsonl")
     assert journal.is_file() and calls == names[:2]
     with open(journal, "a") as f:

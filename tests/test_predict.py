@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake import inference, scoring
+from deepfake import inference, results, scoring
 from deepfake.cli import predict as predict_cli
 from deepfake.weights import WeightsError, resolve_weights
 
@@ -196,7 +196,7 @@ def test_csv_columns_and_exit_status(inputs, tiny_weights, tmp_path, capsys):
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == inference.CSV_COLUMNS  # format taken from the .csv extension
+    assert reader.fieldnames == results.CSV_COLUMNS  # format taken from the .csv extension
     assert [r["status"] for r in rows] == ["ok", "error", "error"]
     assert 0 <= float(rows[0]["p_fake"]) <= 1 and rows[0]["faces"] == "1" and rows[0]["error"] == ""
     assert rows[1]["p_fake"] == "" and "not a video" in rows[1]["error"]
@@ -423,15 +423,15 @@ def _free_port() -> int:
 
 
 def test_write_results_formats_round_trip():
-    results = [{"video": "a.mp4", "status": "ok", "p_fake": 0.75, "verdict": "fake",
-                "faces": [{"track": 0, "p_fake": 0.75, "frames": [0, 5], "steps": [0.7, 0.8]}], "error": None},
-               {"video": "b.mp4", "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [],
-                "error": None},
-               scoring.error_result("c.mp4", "empty file (0 bytes)\nsecond line")]
-    assert json.loads(inference.write_results(results, "json")) == results
-    rows = list(csv.DictReader(io.StringIO(inference.write_results(results, "csv", [1.0, 2.0, 0.0]))))
+    made = [{"video": "a.mp4", "status": "ok", "p_fake": 0.75, "verdict": "fake",
+             "faces": [{"track": 0, "p_fake": 0.75, "frames": [0, 5], "steps": [0.7, 0.8]}], "error": None},
+            {"video": "b.mp4", "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [],
+             "error": None},
+            scoring.error_result("c.mp4", "empty file (0 bytes)\nsecond line")]
+    assert json.loads(results.write_results(made, "json")) == made
+    rows = list(csv.DictReader(io.StringIO(results.write_results(made, "csv", [1.0, 2.0, 0.0]))))
     assert [r["verdict"] for r in rows] == ["fake", "no face", "error"]
     assert rows[0]["crops"] == "2" and rows[1]["faces"] == "0" and rows[2]["faces"] == ""
     assert rows[2]["error"] == "empty file (0 bytes) second line"  # one line
-    table = inference.write_results(results, "table", [1.0, 2.0, 0.0])
+    table = results.write_results(made, "table", [1.0, 2.0, 0.0])
     assert table.splitlines()[0].split() == ["video", "verdict", "p(fake)", "faces", "seconds", "reason"]

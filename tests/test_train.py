@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,9 @@ def test_fit_writes_checkpoint_config_and_detector(first_run, capsys):
     best = list(ckpts.glob("best-*.ckpt"))
     assert len(best) == 1 and (ckpts / "last.ckpt").is_file() and (ckpts / "detector.pt").is_file()
     assert (folder / "metrics.csv").is_file() and list(folder.glob("events.out.tfevents.*"))  # CSV + TensorBoard
+    assert "balanced_logloss" in best[0].name  # the best by the balanced log loss
+    split = list(csv.DictReader(open(folder / "split.csv")))  # the split this run used
+    assert {r["split"] for r in split} == {"train", "val"} and all(r["group"] for r in split)
     m = metrics(folder)
     for key in ("train/loss_epoch", "val/loss", "val/logloss", "val/balanced_logloss", "val/auc", "val/acc",
                 "val/ap"):
@@ -64,6 +69,8 @@ def test_fit_writes_checkpoint_config_and_detector(first_run, capsys):
     net, meta = load_detector(ckpts / "detector.pt")
     assert meta["img_size"] == 64 and meta["seq_len"] == 8 and meta["margin"] == 0.3 and meta["stride"] == 2
     assert meta["mean"] == pytest.approx(list(net.mean)) and meta["model"]["backbone"] == "test_efficientnet"
+    # 2 validation videos: too few to calibrate on, and the meta says so (tests/test_calibration.py fits one).
+    assert meta["calibration"]["temperature"] is None and "fewer than the 10" in meta["calibration"]["skipped"]
     from_ckpt, _ = load_detector(best[0])  # the Lightning checkpoint loads the same way, to the same weights
     x = torch.randn(1, 8, 3, 64, 64)
     with torch.no_grad():

@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("deepfake.cli.train", "validate a checkpoint on the validation split"),
     "test": ("deepfake.cli.train", "evaluate a checkpoint on the test split"),
     "predict": ("deepfake.cli.predict", "score videos, folders or globs: table, JSON or CSV, optional plots"),
-    "evaluate": ("deepfake.cli.evaluate", "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ROC curve"),
+    "evaluate": ("deepfake.cli.evaluate",
+                 "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ECE, Brier, ROC and reliability"),
+    "calibrate": ("deepfake.cli.calibrate", "refit the detector's calibration (temperature) on a labelled set you "
+                                            "trust; writes a new detector file"),
     "distort": ("deepfake.cli.distort", "write DeeperForensics-1.0-style distorted copies of videos"),
     "submit": ("deepfake.cli.submit", "write a complete Kaggle DFDC submission.csv (filename,label) for test videos"),
 }

@@ -39,4 +39,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "(default auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="raw scores: ignore the calibration (temperature) stored in the weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -25,21 +25,29 @@ def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="deepfake evaluate",
         description="Video-level metrics of a detector on a labelled set (log loss, balanced log loss, AUC, "
-                    "accuracy, AP, EER, confusion), a ROC curve and per-video predictions; optionally under "
-                    "DeeperForensics-1.0 distortions (--perturb).",
+                    "accuracy, AP, EER, ECE, Brier, confusion), over the scored videos and over all of them with "
+                    "the unscored ones at the prior; a ROC curve, a reliability diagram and per-video predictions; "
+                    "optionally under DeeperForensics-1.0 distortions (--perturb).",
         epilog="SOURCE: a labelled folder (DFDC part with metadata.json, DeeperForensics-1.0, real/ + fake/ and/or "
                "labels.csv) or an extracted index.csv (crops scored directly). Videos without a face are left out "
                "of the metrics and listed, unless --no-face-prior gives them a probability; unreadable videos are "
-               "always left out and listed.",
+               "always left out and listed. The all-videos metrics count both at the prior (--no-face-prior, else "
+               "0.5).",
     )
-    p.add_argument("source", metavar="SOURCE", help="labelled folder of videos, or an extracted index.csv")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="labelled folder of videos, or an extracted index.csv; several: one table, a row a set "
+                        "(OUT/cross.csv and cross.md; each set's files in OUT/<set>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (metrics.json, roc.png, "
-                                                               "predictions.csv, robustness.*)")
+                                                               "reliability.png, predictions.csv, robustness.*)")
     add_model_options(p)
     p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
     p.add_argument("--split", default=None, help="evaluate only this split (train, val, test)")
+    p.add_argument("--split-file", default=None, metavar="CSV",
+                   help="a training run's split.csv: its splits replace SOURCE's, so --split val scores exactly the "
+                        "videos that run held out")
     p.add_argument("--no-face-prior", type=float, default=None, metavar="P",
-                   help="score videos without a face as p(fake)=P and count them (default: leave them out)")
+                   help="score videos without a face as p(fake)=P and count them (default: leave them out); "
+                        "also the prior of the all-videos metrics (default 0.5)")
     p.add_argument("--perturb", default=None, metavar="SPEC",
                    help="also evaluate under distortions: all, TYPE (CS, CC, BW, GNC, GB, JPEG, VC), TYPE:LEVEL, "
                         "mix:N, comma-separated")
@@ -57,9 +65,9 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
-                                workers=ns.workers, precision=ns.precision)
+                                workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration)
         config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
-                                split=ns.split, perturb=ns.perturb, seed=ns.seed)
+                                split=ns.split, split_file=ns.split_file, perturb=ns.perturb, seed=ns.seed)
         if config.perturb is not None:
             from deepfake.perturb import parse_perturb
 
@@ -72,12 +80,20 @@ def main(args: list[str] | None = None) -> int:
     from deepfake.weights import WeightsError
 
     try:
-        report = evaluate(ns.source, ns.out, ns.weights, ns.sha256, pconfig, config, progress=not ns.no_progress)
+        if len(ns.sources) > 1:
+            from deepfake.cross import evaluate_sets, markdown_table
+
+            rows = evaluate_sets(ns.sources, ns.out, ns.weights, ns.sha256, pconfig, config,
+                                 progress=not ns.no_progress)
+            print(markdown_table(rows), end="")
+            print(f"deepfake evaluate: wrote {ns.out}/cross.csv, cross.md and a folder per set", file=sys.stderr)
+            return 0
+        report = evaluate(ns.sources[0], ns.out, ns.weights, ns.sha256, pconfig, config, progress=not ns.no_progress)
     except (EvaluationError, WeightsError, ValueError) as err:
         return _fail(str(err), getattr(err, "code", 2))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    print(f"deepfake evaluate: wrote {ns.out}/metrics.json, roc.png, predictions.csv"
+    print(f"deepfake evaluate: wrote {ns.out}/metrics.json, roc.png, reliability.png, predictions.csv"
           + (", robustness.csv/.json/.png" if "robustness" in report else ""), file=sys.stderr)
     return 0
 

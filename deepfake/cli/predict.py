@@ -1,21 +1,25 @@
 """`deepfake predict PATH...`: how fake is each video, per video, per face and per frame.
 
     deepfake predict clip.mp4 videos/ "more/**/*.mov" --weights detector.pt [--format json] [--plot plots/]
+                     [--explain explain/ [--explain-video]]
 
 The work is `deepfake.inference` (extraction as in training, then the detector) and the scores follow
 `deepfake.scoring`: a track's p(fake) is the mean over windows of `seq_len` crops of the last step's p(fake), a
 video's the most fake of its faces; `verdict` is ``fake`` when p(fake) >= `--threshold` (0.5 by default), else
 ``real``; ``no face`` when no face was found (status ``no_face``, p_fake null: no made-up probability); ``error``
-when the file can't be read (status ``error``, with a one-line reason in `error`).
+when the file can't be read (status ``error``, with a one-line reason in `error`). `--explain` shows where in each
+face crop the score came from (`deepfake.explain`: Grad-CAM through the LSTM); a failed explanation or plot is a
+warning, never a lost prediction.
 
 Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
 ``json``: a list with one object per video, exactly
 ``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}``;
-``csv``: one row per video with the columns of `deepfake.inference.CSV_COLUMNS`. The exit status is 1 when any
+``csv``: one row per video with the columns of `deepfake.results.CSV_COLUMNS`. The exit status is 1 when any
 file errored, 2 for a usage error (bad option, missing weights), else 0.
 
 Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
-`~/.cache/deepfake/detector.pt`.
+`~/.cache/deepfake/detector.pt`. Scores are calibrated by the calibration stored in the weights, when they hold one
+(`deepfake.calibration`); `--no-calibration` gives the raw scores.
 """
 
 from __future__ import annotations
@@ -29,15 +33,8 @@ from pathlib import Path
 
 from data_prep.files import atomic_write
 from deepfake.cli.common import OneLineParser, UsageError, add_model_options
-from deepfake.inference import (
-    FORMATS,
-    PredictConfig,
-    ResultLog,
-    collect_videos,
-    iter_entries,
-    load_predictor,
-    write_results,
-)
+from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
+from deepfake.results import FORMATS, ResultLog, write_results
 
 __all__ = ["main"]
 
@@ -61,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="with --output: skip the videos already in FILE (or its journal) from a killed run")
     p.add_argument("--plot", metavar="DIR", help="write per video a PNG of p(fake) over time per face, with crops")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write per video DIR/<video>/track<k>.png (each face's crops with a Grad-CAM heat map of "
+                        "where the fake score came from, and each step's score) and heatmaps.npz (the raw maps)")
+    p.add_argument("--explain-video", action="store_true",
+                   help="with --explain: also DIR/<video>/explained.mp4, the video with each face's box coloured "
+                        "by its current score and the heat overlaid")
     return p
 
 
@@ -82,7 +85,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                               stride=ns.stride, workers=ns.workers, precision=ns.precision)
+                               stride=ns.stride, workers=ns.workers, precision=ns.precision,
+                               calibrated=not ns.no_calibration)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
@@ -93,6 +97,8 @@ def main(args: list[str] | None = None) -> int:
         fmt = suffix if suffix in ("json", "csv", "jsonl") else "table"
     if ns.resume and not ns.output:
         return _fail("--resume needs --output FILE (the results of the run to go on with)")
+    if ns.explain_video and not ns.explain:
+        return _fail("--explain-video needs --explain DIR (where the video goes)")
     # Results reach the disk as they are made: JSON Lines and CSV outputs are appended to directly; the others
     # go through a JSON Lines journal beside the output, replaced by the final file at the end.
     journal = None
@@ -128,6 +134,9 @@ def main(args: list[str] | None = None) -> int:
     plot_names: set[str] = set()
     plot_root = _common_folder([p for p, reason in entries if reason is None])
     plot_failures = 0
+    explain_dir = Path(ns.explain) if ns.explain else None
+    explain_names: set[str] = set()
+    explain_failures = 0
     start = time.perf_counter()
     bar = tqdm(total=len(entries), unit="video", disable=ns.no_progress, file=sys.stderr, dynamic_ncols=True)
 
@@ -153,6 +162,18 @@ def main(args: list[str] | None = None) -> int:
                 except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction
                     plot_failures += 1
                     bar.write(f"deepfake predict: warning: no plot for {pred.result['video']}: "
+                              f"{type(err).__name__}: {err}", file=sys.stderr)
+            if explain_dir is not None and pred.result["status"] == "ok":
+                try:
+                    from deepfake.explain import write_explanation
+                    from deepfake.plots import plot_name
+
+                    name = plot_name(pred.result["video"], explain_names, root=plot_root).removesuffix(".png")
+                    write_explanation(pred.faces, detector, explain_dir / name, video=ns.explain_video,
+                                      margin=extractor.config.margin, threshold=config.threshold)
+                except Exception as err:  # noqa: BLE001 - an explanation must not cost the prediction
+                    explain_failures += 1
+                    bar.write(f"deepfake predict: warning: no explanation for {pred.result['video']}: "
                               f"{type(err).__name__}: {err}", file=sys.stderr)
             bar.set_postfix_str(f"{Path(pred.result['video']).name}: {pred.result['verdict']}", refresh=False)
             bar.update(1)
@@ -184,6 +205,8 @@ def main(args: list[str] | None = None) -> int:
         summary += f"; results in {ns.output}"
     if plot_dir is not None:
         summary += f"; plots in {plot_dir}" + (f" ({plot_failures} failed)" if plot_failures else "")
+    if explain_dir is not None:
+        summary += f"; explanations in {explain_dir}" + (f" ({explain_failures} failed)" if explain_failures else "")
     print(f"deepfake predict: {summary}", file=sys.stderr)
     return 1 if counts["error"] else 0
 

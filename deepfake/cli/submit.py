@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's training stride)")
     p.add_argument("--precision", default=d.precision, help="auto (default), bf16, fp16 or fp32")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="write raw scores: ignore the calibration (temperature) stored in the weights")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop scoring after this long; the videos left get the prior (default: no limit)")
     p.add_argument("--expected-videos", type=int, default=d.expected_videos, metavar="N",
@@ -58,7 +60,7 @@ def main(args: list[str] | None = None) -> int:
         ns = _parser().parse_args(args)
         config = SubmissionConfig(prior=ns.prior, clip=tuple(ns.clip), device=ns.device, batch_size=ns.batch_size,
                                   workers=ns.workers, stride=ns.stride, precision=ns.precision,
-                                  time_limit_s=ns.time_limit,
+                                  calibrated=not ns.no_calibration, time_limit_s=ns.time_limit,
                                   expected_videos=ns.expected_videos, progress=not ns.no_progress)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)

@@ -1,0 +1,185 @@
+"""Refit a detector's calibration on a labelled set the user trusts, their own domain (`deepfake calibrate`).
+
+    result = recalibrate("detector.pt", "my_labelled_videos/", out="detector.mine.pt")
+    result = recalibrate("detector.pt", "extracted/index.csv", split="val")
+    result.record["temperature"], result.out
+
+SOURCE is what `deepfake evaluate` takes (`deepfake.evaluation.load_source`): a labelled folder of videos (faces
+extracted with the checkpoint's settings, as `deepfake predict` does) or an extracted index.csv (its crops scored
+directly). Every window is scored by the **raw** detector, whatever calibration the weights hold, and its last-step
+logit kept; `deepfake.calibration.fit_calibration` fits a temperature (and maybe a bias) to the video scores the
+scoring rule makes of them. Videos without a face or that can't be read are left out (and counted).
+
+The new detector file holds the same weights and meta with the new ``calibration`` record (which says it was fitted
+by ``calibrate SOURCE`` and on how many videos, and what the calibration it replaces scored on this set); it is
+written atomically, by default beside the weights as ``<name>.calibrated.pt``. A set too small to fit on (see
+`deepfake.calibration.MIN_VIDEOS`) writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake.calibration import VideoLogits, calibration_of, fit_calibration, video_probabilities
+from deepfake.inference import Detector, PredictConfig, load_predictor
+
+__all__ = ["LogitScorer", "Recalibration", "recalibrate", "default_output"]
+
+
+class LogitScorer(Detector):
+    """A `Detector` whose per-step scores are the raw logits: the windows of its `TrackScore`s hold
+    (start, end, last-step logit). Only for collecting logits; its track and video "p_fake" mean nothing."""
+
+    def probabilities(self, logits):
+        return logits.float()
+
+
+@dataclass
+class Recalibration:
+    """What `recalibrate` did.
+
+    Attributes:
+        record: the new calibration record (`deepfake.calibration.fit_calibration`; `temperature` None: skipped).
+        out: the detector file written, or None when the fit was skipped.
+        weights: the weights it started from.
+        n_videos: labelled videos in SOURCE.
+        no_face: videos without a face (left out).
+        errors: videos that could not be read or scored, with their reasons (left out).
+    """
+
+    record: dict[str, Any]
+    out: Path | None
+    weights: Path
+    n_videos: int
+    no_face: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def default_output(weights: str | os.PathLike) -> Path:
+    """`<folder>/<name>.calibrated.pt` beside the weights."""
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}.calibrated.pt")
+
+
+def _window_logits(scorer: LogitScorer, tracks) -> list[list[float]]:
+    return [[w[2] for w in t.windows] for t in scorer.score_tracks_in_detail(tracks)]
+
+
+def _score_index(rows, index: Path, scorer: LogitScorer, progress: bool, out: Recalibration) -> list:
+    from tqdm import tqdm
+
+    from data_prep.index import read_crop
+    from deepfake.evaluation import EvaluationError
+
+    folder = index.parent
+    scored = []
+    for video, g in tqdm(list(rows.groupby("video", sort=True)), unit="video", desc="calibrate",
+                         disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        labels = {int(v) for v in g["label"]}
+        if len(labels) != 1 or not labels <= {0, 1}:
+            raise EvaluationError(f"{index}: video {video} has labels {sorted(labels)}; expected one of 0/1")
+        try:
+            tracks = [np.stack([read_crop(folder / c) for c in t["crop"]])
+                      for _, t in g.sort_values(["track", "frame"]).groupby("track", sort=True)]
+            scored.append((labels.pop(), _window_logits(scorer, tracks)))
+        except Exception as err:  # noqa: BLE001 - a missing crop costs one video, not the fit
+            out.errors.append((str(video), str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"))
+    return scored
+
+
+def _score_videos(videos, scorer: LogitScorer, extractor, progress: bool, out: Recalibration) -> list:
+    from tqdm import tqdm
+
+    from data_prep.video import VideoError
+
+    scored = []
+    paths = [os.path.abspath(v.path) for v in videos]
+    with extractor:
+        results = extractor.extract_many(paths, jpeg=True)
+        for v, (_, faces) in tqdm(zip(videos, results), total=len(videos), unit="video", desc="calibrate",
+                                  disable=not progress, file=sys.stderr, dynamic_ncols=True):
+            if isinstance(faces, VideoError):
+                out.errors.append((v.video, str(faces)))
+                continue
+            tracks = [t.images() for t in faces.tracks if len(t.frames)]
+            if not tracks:
+                out.no_face.append(v.video)
+                continue
+            try:
+                scored.append((v.label, _window_logits(scorer, tracks)))
+            except Exception as err:  # noqa: BLE001 - one video's failure is reported, the fit goes on
+                out.errors.append((v.video, f"scoring failed: {type(err).__name__}: {err}"))
+    return scored
+
+
+def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, out: str | os.PathLike | None = None,
+                layout: str = "auto", split: str | None = None, config: PredictConfig | None = None,
+                sha256: str | None = None, progress: bool = False,
+                warn: Callable[[str], None] = lambda m: print(f"deepfake calibrate: {m}", file=sys.stderr)
+                ) -> Recalibration:
+    """Fit a new calibration for `weights` on the labelled SOURCE and write the new detector file (module docstring).
+
+    Args:
+        weights: detector weights (file, URL, or None for the default place; `deepfake.weights.resolve_weights`).
+        source: a labelled folder of videos or an extracted index.csv (or a folder holding one).
+        out: the new detector file (default: `default_output(weights)`).
+        layout: layout of a video SOURCE.
+        split: keep only this split of SOURCE.
+        config: device, batch size, precision, stride, workers (its `calibrated` is ignored: the fit needs raw
+            scores).
+        sha256: expected hash of the weights.
+        progress: a progress bar.
+        warn: where notes go.
+
+    Returns:
+        A `Recalibration`; its `out` is None when the set was too small to fit on (nothing written).
+
+    Raises:
+        deepfake.evaluation.EvaluationError: a bad SOURCE.
+        deepfake.weights.WeightsError: weights missing or unloadable.
+        OSError: the new file can't be written.
+    """
+    from deepfake.checkpoint import save_detector
+    from deepfake.evaluation import load_source
+
+    config = config or PredictConfig()
+    mode, items, notes = load_source(source, layout, split)
+    raw = replace(config, calibrated=False)
+    detector, extractor, path = load_predictor(weights, raw, sha256, progress=progress)
+    scorer = LogitScorer(detector.model, detector.meta, device=str(detector.device), batch_size=detector.batch_size,
+                         precision=detector.precision, calibrated=False)
+    result = Recalibration(record={}, out=None, weights=Path(path), n_videos=0)
+    if mode == "index":
+        result.n_videos = int(items["video"].nunique())
+        scored = _score_index(items, Path(notes[0]), scorer, progress, result)
+    else:
+        result.n_videos = len(items)
+        scored = _score_videos(items, scorer, extractor, progress, result)
+    if result.no_face or result.errors:
+        warn(f"{len(result.no_face)} video(s) without a face and {len(result.errors)} unreadable left out of the fit")
+    data = VideoLogits.from_videos(scored)
+    fitted_on = f"calibrate {os.fspath(source)}" + (f" (split {split})" if split else "")
+    record = fit_calibration(data, fitted_on)
+    previous_meta = detector.meta.get("calibration")
+    previous = calibration_of(detector.meta)
+    if isinstance(previous_meta, dict):
+        replaced: dict[str, Any] = {k: previous_meta.get(k) for k in ("temperature", "bias", "fitted_on", "n_videos")}
+        if previous is not None and data.n_videos:
+            from deepfake.metrics import binary_metrics
+
+            m = binary_metrics(data.labels, video_probabilities(data, *previous))
+            replaced["on_this_set"] = {k: m[k] for k in ("logloss", "ece", "brier", "auc")}
+        record["replaces"] = replaced
+    result.record = record
+    if record.get("temperature") is None:
+        return result
+    target = Path(out) if out is not None else default_output(path)
+    result.out = save_detector(target, detector.model, {**detector.meta, "calibration": record})
+    return result
