@@ -233,6 +233,17 @@ def _jitter_colour(roi: np.ndarray, params: BlendParams) -> np.ndarray:
     return cv2.LUT(out, lut if lut.shape[2] > 1 else lut[..., 0]).reshape(out.shape)
 
 
+def _blend_setup(frame: np.ndarray, box, params: BlendParams, return_mask: bool):
+    """What a blend of one face starts from: the box (float64), a copy of the frame to write, the full-frame mask
+    (or None), the region that may change, the box size, and whether there is nothing to blend."""
+    box = np.asarray(box, dtype=np.float64).reshape(4)
+    full_mask = np.zeros(frame.shape[:2], np.float32) if return_mask else None
+    rx0, ry0, rx1, ry1 = blend_region(frame.shape, box)
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    empty = rx1 - rx0 < 4 or ry1 - ry0 < 4 or bw < 2 or bh < 2 or params.blend_ratio <= 0
+    return box, frame.copy(), full_mask, (rx0, ry0, rx1, ry1), (bw, bh), empty
+
+
 def self_blend(
     frame: np.ndarray,
     box: np.ndarray | tuple[float, float, float, float],
@@ -259,12 +270,8 @@ def self_blend(
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
         raise ValueError(f"frame must be an (H, W[, C]) uint8 array, got {frame.dtype} {frame.shape}")
-    box = np.asarray(box, dtype=np.float64).reshape(4)
-    out = frame.copy()
-    full_mask = np.zeros(frame.shape[:2], np.float32) if return_mask else None
-    rx0, ry0, rx1, ry1 = blend_region(frame.shape, box)
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    if rx1 - rx0 < 4 or ry1 - ry0 < 4 or bw < 2 or bh < 2 or params.blend_ratio <= 0:
+    box, out, full_mask, (rx0, ry0, rx1, ry1), (bw, bh), empty = _blend_setup(frame, box, params, return_mask)
+    if empty:
         return (out, full_mask) if return_mask else out
 
     # A smooth drift of opacity, position and scale; 0 at drift=0, so a still face gives identical frames.
@@ -337,12 +344,8 @@ def swap_face(
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be an (H, W, 3) uint8 array, got {frame.dtype} {frame.shape}")
-    box = np.asarray(box, dtype=np.float64).reshape(4)
-    out = frame.copy()
-    full_mask = np.zeros(frame.shape[:2], np.float32) if return_mask else None
-    rx0, ry0, rx1, ry1 = blend_region(frame.shape, box)
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    if rx1 - rx0 < 4 or ry1 - ry0 < 4 or bw < 2 or bh < 2 or params.blend_ratio <= 0:
+    box, out, full_mask, (rx0, ry0, rx1, ry1), (bw, bh), empty = _blend_setup(frame, box, params, return_mask)
+    if empty:
         return (out, full_mask) if return_mask else out
     wobble = params.drift * math.sin(2 * math.pi * frame_index / params.drift_period + params.drift_phase)
     ratio = float(np.clip(params.blend_ratio * (1 + 0.5 * wobble), 0.0, 1.0))

@@ -309,7 +309,7 @@ class _Demo:
                run: Callable[[], dict]) -> dict:
         """Runs a stage unless an identical finished one can be reused; returns its recorded info."""
         done = self.state["stages"].get(name)
-        header = f"[{number}/{len(STAGES)}] {name:<8}"
+        header = f"[{number}/{len(STAGES)}] {name:<10}"
         if (done and done.get("key") == key and not self.upstream_changed
                 and all((self.out / p).exists() for p in done.get("outputs", []))):
             self.say(f"{header} {what}: reused from an earlier run ({format_duration(done['seconds'])} then)")

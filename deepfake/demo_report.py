@@ -133,7 +133,7 @@ def format_report(report: dict, total_seconds: float) -> str:
     for name in STAGES:
         s = report["stages"].get(name)
         if s:
-            lines.append(f"  {name:<9}{format_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
+            lines.append(f"  {name:<11}{format_duration(s['seconds']):>12}" + ("  (reused from an earlier run)"
                                                                          if s.get("reused") else ""))
     lines += ["", "artifacts"]
     width = max(len(k) for k in report["artifacts"])

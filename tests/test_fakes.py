@@ -11,7 +11,6 @@ from deepfake.fakes import FakeConfig, face_box_in_crop, self_blend_sequence
 
 
 def _crops(hopper, n: int = 6, size: int = 64) -> np.ndarray:
-    import cv2
 
     from data_prep.track import square_crop
 
