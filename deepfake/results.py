@@ -113,10 +113,14 @@ class ResultLog:
                     raise ValueError(f"{not_ours} (line {n} is not a result); give another --output")
                 self.done[result["video"]] = result
         elif text:
-            reader = csv.DictReader(io.StringIO(text))
-            if reader.fieldnames != CSV_COLUMNS:
-                raise ValueError(f"{not_ours} (its header is not {','.join(CSV_COLUMNS)}); give another --output")
-            for row in reader:
+            try:
+                reader = csv.DictReader(io.StringIO(text, newline=""))
+                if reader.fieldnames != CSV_COLUMNS:
+                    raise ValueError(f"{not_ours} (its header is not {','.join(CSV_COLUMNS)}); give another --output")
+                rows = list(reader)
+            except csv.Error as err:
+                raise ValueError(f"{not_ours} (not readable as CSV: {err}); give another --output") from None
+            for row in rows:
                 if row.get("video"):
                     self.done[row["video"]] = row
 
