@@ -4,6 +4,7 @@
     python bench/train.py --device cuda --amp --compile     # bf16 autocast + channels_last + torch.compile
     python bench/train.py --device cpu --batch-size 2 --steps 3 --workers 2
     python bench/train.py --index out/extracted             # the loader on a real index (else a made-up one)
+    python bench/train.py --index out/extracted --fakes sbi --fake-kinds sbi=0.5,reenact=0.5   # fakes made on the fly
 
 Model: full training steps (forward, sum-over-time BCE, backward, AdamW step) on random frames already on the
 device, timed after `--warmup` steps (compilation and cuDNN autotuning happen there), synchronised. Reports
@@ -12,7 +13,8 @@ frames/s (= sequences/s * T) and peak memory (CUDA: `max_memory_allocated`; CPU:
 Loader: `FaceSequenceDataModule.train_dataloader()` with the default (DFDC-style) augmentations, `--workers`
 processes, the same batch size, T and crop size; sequences/s over `--loader-batches` batches after the
 first (worker start-up excluded). Without `--index` it makes a crop folder of astronaut-photo "tracks" at the
-crop size (JPEG, as extraction writes them) in a temporary folder.
+crop size (JPEG, as extraction writes them) in a temporary folder. `--fakes sbi|both` makes the loader's fakes on the
+fly from real tracks (`data.fakes`, with `--fake-kinds` shares), the work real-only training adds to each worker.
 
 The last line is a JSON summary (`--json PATH` writes it to a file too).
 """
@@ -37,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake.data import FaceSequenceDataModule  # noqa: E402
+from deepfake.fakes import FakeConfig  # noqa: E402
 from deepfake.losses import sequence_bce  # noqa: E402
 from deepfake.model import DeepfakeDetector  # noqa: E402
 
@@ -61,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: min(8, CPUs))")
     p.add_argument("--loader-batches", type=int, default=None, help="timed loader batches (default: 2 x steps)")
     p.add_argument("--no-loader", action="store_true", help="skip the loader benchmark")
+    p.add_argument("--fakes", choices=["labelled", "sbi", "both"], default="labelled",
+                   help="where the loader's fakes come from (data.fakes.mode): sbi/both make them on the fly")
+    p.add_argument("--fake-kinds", default="sbi=1",
+                   help="with --fakes sbi/both: shares of the kinds made on the fly, e.g. sbi=0.5,reenact=0.5")
     p.add_argument("--json", default=None, help="also write the summary here")
     return p
 
@@ -152,10 +159,12 @@ def make_crop_folder(root: Path, size: int, n_tracks: int = 32, n_crops: int = 3
 
 def bench_loader(args: argparse.Namespace, index: str) -> dict:
     """Sequences/s of the training loader (augmentations on) after its first batch."""
+    kinds = {k: float(v) for k, v in (item.split("=") for item in args.fake_kinds.split(","))}
     dm = FaceSequenceDataModule(index, seq_len=args.seq_len, img_size=args.img_size, batch_size=args.batch_size,
                                 num_workers=args.workers, pin_memory=torch.cuda.is_available(),
                                 persistent_workers=False, val_fraction=0.0,
-                                epoch_size=args.batch_size * (args.loader_batches + 1))
+                                epoch_size=args.batch_size * (args.loader_batches + 1),
+                                fakes=FakeConfig(mode=args.fakes, kinds=kinds))
     dm.setup("fit")
     loader = iter(dm.train_dataloader())
     next(loader)  # worker start-up
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["loader"] = ld = bench_loader(args, index)
         ratio = ld["sequences_per_s"] / m["sequences_per_s"]
         summary["loader_over_model"] = ratio
-        print(f"loader: {ld['sequences_per_s']:.1f} sequences/s ({ld['frames_per_s']:.0f} frames/s) with "
+        print(f"loader (fakes {args.fakes}: {args.fake_kinds if args.fakes != 'labelled' else 'from the index'}): "
+              f"{ld['sequences_per_s']:.1f} sequences/s ({ld['frames_per_s']:.0f} frames/s) with "
               f"{args.workers} workers = {ratio:.2f}x the model's {m['sequences_per_s']:.2f} sequences/s "
               f"({'keeps up' if ratio >= 1 else 'TOO SLOW: the model waits for data'})", flush=True)
     line = json.dumps(summary)

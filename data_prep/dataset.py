@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.extractor import FaceExtractor
-from data_prep.faces import ExtractConfig, VideoFaces, damage_note, encode_jpeg
+from data_prep.faces import ExtractConfig, VideoFaces, damage_note, decode_jpeg, encode_jpeg
 from data_prep.files import atomic_write, csv_text
-from data_prep.index import EXTRACT_SETTINGS, FAILURE_COLUMNS, INDEX_COLUMNS
+from data_prep.index import EXTRACT_SETTINGS, FAILURE_COLUMNS, INDEX_COLUMNS, LANDMARK_COLUMNS, read_crop
 from data_prep.layouts import LayoutError, VideoRecord, find_videos
 from data_prep.pipeline import ReuseBoxes
 from data_prep.video import VideoError
@@ -127,13 +127,44 @@ def _score_text(score: float) -> str:
     return f"{score:.5f}"
 
 
+def _landmark_texts(points: np.ndarray | None, n: int) -> list[list[str]]:
+    """Per crop, the ten landmark cells (empty when unknown)."""
+    if points is None:
+        return [[""] * len(LANDMARK_COLUMNS)] * n
+    return [["" if not np.isfinite(v) else f"{v:.2f}" for v in p.reshape(-1)] for p in points]
+
+
 def _as_recorded(faces: VideoFaces, stride: int) -> ReuseBoxes:
-    """A video's boxes and scores exactly as its index rows record them (what `_load_boxes` reads back)."""
+    """A video's boxes, scores and landmarks exactly as its index rows record them (what `_load_boxes` reads)."""
     reuse = ReuseBoxes.from_faces(faces, stride)
+
+    def recorded(points: np.ndarray | None, n: int) -> np.ndarray | None:
+        if points is None:
+            return None
+        return np.asarray([[float(v) if v else np.nan for v in p] for p in _landmark_texts(points, n)],
+                          np.float32).reshape(-1, 5, 2)
+
     reuse.tracks = [(track, frames, np.asarray([[float(v) for v in _box_text(b)] for b in boxes], np.float32),
-                     np.asarray([float(_score_text(s)) for s in scores], np.float32))
-                    for track, frames, boxes, scores in reuse.tracks]
+                     np.asarray([float(_score_text(s)) for s in scores], np.float32), recorded(points, len(frames)))
+                    for track, frames, boxes, scores, points in reuse.tracks]
     return reuse
+
+
+def _face_changes(out: Path, original: str, track: int, frames: np.ndarray, jpegs: list[bytes],
+                  margin: float) -> list[str]:
+    """Per crop of a fake's track cropped with its original's boxes, `face_change` against the original's crop
+    (empty where the original has no crop of that frame and track, or it can't be read)."""
+    from data_prep.untouched import face_change
+
+    folder = out / _crop_dir(original)
+    cells = []
+    for frame, data in zip(frames, jpegs):
+        path = folder / f"t{track}_f{int(frame):06d}.jpg"
+        try:
+            cells.append(f"{face_change(decode_jpeg(data), read_crop(path), margin):.2f}" if path.is_file() else "")
+        except (OSError, ValueError):
+            cells.append("")
+    return cells
 
 
 def _part_paths(out: Path, video_id: str) -> tuple[Path, Path]:
@@ -154,7 +185,8 @@ def _is_done(out: Path, video_id: str) -> bool:
     return meta is not None and meta.get("status") in ("ok", "no_face") and _part_paths(out, video_id)[0].is_file()
 
 
-def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError) -> tuple[int, int, str | None]:
+def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError,
+                 margin: float) -> tuple[int, int, str | None]:
     """Write one video's crops, index fragment and status (last: it marks the video done).
 
     Returns:
@@ -175,12 +207,15 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
         tmp.mkdir(parents=True)
         for t in result.tracks:
             jpegs = t.jpegs if t.jpegs is not None else [encode_jpeg(c, 95) for c in t.crops]
-            for frame, box, score, data in zip(t.frames, t.boxes, t.scores, jpegs):
+            changes = (_face_changes(out, result.boxes_from, t.track, t.frames, jpegs, margin)
+                       if result.boxes_from else [""] * len(jpegs))
+            for frame, box, score, data, points, change in zip(t.frames, t.boxes, t.scores, jpegs,
+                                                               _landmark_texts(t.landmarks, len(jpegs)), changes):
                 name = f"t{t.track}_f{int(frame):06d}.jpg"
                 (tmp / name).write_bytes(data)
                 rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
                              *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
-                             record.group or record.original])
+                             record.group or record.original, *points, change])
         try:
             if final.exists():
                 shutil.rmtree(final)
@@ -239,18 +274,24 @@ def _load_boxes(out: Path, video_id: str, stride: int) -> ReuseBoxes | None:
     meta = _read_meta(out, video_id)
     if meta is None or meta.get("status") != "ok":
         return None
-    by_track: dict[int, tuple[list, list, list]] = {}
+    by_track: dict[int, tuple[list, list, list, list]] = {}
     try:
         with open(_part_paths(out, video_id)[0], newline="") as f:
             for row in csv.DictReader(f):
-                lists = by_track.setdefault(int(row["track"]), ([], [], []))
+                lists = by_track.setdefault(int(row["track"]), ([], [], [], []))
                 lists[0].append(int(row["frame"]))
                 lists[1].append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
                 lists[2].append(float(row["score"]))
+                lists[3].append([float(row.get(k) or "nan") for k in LANDMARK_COLUMNS])  # a part from before: NaN
     except (OSError, KeyError, ValueError):
         return None
-    tracks = [(tid, np.asarray(fr, np.int64), np.asarray(bx, np.float32), np.asarray(sc, np.float32))
-              for tid, (fr, bx, sc) in sorted(by_track.items())]
+
+    def landmarks(values: list) -> np.ndarray | None:
+        points = np.asarray(values, np.float32).reshape(-1, 5, 2)
+        return None if np.isnan(points).all() else points
+
+    tracks = [(tid, np.asarray(fr, np.int64), np.asarray(bx, np.float32), np.asarray(sc, np.float32), landmarks(lm))
+              for tid, (fr, bx, sc, lm) in sorted(by_track.items())]
     return ReuseBoxes(video_id, int(meta["n_frames"]), int(meta["width"]), int(meta["height"]), stride, tracks)
 
 
@@ -335,8 +376,15 @@ def _assemble(out: Path, records: list[VideoRecord]) -> tuple[str, str, int, int
         if meta.get("status") in ("ok", "no_face"):
             n_tracks += int(meta.get("tracks", 0))
             text = csv_path.read_text()
-            lines.append(text[len(header):] if text.startswith(header) else text.split("\n", 1)[1])
+            lines.append(text[len(header):] if text.startswith(header) else _rows_as_current(text))
     return header + "".join(lines), csv_text(failures, FAILURE_COLUMNS), len(records), n_tracks, len(failures)
+
+
+def _rows_as_current(text: str) -> str:
+    """The rows of a part written with other index columns (by an older version), as the current columns (cells
+    the part lacks are empty: unknown)."""
+    rows = [[row.get(c) or "" for c in INDEX_COLUMNS] for row in csv.DictReader(text.splitlines())]
+    return csv_text(rows, INDEX_COLUMNS, with_header=False)
 
 
 def merge_shards(out: str | os.PathLike, n_shards: int | None = None) -> tuple[int, int, int]:
@@ -475,7 +523,7 @@ def _extract_locked(out: Path, config: ExtractConfig, records: list[VideoRecord]
         for done, (job, result) in enumerate(extractor.run_jobs(jobs, jpeg=True, keep_boxes=reuse.keep,
                                                                 reuse_lookup=reuse.lookup), 1):
             try:
-                tracks, _, reason = _write_video(out, todo[job.key], result)
+                tracks, _, reason = _write_video(out, todo[job.key], result, config.margin)
             except OSError as err:  # disk full, permissions, a folder changed under us: this video fails, not the run
                 tracks, reason = 0, f"can't write its outputs: {err}"
                 with contextlib.suppress(OSError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data_prep.faces import ExtractConfig
+from data_prep.faces import Detections, ExtractConfig
 
 if TYPE_CHECKING:
     from data_prep.pipeline import _DetectRequest
@@ -68,33 +68,34 @@ class FaceDetector:
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
 
-    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def detect(self, frames: np.ndarray) -> list[Detections]:
         """Faces in a batch of equally sized frames.
 
         Args:
             frames: (B, H, W, 3) uint8 RGB.
 
         Returns:
-            Per frame: boxes (N, 4) float32 in the frames' pixels, and probabilities (N,) float32.
+            Per frame, `Detections`: boxes (N, 4) float32 in the frames' pixels, probabilities (N,) float32 and
+            landmarks (N, 5, 2) float32.
         """
-        out: list[tuple[np.ndarray, np.ndarray]] = []
+        out: list[Detections] = []
         with self._torch_threads():
             for start in range(0, len(frames), self.batch_size):
                 out.extend(self.mtcnn.detect(frames[start:start + self.batch_size]))
         return out
 
-    def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Given boxes re-fitted by O-Net, one (boxes, probabilities) entry per given box (`MTCNNCascade.refine`)."""
+    def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[Detections]:
+        """Given boxes re-fitted by O-Net: per frame, one entry per given box (`MTCNNCascade.refine`)."""
         with self._torch_threads():
             return self.mtcnn.refine(frames, boxes)
 
     def refine_inputs(self, squares: np.ndarray, crops: np.ndarray,
-                      counts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+                      counts: list[int]) -> list[Detections]:
         """`refine` from O-Net's inputs made by `data_prep.resample.onet_inputs` (`MTCNNCascade.refine_inputs`)."""
         with self._torch_threads():
             return self.mtcnn.refine_inputs(squares, crops, counts)
 
-    def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run(self, request: _DetectRequest) -> list[Detections]:
         """Serve a video job's request: a detection, or a refinement when it carries boxes."""
         if request.boxes is None:
             return self.detect(request.frames)

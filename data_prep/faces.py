@@ -10,11 +10,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-__all__ = ["ExtractConfig", "FaceTrack", "JpegCrops", "VideoFaces", "damage_note", "decode_jpeg", "encode_jpeg"]
+__all__ = ["Detections", "ExtractConfig", "FaceTrack", "JpegCrops", "LANDMARKS", "VideoFaces", "damage_note",
+           "decode_jpeg", "encode_jpeg"]
+
+# MTCNN's five landmarks, in its order; "1" is the one further left in the image (the person's right eye or
+# mouth corner when they face the camera).
+LANDMARKS = ("eye1", "eye2", "nose", "mouth1", "mouth2")
+
+
+class Detections(NamedTuple):
+    """The faces the detector found in one frame (or re-fitted there), most probable first.
+
+    Attributes:
+        boxes: (N, 4) float32 x1, y1, x2, y2 in the frame's pixels.
+        scores: (N,) float32 face probabilities.
+        landmarks: (N, 5, 2) float32 x, y of the five `LANDMARKS` in the frame's pixels.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
 
 
 @dataclass
@@ -119,6 +139,8 @@ class FaceTrack:
         crops: (N, size, size, 3) uint8 RGB square crops.
         jpegs: the crops as JPEG bytes instead, with `crops` empty (`extract(..., jpeg=True)`): the bytes
             `deepfake-extract` writes, about a thirteenth of the memory (240-px crops: 13 KB against 173 KB).
+        landmarks: (N, 5, 2) float32 x, y of MTCNN's five `LANDMARKS` in video pixels (O-Net's, or interpolated
+            with the box); None when unknown (boxes reused from an index written before landmarks were kept).
     """
 
     track: int
@@ -127,6 +149,7 @@ class FaceTrack:
     scores: np.ndarray
     crops: np.ndarray
     jpegs: list[bytes] | None = None
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)

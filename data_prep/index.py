@@ -14,16 +14,23 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from data_prep.faces import LANDMARKS
 from data_prep.files import OneLineError
+from data_prep.track import points_in_crop
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["INDEX_COLUMNS", "FAILURE_COLUMNS", "REQUIRED_COLUMNS", "LABELS", "SPLITS", "EXTRACT_SETTINGS",
-           "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop"]
+__all__ = ["INDEX_COLUMNS", "LANDMARK_COLUMNS", "FAILURE_COLUMNS", "REQUIRED_COLUMNS", "LABELS", "SPLITS",
+           "EXTRACT_SETTINGS", "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop"]
 
+# MTCNN's five landmarks per crop, in video pixels like the box: eye1_x, eye1_y, ..., mouth2_y (empty: unknown).
+LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
+# face_change: for a fake cropped with its original's boxes, how much this crop's face differs from the original's
+# crop of the same frame (`data_prep.untouched`); empty for every other row.
+_NUMERIC = ("x1", "y1", "x2", "y2", "score", *LANDMARK_COLUMNS, "face_change")
 INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop",
-                 "group"]
+                 "group", *LANDMARK_COLUMNS, "face_change"]
 FAILURE_COLUMNS = ["video", "reason"]
 REQUIRED_COLUMNS = ("video", "label", "track", "frame", "crop")
 # Label spellings accepted in index.csv and labels.csv.
@@ -52,6 +59,16 @@ class FaceTrackRecord:
     frames: np.ndarray  # (N,) int, frame numbers in the video
     crops: list[str]  # N absolute paths
     group: str = ""  # who is in it (splits never share a group); the original when the index does not say
+    boxes: np.ndarray | None = None  # (N, 4) float32 face boxes in video pixels (None: the index has none)
+    landmarks: np.ndarray | None = None  # (N, 5, 2) float32 MTCNN landmarks in video pixels (None: not recorded)
+    face_change: np.ndarray | None = None  # (N,) float32 `data_prep.untouched.face_change` (None: not measured)
+
+    def crop_landmarks(self, size: int, margin: float) -> np.ndarray | None:
+        """The landmarks in the pixels of the crops resized to `size` (cut with `margin`), or None when the index
+        has none (an index from before they were kept): (N, 5, 2) float32."""
+        if self.landmarks is None or self.boxes is None:
+            return None
+        return points_in_crop(self.landmarks, self.boxes, margin, size)
 
 
 def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
@@ -102,6 +119,9 @@ def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     if "group" not in df.columns:  # an index from before groups: each original is its own group
         df["group"] = df["original"]
     df["group"] = df["group"].astype(str).where(df["group"].astype(str).str.len() > 0, df["original"])
+    for col in _NUMERIC:  # empty or missing values become NaN: "unknown" (see `_floats`)
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float32)
     return df, path.parent
 
 
@@ -118,8 +138,23 @@ def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackReco
             video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
             split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
             crops=[str(root / c) for c in rows["crop"]], group=str(first.get("group", "") or first["original"]),
+            boxes=_floats(rows, ["x1", "y1", "x2", "y2"]), landmarks=_floats(rows, LANDMARK_COLUMNS),
+            face_change=_floats(rows, ["face_change"]),
         ))
     return tracks
+
+
+def _floats(rows: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """Numeric columns of a track's rows, (N, 4) boxes / (N, 5, 2) landmarks / (N,) one column; None when the
+    index lacks them or any is empty or not a number (then the feature that needs them says so)."""
+    if any(c not in rows.columns for c in columns):
+        return None
+    values = rows[columns].to_numpy(dtype=np.float32)
+    if not np.isfinite(values).all():
+        return None
+    if len(columns) == len(LANDMARK_COLUMNS):
+        return values.reshape(-1, len(LANDMARKS), 2)
+    return values[:, 0] if len(columns) == 1 else values
 
 
 def read_crop(path: str | os.PathLike, size: int | None = None) -> np.ndarray:

@@ -28,8 +28,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, roi_align
 
+from data_prep.faces import Detections
+from data_prep.mtcnn_nets import batched_nms, load_nets, roi_align
 from data_prep.resample import ONET_SIDE, onet_inputs, resample
 
 __all__ = ["MTCNNCascade"]
@@ -72,8 +73,6 @@ class MTCNNCascade:
 
     def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, device: str | torch.device = "cpu") -> None:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
@@ -83,7 +82,7 @@ class MTCNNCascade:
         # Channels-last: the same outputs, about 1.5x faster on the CPU (P-Net's max-pooling is its bottleneck in
         # the default layout).
         self.pnet, self.rnet, self.onet = (net.to(self.device, memory_format=torch.channels_last).eval()
-                                           for net in (PNet(), RNet(), ONet()))
+                                           for net in load_nets())
 
     def scales(self, height: int, width: int) -> list[float]:
         """Pyramid scales for a frame: the first maps `min_face_size` to P-Net's 12-pixel window."""
@@ -97,28 +96,30 @@ class MTCNNCascade:
         return out
 
     @torch.inference_mode()
-    def detect(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def detect(self, frames: np.ndarray) -> list[Detections]:
         """Faces in a batch of frames.
 
         Args:
             frames: (B, H, W, 3) uint8 RGB, or (H, W, 3) for one frame.
 
         Returns:
-            Per frame: boxes (N, 4) float32 x1, y1, x2, y2 in the frame's pixels, and probabilities (N,) float32,
-            most probable first.
+            Per frame: boxes (N, 4) float32 x1, y1, x2, y2 in the frame's pixels, probabilities (N,) float32 and
+            O-Net's five landmarks (N, 5, 2) float32 x, y in the frame's pixels (`Detections`), most probable first.
         """
         batch = _Frames(_as_batch(frames), self.device)
         if not len(batch.array):
             return []
         boxes, scores, owner = self._propose(batch)
         if len(boxes):
-            boxes, scores, owner = self._stage(batch, boxes, owner, self.rnet, 24, self.thresholds[1])
+            boxes, scores, owner, _ = self._stage(batch, boxes, owner, self.rnet, 24, self.thresholds[1])
+        points = boxes.new_zeros((0, 5, 2))
         if len(boxes):
-            boxes, scores, owner = self._stage(batch, boxes, owner, self.onet, ONET_SIDE, self.thresholds[2], last=True)
-        return _per_frame(boxes, scores, owner, len(batch.array), by_score=True)
+            boxes, scores, owner, points = self._stage(batch, boxes, owner, self.onet, ONET_SIDE, self.thresholds[2],
+                                                       last=True)
+        return _per_frame(boxes, scores, owner, len(batch.array), points, by_score=True)
 
     @torch.inference_mode()
-    def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def refine(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[Detections]:
         """O-Net alone on boxes already found: each box squared, resampled at 48x48 and re-fitted.
 
         Args:
@@ -127,8 +128,9 @@ class MTCNNCascade:
                 the face should be in this frame).
 
         Returns:
-            Per frame, one entry per given box, in order: the re-fitted boxes (N_i, 4) float32 and O-Net's face
-            probabilities (N_i,) float32. A low probability means there is no face where the box is.
+            Per frame, one entry per given box, in order: the re-fitted boxes (N_i, 4) float32, O-Net's face
+            probabilities (N_i,) float32 and its landmarks (N_i, 5, 2) float32 (`Detections`). A low probability means
+            there is no face where the box is.
         """
         frames = _as_batch(frames)
         if len(boxes) != len(frames):
@@ -140,7 +142,7 @@ class MTCNNCascade:
 
     @torch.inference_mode()
     def refine_inputs(self, squares: np.ndarray, crops: np.ndarray,
-                      counts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+                      counts: list[int]) -> list[Detections]:
         """`refine` from O-Net's inputs made elsewhere (`data_prep.resample.onet_inputs`, e.g. in a worker process).
 
         Args:
@@ -149,17 +151,17 @@ class MTCNNCascade:
             counts: boxes per frame (summing to N).
 
         Returns:
-            As `refine`: per frame, the re-fitted boxes and O-Net's face probabilities.
+            As `refine`: per frame, the re-fitted boxes, O-Net's face probabilities and landmarks.
         """
         if sum(counts) != len(squares) or len(squares) != len(crops):
             raise ValueError(f"{len(squares)} boxes and {len(crops)} crops for counts summing to {sum(counts)}")
         owner = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=self.device)
         boxes = torch.as_tensor(np.asarray(squares, np.float32).reshape(-1, 4), device=self.device)
         if not len(boxes):
-            return _per_frame(boxes, boxes.new_zeros(0), owner, len(counts))
+            return _per_frame(boxes, boxes.new_zeros(0), owner, len(counts), boxes.new_zeros((0, 5, 2)))
         inputs = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
-        reg, prob = self._run_net(self.onet, inputs)
-        return _per_frame(_regress(boxes, reg), prob, owner, len(counts))
+        reg, prob, points = self._run_net(self.onet, inputs)
+        return _per_frame(_regress(boxes, reg), prob, owner, len(counts), _landmarks(boxes, points))
 
     # ------------------------------------------------------------------------------------------------------------
     def _pyramid(self, batch: _Frames) -> Iterator[tuple[float, torch.Tensor]]:
@@ -219,26 +221,42 @@ class MTCNNCascade:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
     @staticmethod
-    def _run_net(net: torch.nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """R-Net or O-Net on (N, 3, s, s) crops (values 0..255): box offsets (N, 4) and face probabilities (N,)."""
+    def _run_net(net: torch.nn.Module, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """R-Net or O-Net on (N, 3, s, s) crops (values 0..255): box offsets (N, 4), face probabilities (N,) and,
+        from O-Net, the landmarks (N, 10: five x then five y, as shares of the input box), else None."""
         crops = ((crops - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
         outputs = [net(crops[i:i + _NETS_BATCH]) for i in range(0, len(crops), _NETS_BATCH)]
-        return torch.cat([o[0] for o in outputs]), torch.cat([o[-1] for o in outputs])[:, 1]
+        points = torch.cat([o[1] for o in outputs]) if len(outputs[0]) == 3 else None
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[-1] for o in outputs])[:, 1], points
 
     def _stage(self, batch: _Frames, boxes: torch.Tensor, owner: torch.Tensor, net: torch.nn.Module, side: int,
-               threshold: float, last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage 2 (R-Net) or 3 (O-Net): score and correct every candidate from its `side` x `side` resampling."""
-        reg, prob = self._run_net(net, self._resample(batch, boxes, owner, side))
+               threshold: float, last: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Stage 2 (R-Net) or 3 (O-Net): score and correct every candidate from its `side` x `side` resampling.
+
+        Returns boxes, scores, frame of each and, from the last stage, the landmarks (N, 5, 2) (else None)."""
+        reg, prob, points = self._run_net(net, self._resample(batch, boxes, owner, side))
         keep = prob > threshold
         boxes, scores, owner, reg = boxes[keep], prob[keep], owner[keep], reg[keep]
         if not last:
             keep = batched_nms(boxes, scores, owner, 0.7)
             boxes, scores, owner, reg = boxes[keep], scores[keep], owner[keep], reg[keep]
+            return _square(_regress(boxes, reg)), scores, owner, None
+        points = _landmarks(boxes, points[keep])  # relative to the boxes O-Net saw, before their correction
         boxes = _regress(boxes, reg)
-        if not last:
-            return _square(boxes), scores, owner
         keep = _nms_min(boxes, scores, owner, 0.7)
-        return boxes[keep], scores[keep], owner[keep]
+        return boxes[keep], scores[keep], owner[keep], points[keep]
+
+
+def _landmarks(boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """O-Net's landmark outputs (N, 10: x shares then y shares of its input box) -> (N, 5, 2) frame pixels.
+
+    The same mapping as facenet-pytorch's (and the original MTCNN's): each share of the 1-based, inclusive box
+    side, from its left / top edge."""
+    wh = boxes[:, 2:] - boxes[:, :2] + 1
+    x = boxes[:, :1] - 1 + points[:, :5] * wh[:, :1]
+    y = boxes[:, 1:2] - 1 + points[:, 5:10] * wh[:, 1:]
+    return torch.stack([x, y], dim=2)
 
 
 def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
@@ -254,18 +272,19 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([top_left, top_left + side], dim=1)
 
 
-def _per_frame(boxes: torch.Tensor, scores: torch.Tensor, owner: torch.Tensor, n: int,
-               by_score: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Split flat results into per-frame (boxes (N, 4) float32, scores (N,) float32), optionally best first."""
+def _per_frame(boxes: torch.Tensor, scores: torch.Tensor, owner: torch.Tensor, n: int, points: torch.Tensor,
+               by_score: bool = False) -> list[Detections]:
+    """Split flat results into per-frame `Detections` (boxes, scores, landmarks), optionally best first."""
     b = boxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
     s = scores.detach().cpu().numpy().astype(np.float32).reshape(-1)
+    p = points.detach().cpu().numpy().astype(np.float32).reshape(-1, 5, 2)
     o = owner.detach().cpu().numpy()
     out = []
     for i in range(n):
         mine = np.flatnonzero(o == i)
         if by_score:
             mine = mine[np.argsort(-s[mine], kind="stable")]
-        out.append((b[mine], s[mine]))
+        out.append(Detections(b[mine], s[mine], p[mine]))
     return out
 
 

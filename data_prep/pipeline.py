@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Progress", "ReuseBoxes"]
 
 Progress = Callable[[int, int], None]  # (frames of the video done, frames in it)
-_Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4), scores (N,), detected (N,) bool
+# boxes (N, 4), scores (N,), detected (N,) bool, landmarks (N, 5, 2)
+_Detections = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -62,18 +63,21 @@ class ReuseBoxes:
     width: int
     height: int
     stride: int
-    tracks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (track, frames, boxes, scores)
+    # (track, frames, boxes, scores, landmarks (N, 5, 2) or None when unknown)
+    tracks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]
 
     @classmethod
     def from_faces(cls, faces: VideoFaces, stride: int) -> ReuseBoxes:
         return cls(faces.video, faces.n_frames, faces.width, faces.height, stride,
-                   [(t.track, t.frames, t.boxes, t.scores) for t in faces.tracks])
+                   [(t.track, t.frames, t.boxes, t.scores, t.landmarks) for t in faces.tracks])
 
-    def by_frame(self) -> dict[int, list[tuple[int, np.ndarray, float]]]:
-        out: dict[int, list[tuple[int, np.ndarray, float]]] = {}
-        for track, frames, boxes, scores in self.tracks:
-            for f, b, s in zip(frames, boxes, scores):
-                out.setdefault(int(f), []).append((track, b, float(s)))
+    def by_frame(self) -> dict[int, list[tuple[int, np.ndarray, float, np.ndarray]]]:
+        out: dict[int, list[tuple[int, np.ndarray, float, np.ndarray]]] = {}
+        for track, frames, boxes, scores, points in self.tracks:
+            if points is None:
+                points = np.full((len(frames), 5, 2), np.nan, np.float32)
+            for f, b, s, p in zip(frames, boxes, scores, points):
+                out.setdefault(int(f), []).append((track, b, float(s), p))
         return out
 
 
@@ -191,8 +195,9 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
             of being detected again.
 
     Returns:
-        Per frame of the chunk: boxes (N, 4) in detection-copy pixels, scores (N,), and whether each box was
-        detected or re-fitted by O-Net (True) rather than interpolated.
+        Per frame of the chunk: boxes (N, 4) in detection-copy pixels, scores (N,), whether each box was
+        detected or re-fitted by O-Net (True) rather than interpolated, and the landmarks (N, 5, 2) (interpolated
+        with their box).
     """
     offset = 0
     if carry is not None and carry[0].shape[1:] == small.shape[1:]:
@@ -206,9 +211,9 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
         if not indices:
             return
         results = yield _DetectRequest(small[indices])
-        for i, (boxes, scores) in zip(indices, results):
+        for i, (boxes, scores, points) in zip(indices, results):
             keep = scores >= config.min_score
-            dets[i] = (boxes[keep], scores[keep], np.ones(int(keep.sum()), bool))
+            dets[i] = (boxes[keep], scores[keep], np.ones(int(keep.sum()), bool), points[keep])
 
     keys = sorted(set(range(0, n, config.detect_every)) | {n - 1})
     yield from run(keys[offset:])
@@ -217,7 +222,7 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
     for a, b in zip(keys, keys[1:]):
         if b - a < 2:
             continue
-        (ba, sa, _), (bb, sb, _) = dets[a], dets[b]
+        (ba, sa, _, pa), (bb, sb, _, pb) = dets[a], dets[b]
         pairs = greedy_match(ba, bb, config.interp_iou)
         if len(pairs) != len(ba) or len(pairs) != len(bb):
             detect.extend(range(a + 1, b))
@@ -226,16 +231,17 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
             t = (i - a) / (b - a)
             boxes = np.array([ba[p] * (1 - t) + bb[q] * t for p, q in pairs], np.float32).reshape(-1, 4)
             scores = np.array([min(sa[p], sb[q]) for p, q in pairs], np.float32)
-            dets[i] = (boxes, scores, np.zeros(len(pairs), bool))
+            points = np.array([pa[p] * (1 - t) + pb[q] * t for p, q in pairs], np.float32).reshape(-1, 5, 2)
+            dets[i] = (boxes, scores, np.zeros(len(pairs), bool), points)
             if len(pairs):
                 between.append(i)
     if config.refine_between and between:
         # O-Net re-fits each interpolated box where the face is in this frame; a frame where it no longer sees a
         # face there (the face turned, left or moved unlike the interpolation) is detected in full instead.
         results = yield _DetectRequest(small[between], [dets[i][0] for i in between])
-        for i, (boxes, scores) in zip(between, results):
+        for i, (boxes, scores, points) in zip(between, results):
             if (scores >= config.min_score).all():
-                dets[i] = (boxes, scores, np.ones(len(boxes), bool))
+                dets[i] = (boxes, scores, np.ones(len(boxes), bool), points)
             else:
                 detect.append(i)
     yield from run(sorted(detect))
@@ -265,7 +271,7 @@ def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None
     if chunk_len >= config.detect_every:
         chunk_len -= chunk_len % config.detect_every
     tracker = Tracker(config.link_iou, config.max_gap)
-    reused: dict[int, tuple[list, list, list]] = {}  # track -> frames, boxes, scores (when reusing boxes)
+    reused: dict[int, tuple[list, list, list, list]] = {}  # track -> frames, boxes, scores, landmarks (reusing)
     crops: dict[int, list] = {}
     stats: dict = {}
     n_sampled = 0
@@ -281,18 +287,18 @@ def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None
                 carry = (small[-1:], per_frame[-1])
             for k, (index, frame) in enumerate(zip(idxs, frames)):
                 if reuse_map is None:
-                    boxes, scores, detected = per_frame[k]
+                    boxes, scores, detected, points = per_frame[k]
                     # Detection-copy pixels -> video pixels (per frame: a stream may change size midway).
                     sx, sy = frame.shape[1] / small.shape[2], frame.shape[0] / small.shape[1]
                     boxes = boxes * np.array([sx, sy, sx, sy], np.float32)
-                    ids = tracker.update(index, boxes, scores, detected)
+                    ids = tracker.update(index, boxes, scores, detected, points * np.array([sx, sy], np.float32))
                 else:
                     entries = reuse_map.get(index, [])
                     ids = [e[0] for e in entries]
                     boxes = [e[1] for e in entries]
-                    for tid, box, score in entries:
-                        lists = reused.setdefault(tid, ([], [], []))
-                        lists[0].append(index), lists[1].append(box), lists[2].append(score)
+                    for tid, box, score, point in entries:
+                        lists = reused.setdefault(tid, ([], [], [], []))
+                        lists[0].append(index), lists[1].append(box), lists[2].append(score), lists[3].append(point)
                 for tid, box in zip(ids, boxes):
                     crop = square_crop(frame, box, config.margin, config.size)
                     crops.setdefault(tid, []).append(encode_jpeg(crop, config.quality) if jpeg else crop)
@@ -310,18 +316,19 @@ def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None
         good = [t for t in tracker.tracks
                 if len(t.frames) >= min_len and float(np.mean(t.scores)) >= config.min_track_score]
         good.sort(key=lambda t: (t.frames[0], float(t.boxes[0][0])))  # number tracks by first appearance
-        kept = [(t.id, t.frames, t.boxes, t.scores) for t in good]
+        kept = [(t.id, t.frames, t.boxes, t.scores, t.landmarks) for t in good]
     tracks = []
     keep = {tid for tid, *_ in kept}
     for tid in [t for t in crops if t not in keep]:  # tracks dropped (too short, too unsure): free their crops now
         del crops[tid]
-    for number, (tid, frames_, boxes_, scores_) in enumerate(kept):
+    for number, (tid, frames_, boxes_, scores_, points_) in enumerate(kept):
         items = crops.pop(tid, [])  # each list is freed once its track holds the stacked copy
+        points_ = np.asarray(points_, np.float32).reshape(-1, 5, 2)
         tracks.append(FaceTrack(
             track=tid if reuse_map is not None else number, frames=np.asarray(frames_, np.int64),
             boxes=np.asarray(boxes_, np.float32).reshape(-1, 4), scores=np.asarray(scores_, np.float32),
             crops=np.zeros((0, config.size, config.size, 3), np.uint8) if jpeg else np.stack(items),
-            jpegs=items if jpeg else None))
+            jpegs=items if jpeg else None, landmarks=None if np.isnan(points_).all() else points_))
     return VideoFaces(str(path), n_frames, info.fps, info.width, info.height, tracks,
                       boxes_from=reuse.source if reuse_map is not None else None,
                       damaged_frames=int(stats.get("damaged_frames", 0)))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box"]
+__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box", "points_in_crop"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,6 +64,26 @@ def crop_box(box: np.ndarray, margin: float) -> tuple[int, int, int]:
     return x0, y0, side_i
 
 
+def points_in_crop(points: np.ndarray, boxes: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """Points in video pixels -> pixels of the crops `square_crop` cuts around the boxes (e.g. the landmarks).
+
+    Args:
+        points: (N, K, 2) x, y per crop, in video pixels.
+        boxes: (N, 4) the face box each crop was cut around.
+        margin: the crops' margin.
+        size: the crops' side in pixels (a crop resized later scales the result by the same factor).
+
+    Returns:
+        (N, K, 2) float32 x, y in crop pixels (outside [0, size) when a point lies outside the crop).
+    """
+    points = np.asarray(points, np.float64).reshape(len(boxes), -1, 2)
+    out = np.empty_like(points)
+    for i, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        x0, y0, side = crop_box(box, margin)
+        out[i] = (points[i] - (x0, y0)) * (size / side)
+    return out.astype(np.float32)
+
+
 def square_crop(frame, box: np.ndarray, margin: float, size: int) -> np.ndarray:
     """Cut the square around a face box (see `crop_box`) and resize it to `size` x `size`.
 
@@ -98,6 +118,7 @@ class _Track:
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     detected: list[bool] = field(default_factory=list)
+    landmarks: list[np.ndarray] = field(default_factory=list)
 
     def predict(self, frame: int) -> np.ndarray:
         """Where the face should be at `frame`, assuming it keeps the velocity of its last two boxes."""
@@ -125,7 +146,7 @@ class Tracker:
         self._last_step: dict[int, int] = {}
 
     def update(self, frame: int, boxes: np.ndarray, scores: np.ndarray,
-               detected: np.ndarray | None = None) -> list[int]:
+               detected: np.ndarray | None = None, landmarks: np.ndarray | None = None) -> list[int]:
         """Add the boxes of one sampled frame (frames must come in increasing order).
 
         Args:
@@ -133,12 +154,15 @@ class Tracker:
             boxes: (N, 4) boxes in video pixels.
             scores: (N,) detector probabilities.
             detected: (N,) bool, False for boxes interpolated rather than detected.
+            landmarks: (N, 5, 2) the faces' landmarks in video pixels (None: unknown, kept as NaN).
 
         Returns:
             The track id of each box.
         """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         detected = np.ones(len(boxes), bool) if detected is None else np.asarray(detected, bool)
+        landmarks = (np.full((len(boxes), 5, 2), np.nan, np.float32) if landmarks is None
+                     else np.asarray(landmarks, np.float32).reshape(len(boxes), 5, 2))
         active = [t for t in self.tracks if self._step - self._last_step[t.id] <= self.max_gap]
         predicted = np.array([t.predict(frame) for t in active]).reshape(-1, 4)
         ids = [-1] * len(boxes)
@@ -154,6 +178,7 @@ class Tracker:
             track.boxes.append(boxes[bi].copy())
             track.scores.append(float(scores[bi]))
             track.detected.append(bool(detected[bi]))
+            track.landmarks.append(landmarks[bi].copy())
             self._last_step[track.id] = self._step
         self._step += 1
         return ids

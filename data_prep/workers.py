@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
-import numpy as np
 
 from data_prep.detector import FaceDetector, cpu_count
-from data_prep.faces import ExtractConfig, VideoFaces
+from data_prep.faces import Detections, ExtractConfig, VideoFaces
 from data_prep.pipeline import ReuseBoxes, _DetectRequest, _run_inline, _video_job
 from data_prep.video import VideoError
 
@@ -51,7 +50,7 @@ class _RemoteDetector:
     def __init__(self, wid: int, key_of: Callable[[], object], results, replies) -> None:
         self.wid, self.key_of, self.results, self.replies = wid, key_of, results, replies
 
-    def run(self, request: _DetectRequest) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run(self, request: _DetectRequest) -> list[Detections]:
         # A re-fit goes as O-Net's inputs (7 KB a face), not as the frames (691 KB each at 640x360).
         self.results.put(("detect", self.wid, self.key_of(), request.for_sending()))
         return self.replies.get()

@@ -21,7 +21,7 @@ One implementation, used by validation during `fit` (`deepfake.lit`), `deepfake 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -113,33 +113,43 @@ def no_face_result(video: str) -> dict:
     return {"video": video, "status": "no_face", "p_fake": None, "verdict": "no face", "faces": [], "error": None}
 
 
-def _face(track: int, frames: Sequence[int], score: TrackScore) -> dict:
+def _face(track: int, frames: Sequence[int], score: TrackScore, geometry: tuple | None = None) -> dict:
     frames = [int(f) for f in frames]
     contributions = np.nan_to_num(np.asarray(score.contributions, np.float64), nan=-np.inf)
     order = [i for i in np.argsort(-contributions, kind="stable")[:TOP_FRAMES] if contributions[i] > 0]
-    return {"track": int(track), "p_fake": _round(score.p_fake), "frames": frames,
+    face = {"track": int(track), "p_fake": _round(score.p_fake), "frames": frames,
             "steps": [_round(s) for s in score.steps],
             "windows": [{"frames": [frames[s], frames[e - 1]], "p_fake": _round(p)} for s, e, p in score.windows],
             "top_frames": [frames[i] for i in order]}
+    if geometry is not None:
+        boxes, landmarks = geometry
+        face["boxes"] = np.round(np.asarray(boxes, np.float64), 1).tolist()
+        face["landmarks"] = None if landmarks is None else np.round(np.asarray(landmarks, np.float64), 1).tolist()
+    return face
 
 
-def video_result(video: str, tracks: Sequence[tuple[int, Sequence[int], TrackScore]], threshold: float = 0.5) -> dict:
+def video_result(video: str, tracks: Sequence[tuple[int, Sequence[int], TrackScore]], threshold: float = 0.5,
+                 geometry: Mapping[int, tuple] | None = None) -> dict:
     """The per-video result (predict's JSON object) from its scored face tracks.
 
     Args:
         video: the name reported for the video.
         tracks: per face track: (track number, frame numbers of its crops, its `TrackScore`).
         threshold: verdict threshold.
+        geometry: per track number, (boxes (N, 4), landmarks (N, 5, 2) or None) in video pixels, one per crop:
+            added to each face as ``boxes`` and ``landmarks`` (what `deepfake predict` reports; an index has them
+            too, evaluation leaves them out).
 
     Returns:
         ``{"video", "status", "p_fake", "verdict", "faces", "error"}``; each face ``{"track", "p_fake", "frames",
-        "steps", "windows": [{"frames": [first, last], "p_fake"}], "top_frames"}``.
+        "steps", "windows": [{"frames": [first, last], "p_fake"}], "top_frames"}`` (and with `geometry`, ``boxes``
+        [[x1, y1, x2, y2], ...] and ``landmarks`` [[[x, y] x 5: eye1, eye2, nose, mouth1, mouth2], ...] or null).
     """
     if not tracks:
         return no_face_result(video)
     if not all(np.isfinite(s.p_fake) for _, _, s in tracks):
         return error_result(video, "the detector gave a non-finite score (NaN or inf): are the weights broken?")
-    faces = [_face(t, frames, s) for t, frames, s in tracks]
+    faces = [_face(t, frames, s, None if geometry is None else geometry.get(t)) for t, frames, s in tracks]
     p_video = video_p_fake([s.p_fake for _, _, s in tracks])
     return {"video": video, "status": "ok", "p_fake": _round(p_video), "verdict": verdict_of(p_video, threshold),
             "faces": faces, "error": None}

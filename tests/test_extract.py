@@ -145,6 +145,15 @@ def test_square_crop_geometry_and_padding():
     assert (square_crop(frame, np.array([500, 500, 520, 520]), 0.3, 16) == 0).all()
 
 
+_SHARES = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]], np.float32)
+
+
+def _points(boxes: np.ndarray) -> np.ndarray:
+    """Stand-in landmarks of boxes: fixed shares of each box (so they move with it)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return boxes[:, None, :2] + _SHARES[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
+
+
 def _scripted(frames_boxes: list[list[list[float]]], config: ExtractConfig,
               refit=lambda box: (box, 0.99)) -> tuple[list, list[int], list[int]]:
     """Drive _detect_chunk with a fake detector that 'finds' the given boxes and a fake O-Net (`refit`: box ->
@@ -159,12 +168,14 @@ def _scripted(frames_boxes: list[list[list[float]]], config: ExtractConfig,
             if request.boxes is None:
                 asked += indices
                 request = job.send([(np.array(frames_boxes[i], np.float32).reshape(-1, 4),
-                                     np.full(len(frames_boxes[i]), 0.99, np.float32)) for i in indices])
+                                     np.full(len(frames_boxes[i]), 0.99, np.float32), _points(frames_boxes[i]))
+                                    for i in indices])
             else:
                 refined += indices
                 fits = [[refit(b) for b in boxes] for boxes in request.boxes]
                 request = job.send([(np.array([b for b, _ in f], np.float32).reshape(-1, 4),
-                                     np.array([p for _, p in f], np.float32)) for f in fits])
+                                     np.array([p for _, p in f], np.float32), _points([b for b, _ in f]))
+                                    for f in fits])
     except StopIteration as stop:
         return stop.value, asked, refined
 
@@ -174,16 +185,17 @@ def test_detect_every_k_interpolates_between_matching_detections():
     boxes = [[[10 + 3 * i, 10, 50 + 3 * i, 50]] for i in range(7)]  # one face moving steadily
     dets, asked, refined = _scripted(boxes, config)
     assert asked == [0, 3, 6] and refined == []
-    for i, (b, s, detected) in enumerate(dets):
+    for i, (b, s, detected, points) in enumerate(dets):
         assert np.allclose(b, boxes[i], atol=1e-4) and s[0] == pytest.approx(0.99)
         assert bool(detected[0]) == (i in (0, 3, 6))
+        assert np.allclose(points, _points(boxes[i]), atol=1e-4)  # landmarks interpolated with their box
 
 
 def test_interpolated_boxes_are_refit_by_onet():
     boxes = [[[10 + 3 * i, 10, 50 + 3 * i, 50]] for i in range(7)]
     dets, asked, refined = _scripted(boxes, ExtractConfig(detect_every=3), refit=lambda b: (b + 1, 0.98))
     assert asked == [0, 3, 6] and refined == [1, 2, 4, 5]  # one refinement request for the chunk
-    for i, (b, s, detected) in enumerate(dets):
+    for i, (b, s, detected, _) in enumerate(dets):
         moved = 1 if i in refined else 0  # what the fake O-Net returned, not the interpolation
         assert np.allclose(b, np.array(boxes[i]) + moved, atol=1e-4) and bool(detected[0])
         assert s[0] == pytest.approx(0.98 if moved else 0.99)
@@ -207,10 +219,10 @@ def test_detect_every_k_detects_in_between_when_faces_change():
     dets, asked, refined = _scripted(boxes, config)
     assert sorted(asked) == [0, 1, 2, 3, 6]  # frames 1-2 re-detected (counts differ 1 -> 2), 4-5 interpolated
     assert refined == [4, 5]
-    assert [len(b) for b, _, _ in dets] == [1, 1, 1, 2, 2, 2, 2]
+    assert [len(d[0]) for d in dets] == [1, 1, 1, 2, 2, 2, 2]
     low = [[[10, 10, 50, 50]]] * 2
     config = ExtractConfig(detect_every=1, min_score=0.995)  # scores of 0.99 are under min_score: dropped
-    assert [len(b) for b, _, _ in _scripted(low, config)[0]] == [0, 0]
+    assert [len(d[0]) for d in _scripted(low, config)[0]] == [0, 0]
 
 
 def test_config_validation_messages():
@@ -323,13 +335,13 @@ def test_a_refit_sent_to_another_process_goes_as_onet_inputs(extractor, videos):
     frames = np.stack([f for _, f in iter_frames(videos["two"][0], 2)])
     small = np.stack([cv2.resize(f, (480, 240)) for f in frames])
     detector = extractor.detector
-    boxes = [b for b, _ in detector.detect(small)]
+    boxes = [d.boxes for d in detector.detect(small)]
     request = _DetectRequest(small, boxes)
     sent = request.for_sending()
     assert sent.prepared and not request.prepared and len(sent) == len(request) == len(small)
     assert sent.for_sending() is sent and _DetectRequest(small).for_sending().crops is None  # detections go as they are
     assert len(pickle.dumps(sent)) < 0.05 * len(pickle.dumps(request))
-    for (b1, p1), (b2, p2) in zip(detector.run(request), detector.run(sent)):
+    for (b1, p1, _), (b2, p2, _) in zip(detector.run(request), detector.run(sent)):
         assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
 
 

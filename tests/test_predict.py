@@ -24,7 +24,7 @@ from deepfake.weights import WeightsError, resolve_weights
 TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
 SEQ_LEN, STRIDE = 4, 3
 RESULT_KEYS = {"video", "status", "p_fake", "verdict", "faces", "error"}
-FACE_KEYS = {"track", "p_fake", "frames", "steps", "windows", "top_frames"}
+FACE_KEYS = {"track", "p_fake", "frames", "steps", "windows", "top_frames", "boxes", "landmarks"}
 
 
 def make_weights(path: Path) -> Path:
@@ -167,6 +167,11 @@ def test_json_schema_and_score_rule(batch):
             assert len(frames) == len(steps) > 0
             assert frames == sorted(set(frames)) and all(f % STRIDE == 0 for f in frames)
             assert all(0.0 <= s <= 1.0 for s in steps) and 0.0 <= face["p_fake"] <= 1.0
+            # Per crop: the face box and MTCNN's five landmarks inside it, in video pixels.
+            boxes, points = np.asarray(face["boxes"]), np.asarray(face["landmarks"])
+            assert boxes.shape == (len(frames), 4) and points.shape == (len(frames), 5, 2)
+            assert ((points[..., 0] > boxes[:, None, 0]) & (points[..., 0] < boxes[:, None, 2])).all()
+            assert ((points[..., 1] > boxes[:, None, 1]) & (points[..., 1] < boxes[:, None, 3])).all()
         if r["status"] == "ok":
             # The video is as fake as its most fake face; the verdict follows the threshold.
             assert r["p_fake"] == max(f["p_fake"] for f in r["faces"])
