@@ -5,7 +5,9 @@ Collins, and matplotlib's Grace Hopper, plus their mirror images) moving, zoomin
 over a background, encoded as H.264. Each fake is the same clip with the face replaced by a self-blended
 version of itself (`data_prep.sbi`), with blend parameters drawn per clip; with `--fake-kind swap`, by a face
 swap: another person's inner face, aligned by the landmarks, colour-matched and blended in (`data_prep.sbi.swap_face`),
-a manipulation of another kind for cross-manipulation evaluation. Everything is seeded: the same
+a manipulation of another kind for cross-manipulation evaluation; with `--fake-kind reenact`, by the same clip with the
+mouth and eyes warped over time (`data_prep.temporal`), a manipulation that shows only over time
+(`data_prep.synth_fakes`). Everything is seeded: the same
 arguments give identical frames, and a clip's content depends only on the seed, its pair number and the
 video settings, not on `--count`.
 
@@ -21,8 +23,7 @@ Output (paths in the CSVs are relative to OUT_DIR, `/`-separated):
 
 `--count` is the total number of clips: count // 2 fakes and count - count // 2 real clips.
 
-This module is longer than 600 lines on purpose: the plan of a clip, its rendering and its writing share one
-seeded state and the resume rules, and read best in one place.
+The face photos are `data_prep.synth_photos`'s; how fakes are made from real frames is `data_prep.synth_fakes`'s.
 """
 
 from __future__ import annotations
@@ -33,18 +34,19 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from data_prep.files import atomic_write
-from data_prep.sbi import BlendParams, sample_blend_params, self_blend, swap_face
+from data_prep.synth_fakes import FAKE_KINDS, FakeMaker
+from data_prep.synth_fakes import fake_params as _fake_params  # noqa: F401 - the name tests and tools import
+from data_prep.synth_photos import FacePhoto, cutout, face_photos
 
-__all__ = ["SynthConfig", "SynthError", "FacePhoto", "face_photos", "make_dataset", "parse_resolution"]
+__all__ = ["SynthConfig", "SynthError", "FacePhoto", "FAKE_KINDS", "face_photos", "make_dataset", "parse_resolution"]
 
 # Bump when a change to the generator changes the frames it writes (invalidates resumable output).
 GENERATOR_VERSION = 1
@@ -52,7 +54,6 @@ GENERATOR_VERSION = 1
 RESOLUTIONS = {"360p": (640, 360), "480p": (854, 480), "540p": (960, 540), "720p": (1280, 720),
                "1080p": (1920, 1080)}
 MIN_SIDE, MAX_SIDE = 128, 4096
-FAKE_KINDS = ("sbi", "swap")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # Face box height as a fraction of the frame height (the zoom moves within this range; MTCNN finds faces
 # of this size down to 320x240).
@@ -97,8 +98,10 @@ class SynthConfig:
         multi_face: fraction of the real clips (and so of their fakes) that show two faces.
         crf: x264 constant rate factor (lower: better quality, larger files).
         preset: x264 preset; faster presets write bigger files.
-        fake_kind: how fakes are made: ``sbi`` (self-blended: the face's own jittered copy blended into it) or
-            ``swap`` (a face swap: another person's inner face, aligned by the landmarks, colour-matched, blended).
+        fake_kind: how fakes are made (`data_prep.synth_fakes`): ``sbi`` (self-blended: the face's own jittered copy
+            blended into it), ``swap`` (a face swap: another person's inner face, aligned by the landmarks,
+            colour-matched, blended) or ``reenact`` (the mouth and eyes warped over time; no blending, no colour
+            change).
         progress: show a progress bar over clips.
     """
 
@@ -180,90 +183,6 @@ class SynthConfig:
         return {"generator": GENERATOR_VERSION, "x264_threads": X264_THREADS, "config": settings}
 
 
-# ------------------------------------------------------------------------------------------------ face photos
-
-
-@dataclass(frozen=True, eq=False)
-class FacePhoto:
-    """A real face photo with its face box and 5 landmarks (as facenet-pytorch MTCNN finds them).
-
-    Args:
-        name: short name (`astronaut`, `grace_hopper`, `..._mirror`).
-        person: who it shows; two-face clips pair two different people.
-        image: (H, W, 3) RGB uint8.
-        box: (4,) face box x1, y1, x2, y2 in image pixels.
-        landmarks: (5, 2) left eye, right eye, nose, mouth left, mouth right (image left/right).
-    """
-
-    name: str
-    person: str
-    image: np.ndarray = field(repr=False)
-    box: np.ndarray
-    landmarks: np.ndarray
-
-
-# MTCNN (facenet-pytorch 2.5.3, keep_all) on the unmodified photos; measured once, stored so that making data
-# needs no detector.
-_ASTRONAUT_BOX = (181.05, 62.16, 267.75, 172.05)
-_ASTRONAUT_LANDMARKS = ((205.01, 101.73), (246.76, 103.71), (224.67, 128.96), (201.72, 139.25), (245.27, 141.86))
-_GRACE_BOX = (174.40, 119.56, 355.65, 340.46)
-_GRACE_LANDMARKS = ((221.67, 192.21), (309.83, 186.13), (269.36, 239.17), (232.65, 279.65), (306.64, 275.93))
-
-
-def _mirror(photo: FacePhoto) -> FacePhoto:
-    w = photo.image.shape[1]
-    x1, y1, x2, y2 = photo.box
-    lm = photo.landmarks.copy()
-    lm[:, 0] = w - 1 - lm[:, 0]
-    lm = lm[[1, 0, 2, 4, 3]]  # the mirrored left eye is the new right eye, and so on
-    return FacePhoto(f"{photo.name}_mirror", photo.person, np.ascontiguousarray(photo.image[:, ::-1]),
-                     np.array([w - x2, y1, w - x1, y2]), lm)
-
-
-@lru_cache(maxsize=1)
-def face_photos() -> tuple[FacePhoto, ...]:
-    """The four face photos clips are made from: astronaut, Grace Hopper, and their mirror images."""
-    import skimage.data
-    from matplotlib import cbook
-    from PIL import Image
-
-    astronaut = FacePhoto("astronaut", "astronaut", skimage.data.astronaut()[..., :3].copy(),
-                          np.array(_ASTRONAUT_BOX), np.array(_ASTRONAUT_LANDMARKS))
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        grace_image = np.asarray(Image.open(f).convert("RGB")).copy()
-    grace = FacePhoto("grace_hopper", "grace_hopper", grace_image, np.array(_GRACE_BOX), np.array(_GRACE_LANDMARKS))
-    return astronaut, grace, _mirror(astronaut), _mirror(grace)
-
-
-@dataclass(frozen=True, eq=False)
-class _Cutout:
-    """A head-and-shoulders cut of a photo with a soft-edged alpha channel, at some scale."""
-
-    rgba: np.ndarray  # (h, w, 4) uint8
-    box: np.ndarray  # (4,) face box in cutout pixels
-    landmarks: np.ndarray  # (5, 2)
-
-
-@lru_cache(maxsize=8)
-def _cutout(photo_index: int) -> _Cutout:
-    photo = face_photos()[photo_index]
-    img_h, img_w = photo.image.shape[:2]
-    x1, y1, x2, y2 = photo.box
-    bw, bh = x2 - x1, y2 - y1
-    cx0, cx1 = max(0, int(x1 - 0.9 * bw)), min(img_w, int(math.ceil(x2 + 0.9 * bw)))
-    cy0, cy1 = max(0, int(y1 - 0.7 * bh)), min(img_h, int(math.ceil(y2 + 1.4 * bh)))
-    rgb = photo.image[cy0:cy1, cx0:cx1]
-    h, w = rgb.shape[:2]
-    # A rounded-rectangle vignette (superellipse) that fades to 0 at the cut's edges.
-    u = (np.arange(w, dtype=np.float32) + 0.5) / w * 2 - 1
-    v = (np.arange(h, dtype=np.float32) + 0.5) / h * 2 - 1
-    d = (np.abs(u)[None, :] ** 4 + np.abs(v)[:, None] ** 4) ** 0.25
-    alpha = np.clip((1.0 - d) / 0.15, 0.0, 1.0)
-    rgba = np.dstack([rgb, np.rint(alpha * 255).astype(np.uint8)])
-    offset = np.array([cx0, cy0], dtype=np.float64)
-    return _Cutout(rgba, photo.box - np.tile(offset, 2), photo.landmarks - offset)
-
-
 # ------------------------------------------------------------------------------------------------------ plans
 
 
@@ -295,7 +214,7 @@ class _ClipPlan:
 
 def _plan_face(rng: np.random.Generator, cfg: SynthConfig, photo_index: int, cell: tuple[int, int, int, int],
                t: np.ndarray) -> _FacePlan:
-    cut = _cutout(photo_index)
+    cut = cutout(photo_index)
     fx1, fy1, fx2, fy2 = cut.box
     box_w, box_h = fx2 - fx1, fy2 - fy1
     aspect = box_w / box_h
@@ -425,7 +344,7 @@ class _Renderer:
         self.frame = np.empty((cfg.height, cfg.width, 3), np.uint8)
         self.cutouts = []
         for face in plan.faces:
-            cut = _cutout(face.photo_index)
+            cut = cutout(face.photo_index)
             # Shrink the cutout once per clip to about its on-screen size, so per-frame warps never minify
             # (which would alias); per-frame scale then stays near 1.
             box_h = cut.box[3] - cut.box[1]
@@ -567,40 +486,19 @@ def _prepare_out_dir(out: Path, manifest: dict) -> bool:
     return resume
 
 
-def _fake_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[BlendParams]:
-    rng = np.random.default_rng([cfg.seed, pair, 2])
-    return [sample_blend_params(rng) for _ in range(n_faces)]
-
-
-def _donors(cfg: SynthConfig, plan: _ClipPlan) -> list[FacePhoto]:
-    """For a face swap, per face of the clip a photo of another person (seeded)."""
-    photos = face_photos()
-    rng = np.random.default_rng([cfg.seed, plan.pair, 3])
-    return [photos[int(rng.choice([i for i, p in enumerate(photos) if p.person != photos[f.photo_index].person]))]
-            for f in plan.faces]
-
-
 def _make_pair(cfg: SynthConfig, plan: _ClipPlan, real_path: Path, fake_path: Path | None) -> None:
     """Renders real clip `plan.pair` once and writes it and (when asked) its fake (`cfg.fake_kind`)."""
     renderer = _Renderer(cfg, plan)
     writers = [_Writer(real_path, cfg)]
     if fake_path is not None:
         writers.append(_Writer(fake_path, cfg))
-        params = _fake_params(cfg, plan.pair, len(plan.faces))
-        donors = _donors(cfg, plan) if cfg.fake_kind == "swap" else [None] * len(plan.faces)
+        make_fake = FakeMaker(cfg, plan)
     try:
         for i in range(cfg.n_frames):
             frame = renderer.render(i)
             writers[0].write(frame)
             if fake_path is not None:
-                fake = frame
-                for face, p, donor in zip(plan.faces, params, donors):
-                    if donor is None:
-                        fake = self_blend(fake, face.boxes[i], p, landmarks=face.landmarks[i], frame_index=i)
-                    else:
-                        fake = swap_face(fake, face.boxes[i], face.landmarks[i], donor.image, donor.landmarks, p,
-                                         frame_index=i)
-                writers[1].write(fake)
+                writers[1].write(make_fake(frame, i))
         for writer in writers:
             writer.close()
     except BaseException:

@@ -44,8 +44,9 @@ from data_prep.index import (
     read_crop,
     read_index,
 )
+from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
-from deepfake.fakes import FakeConfig, self_blend_sequence
+from deepfake.fakes import FakeConfig, fake_sequence
 from deepfake.scoring import track_windows
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "read_index",
     "load_tracks",
     "split_by_original",
+    "label_untouched",
     "AugmentConfig",
     "FacePartCutout",
     "build_augment",
@@ -102,6 +104,37 @@ def split_by_original(originals: Sequence[str], val_fraction: float, test_fracti
     return out
 
 
+def label_untouched(tracks: list[FaceTrackRecord], rule: str, below: float = UNTOUCHED_BELOW) -> list[FaceTrackRecord]:
+    """Applies `data.untouched_tracks` to the face tracks of fakes that the fake left as it was.
+
+    Args:
+        tracks: the index's tracks.
+        rule: ``drop`` (leave them out), ``real`` (label them real) or ``fake`` (leave them as they are).
+        below: the `data_prep.untouched.is_untouched` threshold, in grey levels.
+
+    Returns:
+        The tracks to train on (the same objects; ``real`` changes their label).
+    """
+    fakes = [t for t in tracks if t.label == 1]
+    if rule == "fake" or not fakes:
+        return tracks
+    if all(t.face_change is None for t in fakes):
+        log.info("data.untouched_tracks %s: the index measures no fake's face against its original's (fakes not "
+                 "cropped with their original's boxes, or an index from before face_change was kept): every track "
+                 "of a fake stays labelled fake", rule)
+        return tracks
+    untouched = {id(t) for t in fakes if is_untouched(t.face_change, below)}
+    if untouched:
+        log.info("data.untouched_tracks %s: %d of %d fake face track(s) are unchanged from their original's",
+                 rule, len(untouched), len(fakes))
+    if rule == "drop":
+        return [t for t in tracks if id(t) not in untouched]
+    for t in tracks:
+        if id(t) in untouched:
+            t.label = 0
+    return tracks
+
+
 def _extraction_settings(index_dir: Path, tracks: list[FaceTrackRecord]) -> dict[str, Any]:
     """`margin` and `stride` the crops were made with: from `extract_config.json` (written by `deepfake-extract`
     beside the index), else the stride is inferred from the frame steps in the index."""
@@ -137,6 +170,7 @@ class FaceSequenceDataset(Dataset):
             same every epoch); in training, fresh ones each draw.
         margin: the margin the crops were cut with (places the face inside a crop for blending).
         drift: let the blend parameters drift smoothly over a sequence.
+        fake_kinds: shares of the kinds of fakes made on the fly (`FakeConfig.kinds`; default self-blends only).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
@@ -144,7 +178,8 @@ class FaceSequenceDataset(Dataset):
 
     def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
                  transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all",
-                 self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True) -> None:
+                 self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
+                 fake_kinds: dict[str, float] | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -157,6 +192,7 @@ class FaceSequenceDataset(Dataset):
         self.train = bool(train)
         self.transform = transform
         self.margin, self.drift = float(margin), bool(drift)
+        self.fake_config = FakeConfig(drift=self.drift, **({"kinds": fake_kinds} if fake_kinds else {}))
         # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
         blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self_blended else []
         self.videos = sorted({t.video for t in self.tracks} | {f"{self.tracks[i].video}#sbi" for i in blended})
@@ -218,7 +254,10 @@ class FaceSequenceDataset(Dataset):
         frames = np.stack([read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
         if fake:  # before the augmentations, as a real fake would reach them
             blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
-            frames = self_blend_sequence(frames, blend_rng, self.margin, self.drift)
+            crop_landmarks = getattr(track, "crop_landmarks", None)  # None for indexes without landmarks
+            landmarks = crop_landmarks(self.img_size, self.margin) if callable(crop_landmarks) else None
+            landmarks = landmarks[start:start + t] if landmarks is not None else None
+            frames = fake_sequence(frames, blend_rng, self.margin, self.fake_config, landmarks)
         if self.transform is not None:
             frames = self.transform(images=frames)["images"]  # same random parameters for every frame
         length = len(paths)
@@ -297,6 +336,12 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             data, ``both``); self-blended fakes are made on the fly in the loader workers.
         stride: video frames between crops (recorded in the exported detector); None: from the extraction's
             settings, else the median frame step in the index.
+        untouched_tracks: what to do with a fake's face track that the fake left as it was (a DFDC fake often
+            changes one of two people; `data_prep.untouched`, measured at extraction when the fake was cropped
+            with its original's boxes): ``drop`` it (the default), label it ``real``, or keep it ``fake`` (every
+            track of a fake labelled fake, as before).
+        untouched_below: a fake's track is untouched when its crops' median `face_change` is under this many grey
+            levels.
 
     Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength`
     between epochs: the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
@@ -323,6 +368,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         margin: float | None = None,
         stride: int | None = None,
         fakes: FakeConfig | None = None,
+        untouched_tracks: Literal["drop", "real", "fake"] = "drop",
+        untouched_below: float = UNTOUCHED_BELOW,
     ) -> None:
         super().__init__()
         if isinstance(augment, dict):
@@ -340,6 +387,9 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             (eval_windows in ("all", "center"), f"eval_windows must be 'all' or 'center', got {eval_windows!r}"),
             (margin is None or 0 <= margin <= 2, f"margin must be in [0, 2] or null, got {margin}"),
             (stride is None or stride >= 1, f"stride must be >= 1 or null, got {stride}"),
+            (untouched_tracks in ("drop", "real", "fake"),
+             f"untouched_tracks must be drop, real or fake, got {untouched_tracks!r}"),
+            (untouched_below >= 0, f"untouched_below must be >= 0 grey levels, got {untouched_below}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -363,6 +413,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         self.eval_windows = eval_windows
         self.margin = margin
         self.stride = stride
+        self.untouched_tracks = untouched_tracks
+        self.untouched_below = float(untouched_below)
         self.tracks: dict[str, list[FaceTrackRecord]] = {}
         self._datasets: dict[str, FaceSequenceDataset] = {}
 
@@ -379,7 +431,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         if self.tracks:
             return
         df, root = read_index(self.index)
-        tracks = load_tracks(df, root)
+        tracks = label_untouched(load_tracks(df, root), self.untouched_tracks, self.untouched_below)
         given = {t.split for t in tracks} - {""}
         need = {"val": self.val_fraction if "val" not in given else 0.0,
                 "test": self.test_fraction if "test" not in given else 0.0}
@@ -437,7 +489,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
                                  f"or give rows split={split} in the index)")
         blend = {"self_blended": self.fakes.self_blended, "margin": self.margin or DEFAULT_MARGIN,
-                 "drift": self.fakes.drift}
+                 "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds}
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,

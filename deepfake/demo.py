@@ -20,6 +20,10 @@ Stages (each calls the library function behind the command a user would run; its
 5. **predict**: `deepfake predict` on one held-out fake with `--plot`: `predict/prediction.json` and a PNG of
    p(fake) over time with the face crops. The clip is a typical one, not a picked one: the fake with the median
    score in the evaluation.
+6. **generalize**: a second detector trained from the real training clips alone (`configs/sbi_tiny_cpu.yaml`:
+   self-blended and temporal fakes made on the fly), and both detectors scored on the held-out self-blended fakes
+   and on held-out face swaps and reenact clips (`deepfake synth --fake-kind swap|reenact`, the held-out seed)
+   that neither was trained on: `cross/cross.md`.
 
 The report (printed, and written to `report.txt` / `report.json`) gives the validation AUC of the exported epoch,
 the held-out AUC, log loss and accuracy, the held-out log loss and ECE of the raw and the calibrated scores (the
@@ -71,7 +75,7 @@ __all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_de
 STATE_FILE = "demo.json"
 STATE_VERSION = 1
 # Everything the demo writes in OUT_DIR; nothing else there is ever touched.
-OWNED = ("data", "extracted", "runs", "eval", "predict", "logs", STATE_FILE, "report.txt", "report.json")
+OWNED = ("data", "extracted", "runs", "eval", "predict", "logs", "cross", STATE_FILE, "report.txt", "report.json")
 RUN_NAME = "demo"
 
 # The file descriptor of the terminal while a stage's output goes to its log (set by `_output_to`), so that the
@@ -488,7 +492,8 @@ class _Demo:
                                   "p_fake": result.get("p_fake"), "verdict": result.get("verdict"),
                                   "faces": len(result.get("faces") or []), "status": result.get("status")}
 
-        self._generalize(extracted, runs, weights, heldout_dir, data / "heldout_swap", fit_key)
+        self._generalize(extracted, runs, weights, heldout_dir, data / "heldout_swap", data / "heldout_reenact",
+                         fit_key)
 
         self.report["artifacts"] = {
             "training videos": os.fspath(train_dir),
@@ -504,10 +509,12 @@ class _Demo:
         }
         return self.report
 
-    def _generalize(self, extracted: Path, runs: Path, weights: Path, heldout: Path, swaps: Path, fit_key: str) -> None:
-        """Stage 6: a detector trained from the real clips alone (`sbi_tiny_cpu.yaml`, self-blended fakes made on
-        the fly) beside the one trained on labelled fakes, both scored on the held-out self-blended fakes and on
-        held-out face swaps that neither saw (`deepfake synth --fake-kind swap`)."""
+    def _generalize(self, extracted: Path, runs: Path, weights: Path, heldout: Path, swaps: Path, reenacts: Path,
+                    fit_key: str) -> None:
+        """Stage 6: a detector trained from the real clips alone (`sbi_tiny_cpu.yaml`: self-blended and temporal
+        fakes made on the fly) beside the one trained on labelled fakes, both scored on the held-out self-blended
+        fakes and on held-out face swaps and reenact clips (mouth and eyes warped over time) that neither saw
+        (`deepfake synth --fake-kind swap|reenact`)."""
         from data_prep import synth
         from deepfake import train
         from deepfake.cross import evaluate_sets
@@ -515,15 +522,16 @@ class _Demo:
 
         c = self.config
         sbi_config = find_config("sbi_tiny_cpu.yaml")
-        key = _key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION)
+        key = _key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION, "reenact")
         cross = self.out / "cross"
 
         def run() -> dict:
-            cfg = synth.SynthConfig(count=c.heldout_count, width=c.width, height=c.height, seconds=c.seconds,
-                                    fps=c.fps, seed=c.heldout_seed, fake_kind="swap", progress=False)
-            self._quiet("generalize", f"deepfake synth {swaps} --count {c.heldout_count} --resolution "
-                        f"{c.width}x{c.height} --seconds {c.seconds:g} --fps {c.fps:g} --seed {c.heldout_seed} "
-                        f"--fake-kind swap", lambda: synth.make_dataset(swaps, cfg))
+            for folder, kind in ((swaps, "swap"), (reenacts, "reenact")):
+                cfg = synth.SynthConfig(count=c.heldout_count, width=c.width, height=c.height, seconds=c.seconds,
+                                        fps=c.fps, seed=c.heldout_seed, fake_kind=kind, progress=False)
+                self._quiet("generalize", f"deepfake synth {folder} --count {c.heldout_count} --resolution "
+                            f"{c.width}x{c.height} --seconds {c.seconds:g} --fps {c.fps:g} --seed {c.heldout_seed} "
+                            f"--fake-kind {kind}", lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
             overrides: dict[str, Any] = {"data.index": extracted, "run_dir": runs, "run_name": "demo_sbi",
                                          "trainer.enable_progress_bar": False, "trainer.max_steps": c.sbi_steps,
                                          "data.num_workers": c.loader_workers,
@@ -532,23 +540,25 @@ class _Demo:
             fitted = self._quiet("generalize", f"deepfake fit --config {sbi_config} {options}",
                                  lambda: train.fit(sbi_config, overrides))
             table = {}
+            sets = ("self-blended fakes", "face swaps (never seen)", "reenact clips (never seen)")
             for name, w in (("labelled fakes (tiny_cpu.yaml)", weights),
                             ("real faces only (sbi_tiny_cpu.yaml)", fitted.weights)):
                 folder = cross / ("labelled" if w == weights else "real_only")
-                rows = self._quiet("generalize", f"deepfake evaluate {heldout} {swaps} --weights {w} --out {folder}",
+                rows = self._quiet("generalize", f"deepfake evaluate {heldout} {swaps} {reenacts} --weights {w} "
+                                   f"--out {folder}",
                                    lambda w=w, folder=folder: evaluate_sets(
-                                       [heldout, swaps], folder, w, predict_config=PredictConfig(device=c.device)))
-                table[name] = {label: row.get("auc") for label, row in
-                               zip(("self-blended fakes", "face swaps (never seen)"), rows)}
-            lines = ["| trained on | self-blended fakes | face swaps (never seen) |", "|---|---|---|"]
-            lines += [f"| {name} | {format_value(aucs['self-blended fakes'])} | "
-                      f"{format_value(aucs['face swaps (never seen)'])} |" for name, aucs in table.items()]
+                                       [heldout, swaps, reenacts], folder, w,
+                                       predict_config=PredictConfig(device=c.device)))
+                table[name] = {label: row.get("auc") for label, row in zip(sets, rows)}
+            lines = ["| trained on | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+            lines += [f"| {name} | " + " | ".join(format_value(aucs[s]) for s in sets) + " |"
+                      for name, aucs in table.items()]
             atomic_write(cross / "cross.md", "\n".join(lines) + "\n")
             return {"table": table, "sbi_weights": fitted.weights.relative_to(self.out).as_posix()}
 
         info = self._stage("generalize", 6, key, f"a detector trained from the real clips alone, and both detectors "
-                           f"on held-out face swaps ({c.sbi_steps} steps)", [cross / "cross.md"], [cross, swaps],
-                           run)
+                           f"on held-out face swaps and reenact clips ({c.sbi_steps} steps)", [cross / "cross.md"],
+                           [cross, swaps, reenacts], run)
         self.report["generalize"] = info.get("table")
 
 

@@ -126,9 +126,9 @@ def format_report(report: dict, total_seconds: float) -> str:
     if cross:
         lines += ["", "generalization: held-out video AUC, by what the detector was trained on"]
         sets = list(next(iter(cross.values())))
-        lines.append(f"  {'trained on':<38}" + "".join(f"{s:>26}" for s in sets))
+        lines.append(f"  {'trained on':<38}" + "".join(f"{s:>28}" for s in sets))
         for detector, aucs in cross.items():
-            lines.append(f"  {detector:<38}" + "".join(f"{format_value(aucs.get(s)):>26}" for s in sets))
+            lines.append(f"  {detector:<38}" + "".join(f"{format_value(aucs.get(s)):>28}" for s in sets))
     lines += ["", "time per stage"]
     for name in STAGES:
         s = report["stages"].get(name)

@@ -5,6 +5,13 @@ blended back into itself through a soft, deformed mask (`data_prep.sbi`). The fa
 (a blending boundary, a colour or sharpness mismatch between the inner face and its surroundings) without any one
 generator's fingerprint, so a detector trained on it learns those traces instead.
 
+Temporal fakes (`data_prep.temporal`) carry traces that show only over time: `reenact` (the mouth and/or eyes warped
+by a signal of their own, no blending edge, no colour change), `flicker` (a self-blend whose opacity, colour and
+placement jump between frames) and `morph` (the face's shape drifting over the sequence). `data.fakes.kinds` gives
+the shares of each kind among the fakes made on the fly (default: self-blends only); one kind and one parameter set
+per sequence, drawn from the loader's per-worker generator. Landmarks come from the track when the index has them
+(`FaceTrackRecord.crop_landmarks`), else from the face box (`data_prep.temporal.canonical_landmarks`).
+
 Here a whole sequence of crops is blended with ONE set of parameters (`data_prep.sbi.sample_blend_params`),
 drifting smoothly over the T frames when `drift` is on, so the LSTM sees a temporally consistent fake. The face
 box inside a crop follows from the crop's geometry (extraction centres the face box with `margin` of its side on
@@ -19,16 +26,27 @@ every side); the mask is drawn around it. Blending runs before the usual augment
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from data_prep.sbi import sample_blend_params, self_blend
+from data_prep.temporal import (
+    canonical_landmarks,
+    flicker_params,
+    morph_warp,
+    reenact_warp,
+    sample_morph_params,
+    sample_reenact_params,
+)
 
-__all__ = ["FakeConfig", "face_box_in_crop", "self_blend_sequence"]
+__all__ = ["FakeConfig", "FAKE_KINDS", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
+           "fake_sequence"]
 
 MODES = ("labelled", "sbi", "both")
+# The kinds of fakes made on the fly: self-blends and the temporal ones.
+FAKE_KINDS = ("sbi", "reenact", "flicker", "morph")
 
 
 @dataclass
@@ -39,17 +57,32 @@ class FakeConfig:
         mode: ``labelled``, ``sbi`` or ``both``.
         sbi_share: with ``both``, the share of fake draws that are self-blended (the rest are labelled fakes).
         drift: let the blend parameters drift smoothly over a sequence (False: the same on every frame).
+        kinds: shares of the kinds of fakes made on the fly (`FAKE_KINDS`: sbi, reenact, flicker, morph), e.g.
+            ``{sbi: 0.5, reenact: 0.25, flicker: 0.125, morph: 0.125}``; normalised to sum to 1. Default: sbi only.
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
     sbi_share: float = 0.5
     drift: bool = True
+    kinds: dict[str, float] = field(default_factory=lambda: {"sbi": 1.0})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"data.fakes.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not 0.0 < self.sbi_share < 1.0:
             raise ValueError(f"data.fakes.sbi_share must be in (0, 1), got {self.sbi_share}")
+        if not isinstance(self.kinds, dict) or not self.kinds:
+            raise ValueError(f"data.fakes.kinds must map kinds ({', '.join(FAKE_KINDS)}) to shares, got {self.kinds!r}")
+        unknown = sorted(set(self.kinds) - set(FAKE_KINDS))
+        if unknown:
+            raise ValueError(f"data.fakes.kinds: unknown kind(s) {', '.join(unknown)}; use {', '.join(FAKE_KINDS)}")
+        try:
+            shares = {k: float(v) for k, v in self.kinds.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"data.fakes.kinds: shares must be numbers, got {self.kinds!r}") from None
+        if any(not np.isfinite(v) or v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
+            raise ValueError(f"data.fakes.kinds: shares must be >= 0 and not all 0, got {self.kinds!r}")
+        self.kinds = shares
 
     @property
     def self_blended(self) -> bool:
@@ -65,6 +98,57 @@ def face_box_in_crop(size: int, margin: float) -> np.ndarray:
     lo = margin / (1 + 2 * margin) * size
     hi = (1 + margin) / (1 + 2 * margin) * size
     return np.array([lo, lo, hi, hi], np.float32)
+
+
+def _landmarks(frames: np.ndarray, margin: float, landmarks: np.ndarray | None) -> np.ndarray:
+    """(T, 5, 2) landmarks in crop pixels: the given ones, else the canonical ones in the face box."""
+    if landmarks is not None:
+        lm = np.asarray(landmarks, np.float32)
+        if lm.shape == (len(frames), 5, 2) and np.isfinite(lm).all():
+            return lm
+    return np.broadcast_to(canonical_landmarks(face_box_in_crop(frames.shape[1], margin)), (len(frames), 5, 2))
+
+
+def temporal_fake_sequence(frames: np.ndarray, kind: str, rng: np.random.Generator, margin: float,
+                           landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A temporal fake of a real crop sequence (`data_prep.temporal`), one parameter set for all its frames.
+
+    Args:
+        frames: (T, S, S, 3) uint8 RGB crops of one face track.
+        kind: ``reenact``, ``flicker`` or ``morph``.
+        rng: the random generator (the data loader's, per worker and seed).
+        margin: the margin the crops were cut with.
+        landmarks: optional (T, 5, 2) landmarks per frame in crop pixels; None (or unusable): canonical positions
+            in the face box.
+
+    Returns:
+        (T, S, S, 3) uint8: the fake sequence.
+    """
+    box = face_box_in_crop(frames.shape[1], margin)
+    lm = _landmarks(frames, margin, landmarks)
+    if kind == "reenact":
+        params = sample_reenact_params(rng)
+        return np.stack([reenact_warp(f, lm[t], params, t) for t, f in enumerate(frames)])
+    if kind == "morph":
+        morph = sample_morph_params(rng, len(frames))
+        return np.stack([morph_warp(f, box, lm[t], morph, t) for t, f in enumerate(frames)])
+    if kind == "flicker":
+        per_frame = flicker_params(sample_blend_params(rng, drift=False), rng, len(frames))
+        return np.stack([self_blend(f, box, p, landmarks=lm[t], frame_index=t)
+                         for t, (f, p) in enumerate(zip(frames, per_frame))])
+    raise ValueError(f"unknown temporal fake kind {kind!r}; use reenact, flicker or morph")
+
+
+def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, config: FakeConfig,
+                  landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A fake made on the fly from a real crop sequence: its kind drawn from `config.kinds`, then made with one
+    parameter set (`self_blend_sequence` or `temporal_fake_sequence`). Deterministic given the generator's state."""
+    kinds = list(config.kinds)
+    shares = np.array([config.kinds[k] for k in kinds], np.float64)
+    kind = kinds[0] if len(kinds) == 1 else kinds[int(rng.choice(len(kinds), p=shares / shares.sum()))]
+    if kind == "sbi":
+        return self_blend_sequence(frames, rng, margin, config.drift)
+    return temporal_fake_sequence(frames, kind, rng, margin, landmarks)
 
 
 def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True) -> np.ndarray:

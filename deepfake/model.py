@@ -11,6 +11,10 @@ LightningModule in `deepfake.lit` owns the loss, optimiser and metrics.
     p_fake = torch.sigmoid(last_valid(logits, lengths))
     net.img_size, net.mean, net.std           # what inputs must look like (from timm's pretrained config)
 
+`temporal: frame` replaces the LSTM by a linear head on each frame (the ablation's frame model): step t then outputs
+the logit of the mean of the per-frame p(fake) of frames 0..t, so the last step, the one `deepfake.scoring` reads,
+is the mean of the window's frame scores, and scoring, training and explanations need no second rule.
+
 Inputs are RGB scaled to [0, 1] and normalised with `mean`/`std`. Constructor keywords are those of
 `DetectorConfig`; `net.kwargs()` gives them back for `deepfake.checkpoint.save_detector`.
 """
@@ -28,7 +32,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["DetectorConfig", "DeepfakeDetector", "last_valid", "valid_mask"]
+__all__ = ["DetectorConfig", "DeepfakeDetector", "last_valid", "valid_mask", "running_mean_logits", "TEMPORAL_HEADS"]
+
+TEMPORAL_HEADS = ("lstm", "frame")
 
 @dataclass
 class DetectorConfig:
@@ -52,6 +58,9 @@ class DetectorConfig:
             fine for scoring whole windows but breaks the "step t sees frames <= t" reading. Off by default.
         head_dropout: dropout on the LSTM outputs before the final linear layer.
         backbone_kwargs: extra keywords for `timm.create_model` (e.g. `{"img_size": 384}` for a ViT).
+        temporal: ``lstm`` (the LSTM over the frames) or ``frame`` (a linear head per frame, the step's output the
+            running mean of the frame probabilities; the `lstm_*` and `bidirectional` settings are then unused).
+            Checkpoints from before this setting are LSTM models.
     """
 
     backbone: str = "efficientnet_b1"
@@ -66,8 +75,11 @@ class DetectorConfig:
     bidirectional: bool = False
     head_dropout: float = 0.0
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    temporal: str = "lstm"
 
     def __post_init__(self) -> None:
+        if self.temporal not in TEMPORAL_HEADS:
+            raise ValueError(f"temporal must be one of {', '.join(TEMPORAL_HEADS)}, got {self.temporal!r}")
         if not isinstance(self.backbone, str) or not timm.is_model(self.backbone):
             raise ValueError(f"backbone {self.backbone!r} is not a timm model; see timm.list_models() "
                              f"(e.g. efficientnet_b1, tf_efficientnetv2_s, resnet50)")
@@ -115,6 +127,17 @@ def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def running_mean_logits(frame_logits: torch.Tensor) -> torch.Tensor:
+    """(B, T) per-frame logits -> (B, T): at step t the logit of the mean of sigmoid(logit) over frames 0..t.
+
+    log(mean p) - log(mean (1 - p)) = log(cumsum p) - log(cumsum (1 - p)), with 1 - p taken as sigmoid(-logit) so
+    that both sums keep their precision; ops that ONNX export supports (logcumsumexp is not one of them).
+    """
+    tiny = torch.finfo(frame_logits.dtype).tiny
+    return (torch.log(torch.sigmoid(frame_logits).cumsum(dim=1).clamp_min(tiny))
+            - torch.log(torch.sigmoid(-frame_logits).cumsum(dim=1).clamp_min(tiny)))
+
+
 def last_valid(logits: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """The logit of each sequence's last valid step: (B, T) -> (B,); the clip's score."""
     if lengths is None:
@@ -141,16 +164,19 @@ class DeepfakeDetector(nn.Module):
         # The pooled feature size: timm's `head_hidden_size` where a model has a head conv after pooling
         # (MobileNetV3: 960 before it, 1024/1280 after), else `num_features`.
         self.num_features = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
-        self.lstm = nn.LSTM(
-            input_size=self.num_features,
-            hidden_size=cfg.lstm_hidden,
-            num_layers=cfg.lstm_layers,
-            dropout=cfg.lstm_dropout if cfg.lstm_layers > 1 else 0.0,
-            bidirectional=cfg.bidirectional,
-            batch_first=True,
-        )
+        self.lstm: nn.LSTM | None = None
+        if cfg.temporal == "lstm":
+            self.lstm = nn.LSTM(
+                input_size=self.num_features,
+                hidden_size=cfg.lstm_hidden,
+                num_layers=cfg.lstm_layers,
+                dropout=cfg.lstm_dropout if cfg.lstm_layers > 1 else 0.0,
+                bidirectional=cfg.bidirectional,
+                batch_first=True,
+            )
         self.head_drop = nn.Dropout(cfg.head_dropout)
-        self.fc = nn.Linear(cfg.lstm_hidden * (2 if cfg.bidirectional else 1), 1)
+        head_in = cfg.lstm_hidden * (2 if cfg.bidirectional else 1) if self.lstm is not None else self.num_features
+        self.fc = nn.Linear(head_in, 1)
         data_cfg = timm.data.resolve_model_data_config(self.backbone)
         self.img_size: int = int(cfg.img_size or data_cfg["input_size"][-1])
         self.mean: tuple[float, ...] = tuple(float(v) for v in data_cfg["mean"])
@@ -212,6 +238,8 @@ class DeepfakeDetector(nn.Module):
         b, t = feats.shape[:2]
         with torch.autocast(device_type=feats.device.type, enabled=False):
             feats = feats.float()
+            if self.lstm is None:  # the frame model
+                return running_mean_logits(self.fc(self.head_drop(feats)).squeeze(-1))
             if lengths is not None and self.config.bidirectional:
                 # Only a bidirectional LSTM needs packing: the backward direction must start at the last valid
                 # step. Forward-only, padding after the valid steps cannot change them.

@@ -82,10 +82,12 @@ def test_quick_demo_report_and_artifacts(quick_demo):
     assert Path(art["plot"]).suffix == ".png" and Path(art["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     prediction = json.loads((out / "predict" / "prediction.json").read_text())
     assert len(prediction) == 1 and prediction[0]["p_fake"] == pred["p_fake"]
-    # Generalization: the labelled-fake detector and the real-only one, on self-blends and on unseen face swaps.
+    # Generalization: the labelled-fake detector and the real-only one, on self-blends and on unseen face swaps and
+    # reenact clips.
     cross = report["generalize"]
-    assert len(cross) == 2 and all(set(aucs) == {"self-blended fakes", "face swaps (never seen)"}
-                                   for aucs in cross.values())
+    assert len(cross) == 2 and all(set(aucs) == {"self-blended fakes", "face swaps (never seen)",
+                                                 "reenact clips (never seen)"} for aucs in cross.values())
+    assert "reenact clips (never seen)" in text and (out / "data" / "heldout_reenact" / "labels.csv").is_file()
     assert "generalization: held-out video AUC" in text and (out / "cross" / "cross.md").is_file()
 
 

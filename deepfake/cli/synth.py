@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=d.preset, choices=X264_PRESETS, metavar="PRESET",
                    help="x264 speed preset (default %(default)s)")
     p.add_argument("--fake-kind", default=d.fake_kind, choices=FAKE_KINDS,
-                   help="sbi: self-blended fakes; swap: face swaps between people (default %(default)s)")
+                   help="sbi: self-blended fakes; swap: face swaps between people; reenact: mouth and eyes warped "
+                        "over time, no blending (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -1,0 +1,75 @@
+"""The fakes of `deepfake synth`: how a fake clip is made from its real clip's frames, one parameter set per face.
+
+- ``sbi``: a self-blended fake (`data_prep.sbi.self_blend`: the face's own jittered copy blended into it);
+- ``swap``: a face swap (`data_prep.sbi.swap_face`: another person's inner face, aligned by the landmarks,
+  colour-matched, blended);
+- ``reenact``: the mouth and eyes warped over time (`data_prep.temporal.reenact_warp`: the jaw moves and the eyes
+  narrow and glance to a rhythm of their own, 0.4-1.5 s periods), with no blending edge and no colour change.
+
+Parameters depend only on the seed, the clip's pair number and its faces, so a clip's fake does not change with
+`--count`; each kind draws from its own seeded stream, so adding a kind changes no other kind's clips.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from data_prep.sbi import BlendParams, sample_blend_params, self_blend, swap_face
+from data_prep.synth_photos import FacePhoto, face_photos
+from data_prep.temporal import ReenactParams, reenact_warp, sample_reenact_params
+
+if TYPE_CHECKING:
+    from data_prep.synth import SynthConfig, _ClipPlan
+
+__all__ = ["FAKE_KINDS", "fake_params", "donors", "reenact_params", "FakeMaker"]
+
+FAKE_KINDS = ("sbi", "swap", "reenact")
+# Periods of the reenacted motion, in seconds (a slow talking rhythm).
+REENACT_PERIODS_S = (0.4, 1.5)
+
+
+def fake_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[BlendParams]:
+    """Blend parameters of a clip's faces (self-blends and swaps)."""
+    rng = np.random.default_rng([cfg.seed, pair, 2])
+    return [sample_blend_params(rng) for _ in range(n_faces)]
+
+
+def donors(cfg: SynthConfig, plan: _ClipPlan) -> list[FacePhoto]:
+    """For a face swap, per face of the clip a photo of another person (seeded)."""
+    photos = face_photos()
+    rng = np.random.default_rng([cfg.seed, plan.pair, 3])
+    return [photos[int(rng.choice([i for i, p in enumerate(photos) if p.person != photos[f.photo_index].person]))]
+            for f in plan.faces]
+
+
+def reenact_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[ReenactParams]:
+    """Motion of a reenacted clip's faces: mouth and eyes both, periods in video frames."""
+    rng = np.random.default_rng([cfg.seed, pair, 4])
+    lo, hi = (max(2.0, s * cfg.fps) for s in REENACT_PERIODS_S)
+    return [sample_reenact_params(rng, mouth=True, eyes=True, period_range=(lo, max(hi, lo))) for _ in range(n_faces)]
+
+
+class FakeMaker:
+    """Makes the fake frames of one clip (`cfg.fake_kind`) from its real frames."""
+
+    def __init__(self, cfg: SynthConfig, plan: _ClipPlan) -> None:
+        self.kind, self.faces = cfg.fake_kind, plan.faces
+        n = len(plan.faces)
+        self.params = fake_params(cfg, plan.pair, n) if self.kind in ("sbi", "swap") else [None] * n
+        self.donors = donors(cfg, plan) if self.kind == "swap" else [None] * n
+        self.motion = reenact_params(cfg, plan.pair, n) if self.kind == "reenact" else [None] * n
+
+    def __call__(self, frame: np.ndarray, i: int) -> np.ndarray:
+        """Fake frame i from real frame i (a new array; `frame` is not modified)."""
+        fake = frame
+        for face, p, donor, motion in zip(self.faces, self.params, self.donors, self.motion):
+            if motion is not None:
+                fake = reenact_warp(fake, face.landmarks[i], motion, i)
+            elif donor is not None:
+                fake = swap_face(fake, face.boxes[i], face.landmarks[i], donor.image, donor.landmarks, p,
+                                 frame_index=i)
+            else:
+                fake = self_blend(fake, face.boxes[i], p, landmarks=face.landmarks[i], frame_index=i)
+        return fake if fake is not frame else frame.copy()
