@@ -110,9 +110,11 @@ class Detector:
     """A loaded deepfake detector, ready to score face crops.
 
     Args:
-        model: a `deepfake.model.DeepfakeDetector` (or any module mapping (B, T, 3, H, W) to (B, T) logits).
+        model: a `deepfake.model.DeepfakeDetector` (or any module mapping (B, T, 3, H, W) to (B, T) logits), or an
+            exported net (`deepfake.runtime.OnnxNet`, `ProgramNet`: a callable with the same input and output that
+            runs where it was loaded, in float32). Only how a batch of windows becomes logits differs between them.
         meta: the checkpoint's meta: `img_size`, `mean`, `std`, `seq_len` (and `margin`, `stride` for extraction).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (an exported net keeps its own).
         batch_size: windows per forward pass.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in
             float32.
@@ -138,10 +140,17 @@ class Detector:
         # Without a recorded training length, a whole track is one window (the LSTM reads it all).
         self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
         self.batch_size = max(1, int(batch_size))
-        self.device = torch.device(resolve_device(device))
-        self.model = model.eval().to(self.device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        # An exported net (ONNX Runtime, torch.export) is a float32 graph on the device it was loaded for.
+        self.exported = not isinstance(model, torch.nn.Module)
+        if self.exported:
+            if precision not in ("auto", "fp32"):
+                raise ValueError(f"--precision {precision}: an exported model runs in float32 (the precision it "
+                                 f"was exported in); use the PyTorch weights for {precision}")
+            precision = "fp32"
+        self.device = torch.device(model.device if self.exported else resolve_device(device))
+        self.model = model if self.exported else model.eval().to(self.device)
         if precision == "auto":
             # bf16 only where the hardware computes it natively (1.5-3x faster on such CPUs; emulated, hence slower,
             # elsewhere); GPUs before Ampere get fp16, which their tensor cores (or P100's fp16 units) run.
@@ -160,10 +169,9 @@ class Detector:
     @classmethod
     def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
              precision: str = "auto", calibrated: bool = True) -> Detector:
-        """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading)."""
-        from deepfake.checkpoint import load_detector
-
-        model, meta = load_detector(weights)
+        """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading) or an exported
+        detector (.onnx, .pt2: `deepfake.runtime.load_exported`)."""
+        model, meta = _load_model(weights, device)
         return cls(model, meta, device=device, batch_size=batch_size, precision=precision, calibrated=calibrated)
 
     def prepare(self, crops: np.ndarray):
@@ -253,7 +261,8 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
     """
     tracks = [t for t in faces.tracks if len(t.frames)]
     scores = detector.score_tracks_in_detail([t.images() for t in tracks]) if tracks else []
-    return video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold)
+    return video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
+                        geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -386,6 +395,9 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
                    sha256: str | None = None, progress: bool = False):
     """A `Detector` and a matching `FaceExtractor` (crop size, margin and stride from the checkpoint).
 
+    The weights' suffix chooses how the model runs: `.onnx` on ONNX Runtime, `.pt2` as a torch.export program (both
+    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint.
+
     Args:
         weights: file, URL or None for the default place (`deepfake.weights.resolve_weights`).
         config: device, batch size, stride override, workers.
@@ -399,6 +411,7 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
         deepfake.weights.WeightsError: weights not found / not downloadable / not loadable.
         ValueError: bad settings (e.g. `--device cuda` without a GPU).
     """
+    from data_prep.detector import resolve_device
     from data_prep.extractor import FaceExtractor
     from data_prep.faces import ExtractConfig
     from deepfake.weights import WeightsError, resolve_weights
@@ -406,10 +419,8 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     config = config or PredictConfig()
     path = resolve_weights(weights, sha256=sha256, progress=progress)
     try:
-        from deepfake.checkpoint import load_detector
-
-        model, meta = load_detector(path)
-    except (ImportError, ValueError) as err:  # CheckpointError is a ValueError whose message names the file
+        model, meta = _load_model(path, config.device)
+    except (ImportError, ValueError) as err:  # Checkpoint/ExportError are ValueErrors whose message names the file
         raise WeightsError(f"can't load weights: {' '.join(str(err).split())}") from None
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
@@ -419,8 +430,22 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
     stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin
-    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size, device=str(detector.device))
+    # Faces are found on the model's device; an exported model on ONNX Runtime's CPU still leaves MTCNN a GPU.
+    device = str(detector.device) if not detector.exported else resolve_device(config.device)
+    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size, device=device)
     return detector, FaceExtractor(extract_config, workers=config.workers), path
+
+
+def _load_model(path: str | os.PathLike, device: str = "auto"):
+    """(model, meta) of a weights file by its suffix: .onnx / .pt2 -> an exported net (`deepfake.runtime`, without
+    timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`)."""
+    from deepfake.runtime import exported_format, load_exported
+
+    if exported_format(path):
+        return load_exported(path, device)
+    from deepfake.checkpoint import load_detector
+
+    return load_detector(path)
 
 
 # ------------------------------------------------------------------------------------------------ inputs

@@ -153,6 +153,11 @@ def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, ou
     mode, items, notes = load_source(source, layout, split)
     raw = replace(config, calibrated=False)
     detector, extractor, path = load_predictor(weights, raw, sha256, progress=progress)
+    if detector.exported:
+        from deepfake.weights import WeightsError
+
+        raise WeightsError(f"{path} is an exported model: calibrate writes a new detector.pt, so give the PyTorch "
+                           f"weights (then export the result again)")
     scorer = LogitScorer(detector.model, detector.meta, device=str(detector.device), batch_size=detector.batch_size,
                          precision=detector.precision, calibrated=False)
     result = Recalibration(record={}, out=None, weights=Path(path), n_videos=0)

@@ -114,6 +114,9 @@ def main(args: list[str] | None = None) -> int:
         detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
     except (WeightsError, ValueError) as err:
         return _fail(str(err))
+    if ns.explain and detector.exported:
+        return _fail(f"--explain needs the PyTorch weights (detector.pt): {weights} is an exported model, which has no "
+                     f"gradients or layers to explain with")
 
     from tqdm import tqdm
 
