@@ -1,0 +1,378 @@
+"""The job queue behind `deepfake serve`: a bounded wait list worked by a fixed pool of worker processes.
+
+    pool = JobPool(weights, PredictConfig(device="cpu"), workers=1, capacity=16, retention_s=3600)
+    pool.start()                                   # spawns the workers; each loads the detector once (or raises)
+    if pool.reserve():                             # a place in the queue, taken before an upload is read
+        job = pool.submit(Job.new(pool.root, "clip.mp4"), video_path, owned=True)
+    pool.get(job.id).state                         # queued -> running -> done | failed
+
+Why processes, one model each: torch keeps its own thread pool per process, so N workers with
+``cores // N`` threads each use the machine without oversubscribing it; a video that crashes the decoder or
+exhausts memory kills one worker (its job fails, a new worker takes its place), never the server; and memory a
+worker's allocator keeps after a long video is the worker's, not the HTTP server's. The server process itself
+never imports torch.
+
+The main process keeps every job's state. Jobs wait in a deque (the queue whose length `capacity` bounds) and the
+pool's dispatcher thread hands the next one to an idle worker over that worker's own pipe, so the main process
+always knows which job each worker holds: a worker that dies fails exactly its job. Workers report progress,
+results and what they wrote (plot, explanation strips) as events. Finished jobs (their folders: plot,
+explanations) are deleted `retention_s` after they finish; an uploaded video is deleted as soon as its job ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepfake.inference import PredictConfig
+
+__all__ = ["Job", "JobPool", "LoadError", "STATES"]
+
+STATES = ("queued", "running", "done", "failed")
+PROGRESS_EVERY_S = 0.25   # workers report progress at most this often
+HOUSEKEEPING_S = 1.0      # how often dead workers and expired jobs are looked for
+
+
+class LoadError(RuntimeError):
+    """A worker could not load the detector; the message is the one-line reason (missing weights, bad device)."""
+
+
+@dataclass
+class Job:
+    """One video to score and what became of it.
+
+    Attributes:
+        id: unguessable hex id (the API's `{id}`).
+        name: what the result reports as `video` (the uploaded file's name, or the path as given).
+        folder: where the job's files live (upload/<name>, plot.png, explain/).
+        explain: write explanation strips (`deepfake.explain`) for each face.
+        plot: write plot.png (`deepfake.plots.plot_video`).
+        state: one of `STATES`.
+        progress: 0..1.
+        stage: what it is doing now: queued, reading, scoring, plotting, explaining, done, failed.
+        result: predict's JSON object once finished.
+        error: one-line reason when failed.
+        warning: what a user should know about a video that still scored (damaged frames, one face seen once).
+        files: names written under `folder` (``plot.png``, ``explain/track0.png``, ...).
+    """
+
+    id: str
+    name: str
+    folder: Path
+    explain: bool = False
+    plot: bool = True
+    state: str = "queued"
+    progress: float = 0.0
+    stage: str = "queued"
+    result: dict | None = None
+    error: str | None = None
+    warning: str | None = None
+    files: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    seconds: float | None = None
+    video: Path | None = None      # the file to read
+    owned: bool = False            # the video is an upload of ours (deleted when the job ends)
+
+    @classmethod
+    def new(cls, root: Path, name: str, explain: bool = False, plot: bool = True) -> Job:
+        """A queued job with a fresh id and its own folder under `root`."""
+        job_id = uuid.uuid4().hex
+        folder = Path(root) / job_id
+        folder.mkdir(parents=True)
+        return cls(job_id, name, folder, explain=explain, plot=plot)
+
+    def public(self, position: int | None = None) -> dict:
+        """The job as the API shows it (no server paths)."""
+        out = {"id": self.id, "video": self.name, "state": self.state, "progress": round(self.progress, 3),
+               "stage": self.stage, "result": self.result, "error": self.error, "warning": self.warning,
+               "explain": self.explain, "files": list(self.files), "created": self.created,
+               "started": self.started, "finished": self.finished, "seconds": self.seconds}
+        if position is not None:
+            out["queue_position"] = position
+        return out
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any
+    inbox: Any
+    ready: bool = False
+    job: str | None = None
+    info: dict = field(default_factory=dict)
+
+
+class JobPool:
+    """A fixed pool of worker processes, each with the detector loaded once, and the bounded queue feeding it.
+
+    Args:
+        weights: the detector file (already resolved: `deepfake.weights.resolve_weights`).
+        config: prediction settings; its `workers` (decode processes) is ignored: each worker decodes on a thread.
+        workers: worker processes (one model each).
+        capacity: jobs that may wait (uploads being received count) before `reserve` says no.
+        retention_s: seconds a finished job's results stay.
+        root: folder for the jobs' files (default: a new temporary folder, removed by `close`).
+        threads: torch threads per worker (default: the CPU count divided by `workers`, at least 1).
+        sha256: expected hash of the weights (checked by each worker's `load_predictor`).
+    """
+
+    def __init__(self, weights: str | os.PathLike, config: PredictConfig, workers: int = 1, capacity: int = 16,
+                 retention_s: float = 3600.0, root: str | os.PathLike | None = None, threads: int | None = None,
+                 sha256: str | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"--workers must be an integer >= 1, got {workers}")
+        if capacity < 1:
+            raise ValueError(f"--queue must be an integer >= 1, got {capacity}")
+        if not retention_s > 0:
+            raise ValueError(f"--retention-s must be > 0, got {retention_s}")
+        self.weights = os.fspath(weights)
+        self.config = config
+        self.n_workers = workers
+        self.capacity = capacity
+        self.retention_s = float(retention_s)
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.sha256 = sha256
+        self._own_root = root is None
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="deepfake-serve-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.jobs: dict[str, Job] = {}
+        self._waiting: collections.deque[str] = collections.deque()
+        self._reserved = 0
+        self._lock = threading.RLock()
+        self._ctx = mp.get_context("spawn")
+        self._events = self._ctx.Queue()
+        self._workers: list[_Worker] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.device: str | None = None
+        self.restarts = 0
+
+    # ----------------------------------------------------------------------------------------- life cycle
+
+    def start(self, timeout: float = 600.0) -> None:
+        """Spawn the workers and wait until each has loaded the detector.
+
+        Raises:
+            LoadError: a worker could not load it (the reason is the worker's one-line message), or none was
+                ready within `timeout` seconds.
+        """
+        for i in range(self.n_workers):
+            self._workers.append(self._spawn(i))
+        deadline = time.monotonic() + timeout
+        while not all(w.ready for w in self._workers):
+            try:
+                event = self._events.get(timeout=0.5)
+            except queue.Empty:
+                dead = [w for w in self._workers if not w.process.is_alive()]
+                if dead:
+                    self.close()
+                    raise LoadError(f"worker {dead[0].index} exited while loading the detector "
+                                    f"(exit code {dead[0].process.exitcode})") from None
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise LoadError(f"the workers did not load the detector within {timeout:.0f} s") from None
+                continue
+            if event[0] == "load_failed":
+                self.close()
+                raise LoadError(event[2])
+            self._handle(event)
+        self._thread = threading.Thread(target=self._run, name="deepfake-serve-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the workers (a running job is abandoned) and remove the job folder if it was ours."""
+        self._stop.set()
+        # A worker holds nothing to save (a running job is lost either way): SIGTERM spares the seconds a torch
+        # process takes to tear itself down after a polite stop.
+        for w in self._workers:
+            w.process.terminate()
+        for w in self._workers:
+            w.process.join(timeout=10)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._workers = []
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _spawn(self, index: int) -> _Worker:
+        from deepfake.serve.worker import worker_main
+
+        inbox = self._ctx.Queue()
+        process = self._ctx.Process(target=worker_main, name=f"deepfake-serve-worker-{index}", daemon=True,
+                                    args=(index, self.weights, self.config, self.sha256, self.threads, inbox,
+                                          self._events))
+        process.start()
+        return _Worker(index, process, inbox)
+
+    # ------------------------------------------------------------------------------------------ the queue
+
+    def reserve(self) -> bool:
+        """Take a place in the queue for a job about to be submitted; False when the queue is full."""
+        with self._lock:
+            if len(self._waiting) + self._reserved >= self.capacity:
+                return False
+            self._reserved += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a place taken by `reserve` that will not be used (the upload was refused)."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+
+    def submit(self, job: Job, video: str | os.PathLike, owned: bool) -> Job:
+        """Queue `job` (to read `video`) in the place `reserve` took; `owned` videos are deleted when it ends."""
+        job.video, job.owned = Path(video), owned
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+            self.jobs[job.id] = job
+            self._waiting.append(job.id)
+            self._dispatch()
+        return job
+
+    def get(self, job_id: str) -> tuple[Job, int | None] | None:
+        """The job and its place in the queue (1: next; None unless queued), or None for an unknown id."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return None
+            position = self._waiting.index(job_id) + 1 if job.state == "queued" else None
+            return job, position
+
+    def delete(self, job_id: str) -> str | None:
+        """Forget a queued or finished job and delete its files; returns None, or why it can't (running)."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state == "running":
+                return "the job is running; delete it when it has finished"
+            if job_id in self._waiting:
+                self._waiting.remove(job_id)
+            self._forget(job)
+            return None
+
+    def stats(self) -> dict:
+        """Counts for /health: workers (ready), jobs waiting, running, finished and held, the queue's capacity."""
+        with self._lock:
+            states = collections.Counter(j.state for j in self.jobs.values())
+            return {"workers": self.n_workers, "workers_ready": sum(w.ready for w in self._workers),
+                    "threads_per_worker": self.threads, "queued": len(self._waiting), "receiving": self._reserved,
+                    "running": states["running"], "done": states["done"], "failed": states["failed"],
+                    "capacity": self.capacity, "retention_s": self.retention_s, "restarts": self.restarts}
+
+    @property
+    def ready(self) -> bool:
+        """Whether at least one worker has the detector loaded."""
+        return any(w.ready for w in self._workers)
+
+    # ------------------------------------------------------------------------------- the dispatcher thread
+
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to idle workers (caller holds the lock)."""
+        for w in self._workers:
+            if not self._waiting:
+                return
+            if w.ready and w.job is None and w.process.is_alive():
+                job = self.jobs[self._waiting.popleft()]
+                job.state, job.stage, job.started = "running", "reading", time.time()
+                w.job = job.id
+                w.inbox.put({"id": job.id, "video": os.fspath(job.video), "name": job.name,
+                             "folder": os.fspath(job.folder), "explain": job.explain, "plot": job.plot})
+
+    def _run(self) -> None:
+        last_housekeeping = 0.0
+        while not self._stop.is_set():
+            try:
+                event = self._events.get(timeout=0.2)
+            except queue.Empty:
+                event = None
+            except (OSError, ValueError, EOFError):  # the queue was closed under us at shutdown
+                return
+            with self._lock:
+                if event is not None:
+                    self._handle(event)
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_S:
+                    last_housekeeping = time.monotonic()
+                    self._replace_dead_workers()
+                    self._expire()
+                self._dispatch()
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "ready":
+            _, index, info = event
+            w = self._workers[index]
+            w.ready, w.info = True, info
+            self.device = info.get("device", self.device)
+        elif kind == "load_failed":  # a replacement worker could not load: keep serving with the others
+            _, index, reason = event
+            self._workers[index].ready = False
+        elif kind == "progress":
+            _, job_id, stage, progress = event
+            job = self.jobs.get(job_id)
+            if job is not None and job.state == "running":
+                job.stage, job.progress = stage, max(job.progress, float(progress))
+        elif kind == "finished":
+            _, index, job_id, payload = event
+            if 0 <= index < len(self._workers) and self._workers[index].job == job_id:
+                self._workers[index].job = None
+            job = self.jobs.get(job_id)
+            if job is not None:
+                self._finish(job, payload)
+
+    def _finish(self, job: Job, payload: dict) -> None:
+        result = payload.get("result")
+        job.result = result
+        job.files = list(payload.get("files", []))
+        job.warning = payload.get("warning")
+        job.seconds = payload.get("seconds")
+        job.error = payload.get("error") or (result or {}).get("error")
+        job.state = "failed" if job.error or result is None or result.get("status") == "error" else "done"
+        job.stage, job.progress, job.finished = job.state, 1.0, time.time()
+        if job.owned and job.video is not None:
+            shutil.rmtree(job.video.parent, ignore_errors=True)  # upload/<name>
+
+    def _replace_dead_workers(self) -> None:
+        for i, w in enumerate(self._workers):
+            if w.process.is_alive():
+                continue
+            code = w.process.exitcode
+            if w.job is not None and w.job in self.jobs:
+                from deepfake.scoring import error_result
+
+                job = self.jobs[w.job]
+                reason = (f"the worker scoring this video stopped (exit code {code}"
+                          + ("; killed: out of memory?" if code is not None and code < 0 else "") + ")")
+                self._finish(job, {"result": error_result(job.name, reason), "error": reason})
+            self.restarts += 1
+            self._workers[i] = self._spawn(w.index)
+
+    def _expire(self) -> None:
+        now = time.time()
+        for job in [j for j in self.jobs.values() if j.finished and now - j.finished > self.retention_s]:
+            self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        shutil.rmtree(job.folder, ignore_errors=True)
+
+
+def ignore_interrupts() -> None:
+    """Workers leave Ctrl+C to the server, which stops them in order (a terminal sends SIGINT to the whole group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

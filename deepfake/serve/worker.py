@@ -1,0 +1,121 @@
+"""A `deepfake serve` worker process: loads the detector once, then scores the videos the pool hands it.
+
+Everything a job produces is made by the library functions `deepfake predict` uses: the result is
+`deepfake.inference.iter_predictions`'s (predict's JSON object), the plot `deepfake.plots.plot_video`'s (what
+`predict --plot` draws) and the strips `deepfake.explain.write_explanation`'s (what `predict --explain` writes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from deepfake.inference import PredictConfig
+
+__all__ = ["worker_main", "run_job"]
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | None, threads: int, inbox,
+                events) -> None:
+    """The worker's loop: ("ready", index, info) once loaded (or ("load_failed", index, reason)), then per job
+    ("progress", id, stage, p)... and ("finished", index, id, payload); a None in `inbox` ends it."""
+    from deepfake.serve.jobs import ignore_interrupts
+
+    ignore_interrupts()
+    _exit_with_parent()
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    from deepfake.inference import load_predictor
+
+    try:
+        config = PredictConfig(**{**config.__dict__, "workers": 0})  # decode on a thread: one video at a time
+        detector, extractor, path = load_predictor(weights, config, sha256)
+    except Exception as err:  # noqa: BLE001 - WeightsError, ValueError (bad device), anything else: one line
+        events.put(("load_failed", index, _one_line(err)))
+        return
+    events.put(("ready", index, {"device": str(detector.device), "precision": detector.precision,
+                                 "calibrated": detector.calibration is not None, "weights": Path(path).name,
+                                 "threads": torch.get_num_threads(), "pid": os.getpid()}))
+    try:
+        while (task := inbox.get()) is not None:
+            try:
+                payload = run_job(task, detector, extractor, config.threshold, events)
+            except Exception as err:  # noqa: BLE001 - a job's failure is its result, never the worker's end
+                from deepfake.scoring import error_result
+
+                reason = f"scoring failed: {type(err).__name__}: {_one_line(err)}"
+                payload = {"result": error_result(task["name"], reason), "error": reason}
+            events.put(("finished", index, task["id"], payload))
+    finally:
+        extractor.close()
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the server process ends, however it ends (SIGKILL included): the job pipes stay open
+    in the worker itself, so it would otherwise wait for work forever."""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's sentinel closes
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-server", daemon=True).start()
+
+
+def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
+    """Score one video and write its plot / explanations; returns the payload of the "finished" event.
+
+    Args:
+        task: ``{"id", "video", "name", "folder", "explain", "plot"}`` from the pool.
+        detector, extractor: from `deepfake.inference.load_predictor`.
+        threshold: verdict threshold.
+        events: where progress goes.
+    """
+    from deepfake.inference import iter_predictions
+
+    job_id, folder = task["id"], Path(task["folder"])
+    last = [0.0]
+
+    def progress(_name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.25 or done >= total:
+            last[0] = now
+            reading = done < total
+            events.put(("progress", job_id, "reading" if reading else "scoring",
+                        0.85 * done / max(total, 1) if reading else 0.9))
+
+    pred = next(iter(iter_predictions([task["video"]], detector, extractor, threshold, names=[task["name"]],
+                                      progress=progress)))
+    result, files, notes = pred.result, [], []
+    if task.get("plot", True) and result["status"] != "error":
+        events.put(("progress", job_id, "plotting", 0.93))
+        try:
+            from deepfake.plots import plot_video
+
+            plot_video(result, pred.faces, folder / "plot.png", threshold=threshold)
+            files.append("plot.png")
+        except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction (as in predict)
+            notes.append(f"no plot: {type(err).__name__}: {_one_line(err)}")
+    if task.get("explain") and result["status"] == "ok":
+        events.put(("progress", job_id, "explaining", 0.96))
+        try:
+            from deepfake.explain import write_explanation
+
+            written = write_explanation(pred.faces, detector, folder / "explain", margin=extractor.config.margin,
+                                        threshold=threshold)
+            files += [f"explain/{p.name}" for p in written if p.suffix == ".png"]
+        except Exception as err:  # noqa: BLE001 - an explanation must not cost the prediction (as in predict)
+            notes.append(f"no explanation: {type(err).__name__}: {_one_line(err)}")
+    warning = "; ".join([w for w in [pred.warning, *notes] if w]) or None
+    return {"result": result, "files": files, "warning": warning, "seconds": round(pred.seconds, 3)}
