@@ -16,19 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer_of(module: str) -> str | None:
-    """``faces`` (data_prep), ``library`` (deepfake), ``commands`` (deepfake.cli), or None (third party)."""
+    """``faces`` (data_prep), ``library`` (deepfake), ``server`` (deepfake.serve), ``commands`` (deepfake.cli), or
+    None (third party)."""
     top = module.split(".")[0]
     if top == "data_prep":
         return "faces"
     if module == "deepfake.cli" or module.startswith("deepfake.cli."):
         return "commands"
+    if module == "deepfake.serve" or module.startswith("deepfake.serve."):
+        return "server"  # `deepfake serve`'s app: above the library, below the command
     if top == "deepfake":
         return "library"
     return None
 
 
 # What each layer may import from the project's own layers.
-ALLOWED = {"faces": {"faces"}, "library": {"faces", "library"}, "commands": {"faces", "library", "commands"}}
+ALLOWED = {"faces": {"faces"}, "library": {"faces", "library"}, "server": {"faces", "library", "server"},
+           "commands": {"faces", "library", "server", "commands"}}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -90,6 +94,7 @@ def test_every_command_lives_in_the_commands_layer():
     ("def f():\n    import deepfake.cli.predict\n", "deepfake/scoring.py"),     # library -> command, lazily
     ("from deepfake import cli\n", "deepfake/model.py"),                         # library -> command package
     ("from .cli import common\n", "deepfake/metrics.py"),                        # relative
+    ("from deepfake.serve.app import create_app\n", "deepfake/inference.py"),    # library -> server
 ])
 def test_a_reversed_edge_is_caught(tmp_path, source, edge):
     for package in ("data_prep", "deepfake", "deepfake/cli"):

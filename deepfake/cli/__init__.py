@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("deepfake.cli.calibrate", "refit the detector's calibration (temperature) on a labelled set you "
                                             "trust; writes a new detector file"),
     "distort": ("deepfake.cli.distort", "write DeeperForensics-1.0-style distorted copies of videos"),
+    "export": ("deepfake.cli.export", "write the detector as ONNX or a torch.export program, which predict, evaluate "
+                                      "and serve load without timm"),
     "submit": ("deepfake.cli.submit", "write a complete Kaggle DFDC submission.csv (filename,label) for test videos"),
+    "serve": ("deepfake.cli.serve", "an HTTP API and a web page: post videos, read verdicts, plots and explanations"),
 }
 PASS_SUBCOMMAND = {"fit", "validate", "test"}
 
