@@ -4,6 +4,7 @@
     python bench/ablation.py --seeds 0 1 2            # three training seeds per model
     python bench/ablation.py --quick                  # a smoke test with tiny settings (about 2 min)
     python bench/ablation.py --time-fakes             # only: frames/s of each fake kind on one core
+    python bench/ablation.py --static-control 0.3 --models lstm-control frame-control   # the static-control rows
 
 Three detectors with the same backbone and settings (`configs/sbi_tiny_cpu.yaml`: timm's test_efficientnet at 64 px,
 T = 8, trained from the real clips of a `deepfake synth` set alone, every fake made on the fly):
@@ -11,7 +12,11 @@ T = 8, trained from the real clips of a `deepfake synth` set alone, every fake m
 - **lstm + temporal fakes**: the config as it ships (self-blends, reenact, flicker and morph fakes);
 - **frame + temporal fakes**: the LSTM replaced by a linear head per frame (`model.net.temporal: frame`; a window's
   score is the mean of its frames' p(fake));
-- **lstm, sbi only**: the LSTM trained on self-blends alone (`data.fakes.kinds: {sbi: 1}`).
+- **lstm, sbi only**: the LSTM trained on self-blends alone (`data.fakes.kinds: {sbi: 1}`);
+- with `--static-control S`, **lstm + temporal + control** and **frame + temporal + control**: the first two with a
+  share S of their real training sequences warped like reenact fakes but with the warp frozen over the sequence, and
+  labelled real (`data.fakes.static_control`): per-frame warp traces in both classes, so only change over time
+  tells a reenacted face from a real one.
 
 Each is scored (`deepfake.cross.evaluate_sets`) on three held-out sets of another seed, extracted once: self-blended
 fakes, face swaps and reenact clips (`deepfake synth --fake-kind sbi|swap|reenact`), each with its real clips.
@@ -49,6 +54,18 @@ MODELS = {
     "frame + temporal fakes": {"model.net.temporal": "frame"},
     "lstm, sbi only": {"data.fakes.kinds": {"sbi": 1.0}},
 }
+# With --static-control S: the LSTM and the frame model again, a share S of their real training sequences given a
+# static control (`data.fakes.static_control`, `deepfake.fakes.static_control_sequence`).
+CONTROL_MODELS = {
+    "lstm + temporal + control": {},
+    "frame + temporal + control": {"model.net.temporal": "frame"},
+}
+SHORT = {"lstm": "lstm + temporal fakes", "frame": "frame + temporal fakes", "sbi-only": "lstm, sbi only",
+         "lstm-control": "lstm + temporal + control", "frame-control": "frame + temporal + control"}
+# The paired comparisons reported, where both rows were trained.
+COMPARISONS = [("lstm + temporal fakes", "frame + temporal fakes"), ("lstm + temporal fakes", "lstm, sbi only"),
+               ("lstm + temporal + control", "frame + temporal + control"),
+               ("lstm + temporal + control", "lstm + temporal fakes")]
 SETS = ("sbi", "swap", "reenact")
 
 
@@ -65,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="loader processes while training (default %(default)s)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--static-control", type=float, default=0.0, metavar="S",
+                   help="also train the LSTM and the frame model with data.fakes.static_control S (a share of the "
+                        "real training sequences, in (0, 1))")
+    p.add_argument("--models", nargs="+", choices=list(SHORT), default=None,
+                   help="only these rows (default: lstm frame sbi-only, and lstm-control frame-control with "
+                        "--static-control); finished runs in OUT are reused either way")
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke test, the numbers mean little")
     p.add_argument("--time-fakes", action="store_true", help="only time the fakes made on the fly, then stop")
     return p
@@ -140,6 +163,8 @@ def train_model(out: Path, name: str, overrides: dict, seed: int, index: Path, a
     from deepfake import train
 
     slug = name.replace(" + ", "_").replace(", ", "_").replace(" ", "_")
+    if "data.fakes.static_control" in overrides:  # a run per share
+        slug += f"_{overrides['data.fakes.static_control']:g}"
     run_root = out / "runs" / f"{slug}_seed{seed}"
     done = sorted(run_root.rglob("detector.pt"))
     if done:
@@ -200,8 +225,24 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def models(args) -> dict[str, dict]:
+    """The rows to train: name -> config overrides."""
+    if not 0.0 <= args.static_control < 1.0:
+        raise SystemExit(f"--static-control must be in [0, 1), got {args.static_control}")
+    rows = dict(MODELS)
+    if args.static_control > 0:
+        rows.update({name: {**overrides, "data.fakes.static_control": args.static_control}
+                     for name, overrides in CONTROL_MODELS.items()})
+    names = [SHORT[m] for m in args.models] if args.models else list(rows)
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)}: needs --static-control S")
+    return {n: rows[n] for n in names}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    rows = models(args)
     if args.quick:
         args.train_count, args.heldout_count, args.seconds, args.steps, args.bootstrap = 16, 8, 2.0, 20, 200
     import torch
@@ -221,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     from deepfake.inference import PredictConfig
 
     results: dict[str, dict[int, dict[str, dict]]] = {}
-    for name, overrides in MODELS.items():
+    for name, overrides in rows.items():
         for seed in args.seeds:
             weights = train_model(out, name, overrides, seed, train_index, args, say)
             folder = weights.parent.parent / "eval"
@@ -241,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     table = report(results, args)
     wall = time.perf_counter() - start
     footer = (f"\n{machine()}; {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min (data, "
-              f"{len(MODELS) * len(args.seeds)} trainings of {args.steps} steps, evaluations)"
+              f"{len(rows) * len(args.seeds)} trainings of {args.steps} steps, evaluations)"
               + (" -- --quick: a smoke test, the numbers mean little" if args.quick else ""))
     say("")
     say(table + footer)
@@ -286,7 +327,7 @@ def report(results: dict, args) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences of AUC on the same videos (first seed), 95 % bootstrap interval; * where it "
               "excludes 0:", "", "| comparison | " + " | ".join(SETS) + " |", "|---|" + "---|" * len(SETS)]
-    for a, b in ((0, 1), (0, 2)):
+    for a, b in [(names.index(x), names.index(y)) for x, y in COMPARISONS if x in names and y in names]:
         cells = []
         for k in SETS:
             if k not in boots:

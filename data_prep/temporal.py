@@ -7,6 +7,8 @@ A frame-by-frame detector can't see these; a model over the frames of a track ca
   anything else in the clip): a self-reenactment stand-in with no blending edge and no colour change.
 - **flicker** (`flicker_params`): self-blending (`data_prep.sbi`) whose opacity, colour and placement jump from frame
   to frame instead of drifting smoothly.
+  With `ReenactParams.frozen_at` the signals are read at one time for every frame: the same warp on every frame, a
+  static control that carries a reenacted frame's traces and nothing that changes over time.
 - **morph** (`morph_warp`): the face's shape drifting slowly over the sequence (widening or narrowing of the lower
   face, a stretch of its height): a smooth field over the face, growing frame by frame.
 
@@ -112,6 +114,9 @@ class ReenactParams:
         gaze: amplitude of a sideways glance (fraction of the eye region's half-width).
         eye_periods: periods of the eyes' signal, in frames.
         eye_phases: their phases (radians).
+        frozen_at: None: the signals run over the frames (a reenacted sequence). A time in frames: every frame reads
+            the signals at that time, so the warp is the same on every frame (a static control: the per-frame traces
+            of a reenacted face with nothing changing over time; `deepfake.fakes.static_control_sequence`).
     """
 
     mouth: float = 0.0
@@ -122,6 +127,7 @@ class ReenactParams:
     gaze: float = 0.0
     eye_periods: tuple[float, ...] = (9.0,)
     eye_phases: tuple[float, ...] = (0.0,)
+    frozen_at: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -133,6 +139,8 @@ class ReenactParams:
              "mouth_periods (>= 2 frames) and mouth_phases must have the same length"),
             (len(self.eye_periods) == len(self.eye_phases) and min(self.eye_periods, default=2) >= 2,
              "eye_periods (>= 2 frames) and eye_phases must have the same length"),
+            (self.frozen_at is None or math.isfinite(self.frozen_at),
+             f"frozen_at must be a finite time or None, got {self.frozen_at}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -140,11 +148,13 @@ class ReenactParams:
 
     def mouth_at(self, t: float) -> float:
         """Mouth opening at frame t, as a fraction of the region's half-height (negative: pressed together)."""
+        t = t if self.frozen_at is None else self.frozen_at
         raw = self.mouth * (self.mouth_bias + _signal(t, self.mouth_periods, self.mouth_phases)) / 2
         return float(np.clip(raw, -self.mouth, self.mouth))
 
     def eyes_at(self, t: float) -> tuple[float, float]:
         """(vertical, horizontal) eye movement at frame t."""
+        t = t if self.frozen_at is None else self.frozen_at
         s = _signal(t, self.eye_periods, self.eye_phases)
         g = _signal(t + 0.37 * self.eye_periods[0], self.eye_periods, self.eye_phases) if self.eye_periods else 0.0
         return self.eyes * s, self.gaze * g

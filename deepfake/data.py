@@ -46,7 +46,7 @@ from data_prep.index import (
 )
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
-from deepfake.fakes import FakeConfig, fake_sequence
+from deepfake.fakes import FakeConfig, fake_sequence, real_sequence
 from deepfake.scoring import track_windows
 
 __all__ = [
@@ -171,6 +171,8 @@ class FaceSequenceDataset(Dataset):
         margin: the margin the crops were cut with (places the face inside a crop for blending).
         drift: let the blend parameters drift smoothly over a sequence.
         fake_kinds: shares of the kinds of fakes made on the fly (`FakeConfig.kinds`; default self-blends only).
+        static_control: in training, the share of real sequences served as a static control, still labelled real
+            (`FakeConfig.static_control`, `deepfake.fakes.real_sequence`; 0: untouched).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
@@ -179,7 +181,7 @@ class FaceSequenceDataset(Dataset):
     def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
                  transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all",
                  self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
-                 fake_kinds: dict[str, float] | None = None) -> None:
+                 fake_kinds: dict[str, float] | None = None, static_control: float = 0.0) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -192,7 +194,8 @@ class FaceSequenceDataset(Dataset):
         self.train = bool(train)
         self.transform = transform
         self.margin, self.drift = float(margin), bool(drift)
-        self.fake_config = FakeConfig(drift=self.drift, **({"kinds": fake_kinds} if fake_kinds else {}))
+        self.fake_config = FakeConfig(drift=self.drift, static_control=static_control,
+                                      **({"kinds": fake_kinds} if fake_kinds else {}))
         # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
         blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self_blended else []
         self.videos = sorted({t.video for t in self.tracks} | {f"{self.tracks[i].video}#sbi" for i in blended})
@@ -252,12 +255,16 @@ class FaceSequenceDataset(Dataset):
             start = int(rng.integers(0, n - t + 1)) if n > t else 0
         paths = track.crops[start:start + t]
         frames = np.stack([read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
-        if fake:  # before the augmentations, as a real fake would reach them
-            blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
+        control = self.train and not fake and track.label == 0 and self.fake_config.static_control > 0
+        if fake or control:  # before the augmentations, as a real fake would reach them
             crop_landmarks = getattr(track, "crop_landmarks", None)  # None for indexes without landmarks
             landmarks = crop_landmarks(self.img_size, self.margin) if callable(crop_landmarks) else None
             landmarks = landmarks[start:start + t] if landmarks is not None else None
-            frames = fake_sequence(frames, blend_rng, self.margin, self.fake_config, landmarks)
+            if fake:
+                blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
+                frames = fake_sequence(frames, blend_rng, self.margin, self.fake_config, landmarks)
+            else:  # a real training sequence: a share of them gets a static control, still labelled real
+                frames = real_sequence(frames, rng, self.margin, self.fake_config, landmarks)
         if self.transform is not None:
             frames = self.transform(images=frames)["images"]  # same random parameters for every frame
         length = len(paths)
@@ -489,7 +496,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
                                  f"or give rows split={split} in the index)")
         blend = {"self_blended": self.fakes.self_blended, "margin": self.margin or DEFAULT_MARGIN,
-                 "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds}
+                 "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds,
+                 "static_control": self.fakes.static_control}
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,

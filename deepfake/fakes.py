@@ -17,6 +17,11 @@ drifting smoothly over the T frames when `drift` is on, so the LSTM sees a tempo
 box inside a crop follows from the crop's geometry (extraction centres the face box with `margin` of its side on
 every side); the mask is drawn around it. Blending runs before the usual augmentations.
 
+`data.fakes.static_control` (default 0: off) is a share of the REAL training sequences that get a static control
+(`static_control_sequence`): the reenact warp (same regions, magnitudes and resampling) frozen at one random time of
+the sequence, so every frame carries the same warp, and the sequence stays labelled real. Per-frame warp traces then
+appear in both classes, and only their change over time tells a reenacted face from a real one.
+
 `data.fakes` selects where the training fakes come from:
 - ``labelled``: the index's fakes only (the default, as before);
 - ``sbi``: self-blended copies of the real tracks only, for real-only data (labelled fakes in the index are left
@@ -26,7 +31,7 @@ every side); the mask is drawn around it. Blending runs before the usual augment
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -42,7 +47,7 @@ from data_prep.temporal import (
 )
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
-           "fake_sequence"]
+           "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
 # The kinds of fakes made on the fly: self-blends and the temporal ones.
@@ -59,12 +64,15 @@ class FakeConfig:
         drift: let the blend parameters drift smoothly over a sequence (False: the same on every frame).
         kinds: shares of the kinds of fakes made on the fly (`FAKE_KINDS`: sbi, reenact, flicker, morph), e.g.
             ``{sbi: 0.5, reenact: 0.25, flicker: 0.125, morph: 0.125}``; normalised to sum to 1. Default: sbi only.
+        static_control: share of the real training sequences given a static control (`static_control_sequence`),
+            in [0, 1); 0 (the default) leaves real sequences untouched.
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
     sbi_share: float = 0.5
     drift: bool = True
     kinds: dict[str, float] = field(default_factory=lambda: {"sbi": 1.0})
+    static_control: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -83,6 +91,13 @@ class FakeConfig:
         if any(not np.isfinite(v) or v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
             raise ValueError(f"data.fakes.kinds: shares must be >= 0 and not all 0, got {self.kinds!r}")
         self.kinds = shares
+        try:
+            self.static_control = float(self.static_control)
+        except (TypeError, ValueError):
+            raise ValueError(f"data.fakes.static_control must be a number in [0, 1), got {self.static_control!r}") \
+                from None
+        if not 0.0 <= self.static_control < 1.0:
+            raise ValueError(f"data.fakes.static_control must be in [0, 1), got {self.static_control}")
 
     @property
     def self_blended(self) -> bool:
@@ -149,6 +164,36 @@ def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, c
     if kind == "sbi":
         return self_blend_sequence(frames, rng, margin, config.drift)
     return temporal_fake_sequence(frames, kind, rng, margin, landmarks)
+
+
+def static_control_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float,
+                            landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A static control of a real crop sequence: a reenact warp (`sample_reenact_params`, `reenact_warp`) whose
+    signals are frozen at one time drawn uniformly over the sequence's frames, so each frame's warp is one a reenacted
+    frame could carry (the same regions, magnitudes and resampling) and it does not change over time. Label it real.
+
+    Args:
+        frames: (T, S, S, 3) uint8 RGB crops of one real face track.
+        rng: the random generator (the data loader's, per worker and seed).
+        margin: the margin the crops were cut with.
+        landmarks: optional (T, 5, 2) landmarks per frame in crop pixels (the warp follows the face as it moves).
+
+    Returns:
+        (T, S, S, 3) uint8.
+    """
+    lm = _landmarks(frames, margin, landmarks)
+    params = replace(sample_reenact_params(rng), frozen_at=float(rng.uniform(0, max(1, len(frames) - 1))))
+    return np.stack([reenact_warp(f, lm[t], params, t) for t, f in enumerate(frames)])
+
+
+def real_sequence(frames: np.ndarray, rng: np.random.Generator | None, margin: float, config: FakeConfig,
+                  landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A real training sequence as served: with probability `config.static_control` its static control
+    (`static_control_sequence`), else `frames` themselves. Draws nothing from `rng` when the share is 0 (or `rng` is
+    None, as in evaluation), so the default leaves the real sequences and the generator's stream as they were."""
+    if rng is None or config.static_control <= 0 or rng.random() >= config.static_control:
+        return frames
+    return static_control_sequence(frames, rng, margin, landmarks)
 
 
 def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True) -> np.ndarray:

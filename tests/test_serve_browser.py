@@ -3,7 +3,9 @@ chosen in the page, the verdict read off it (and checked against the API's resul
 
 Needs Chromium and its driver from the system's packages (Debian: `apt-get install chromium chromium-driver`;
 `.ci/run` installs them where apt-get exists) and Selenium (the dev extra); skipped, saying which is missing,
-elsewhere. `SERVE_SCREENSHOT=docs/serve_page.png pytest tests/test_serve_browser.py` also saves the result page.
+elsewhere. `SERVE_SCREENSHOT=docs/serve_page.png pytest tests/test_serve_browser.py` also saves the result page;
+`SERVE_SCREENSHOT_WEIGHTS=detector.pt SERVE_SCREENSHOT_CLIP=clip.mp4` take a trained detector and a clip of one's
+own for it (the README's picture: the demo's detector on a held-out fake).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def live_server(tmp_path):
     """`deepfake serve` in a subprocess on a free port with the tiny detector; yields its URL once the model is
     loaded; stopped with SIGTERM (a clean exit is checked)."""
     pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]'")
-    weights = make_weights(tmp_path / "detector.pt")
+    weights = os.environ.get("SERVE_SCREENSHOT_WEIGHTS") or make_weights(tmp_path / "detector.pt")
     port = _free_port()
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from deepfake.cli import main; sys.exit(main())",
@@ -100,7 +102,8 @@ def test_the_page_uploads_a_clip_and_shows_the_verdict(browser, live_server, syn
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    clip = shutil.copy(synth_dataset / "fake" / "clip_0003.mp4", tmp_path / "suspect clip.mp4")
+    clip = shutil.copy(os.environ.get("SERVE_SCREENSHOT_CLIP") or synth_dataset / "fake" / "clip_0003.mp4",
+                       tmp_path / "suspect clip.mp4")
     browser.get(live_server)
     wait = WebDriverWait(browser, 90)
     wait.until(lambda b: "model loaded" in b.find_element(By.ID, "health").text)

@@ -20,7 +20,15 @@ from data_prep.temporal import (
     reenact_warp,
     sample_reenact_params,
 )
-from deepfake.fakes import FakeConfig, face_box_in_crop, fake_sequence, self_blend_sequence, temporal_fake_sequence
+from deepfake.fakes import (
+    FakeConfig,
+    face_box_in_crop,
+    fake_sequence,
+    real_sequence,
+    self_blend_sequence,
+    static_control_sequence,
+    temporal_fake_sequence,
+)
 from deepfake.model import DeepfakeDetector, running_mean_logits
 
 SIZE, MARGIN, T = 96, 0.3, 8
@@ -142,6 +150,74 @@ def test_the_loader_serves_temporal_fakes(extracted_dataset):
     assert 0 < diff.float().mean() < 0.3
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (8, 4, 3, 64, 64)
+
+
+def test_the_static_control_warps_only_the_region_and_does_not_change_over_time(real_clip):
+    region = _region("reenact")
+    lm = canonical_landmarks(face_box_in_crop(SIZE, MARGIN))
+    moved = []
+    for seed in range(6):
+        control = static_control_sequence(real_clip, np.random.default_rng(seed), MARGIN)
+        assert control.shape == real_clip.shape and control.dtype == np.uint8
+        changed = (control != real_clip).any(axis=3)
+        assert changed.any() and not changed[:, ~region].any(), f"seed {seed}: changed pixels outside the region"
+        # Constant over time: frame to frame, the region changes no more than the real clip's own motion does
+        # (a reenact fake of the same seed changes it well above that: test above).
+        assert _frame_to_frame(control, region) <= 1.05 * _frame_to_frame(real_clip, region) + 0.05, seed
+        # Each frame is a reenacted frame: the reenact warp with the sequence's draw, read at one time.
+        rng = np.random.default_rng(seed)
+        params = sample_reenact_params(rng)
+        frozen = float(rng.uniform(0, T - 1))
+        assert all(np.array_equal(control[t], reenact_warp(real_clip[t], lm, params, frozen)) for t in range(T))
+        moved.append(float(np.abs(control.astype(np.float32) - real_clip)[:, region].mean()))
+    # The warp is of a reenacted frame's size (not a no-op), and its magnitude varies between sequences.
+    assert min(moved) > 0.2 and max(moved) > 2 * min(moved), moved
+
+
+def test_the_static_control_is_off_by_default_and_checked(real_clip):
+    assert FakeConfig().static_control == 0.0
+    for bad in (1.0, -0.1, "x", float("nan")):
+        with pytest.raises(ValueError, match="static_control"):
+            FakeConfig(static_control=bad)
+    rng = np.random.default_rng(4)
+    state = rng.bit_generator.state
+    out = real_sequence(real_clip, rng, MARGIN, FakeConfig())
+    assert out is real_clip and rng.bit_generator.state == state  # untouched, and nothing drawn
+    on = FakeConfig(static_control=0.5)
+    assert real_sequence(real_clip, None, MARGIN, on) is real_clip  # evaluation: no generator, no control
+    served = [real_sequence(real_clip, rng, MARGIN, on) for _ in range(40)]
+    share = np.mean([s is not real_clip for s in served])
+    assert 0.25 < share < 0.75, share
+
+
+def test_the_loader_serves_static_controls_as_real_in_training_only(extracted_dataset):
+    from data_prep.index import load_tracks, read_crop, read_index
+    from deepfake.data import FaceSequenceDataset
+
+    df, root = read_index(extracted_dataset)
+    reals = [t for t in load_tracks(df, root) if t.label == 0][:2]
+
+    def serve(share: float, train: bool) -> list[dict]:
+        torch.manual_seed(0)
+        ds = FaceSequenceDataset(reals, seq_len=4, img_size=64, train=train, self_blended=True, static_control=share,
+                                 fake_kinds={"reenact": 1.0})
+        real_items = [i for i in range(len(ds)) if not ds.self_blended_items[i]]
+        return [ds[i] for _ in range(6 if train else 1) for i in real_items]  # a fresh draw each time in training
+
+    raw = {t: torch.from_numpy(np.stack([read_crop(p, 64) for p in reals[t].crops])).permute(0, 3, 1, 2)
+           for t in range(len(reals))}
+    # Default 0: every real window is the crops as read, byte for byte.
+    for item in serve(0.0, True):
+        assert item["label"] == 0.0 and any(torch.equal(item["frames"], raw[item["track"]][s:s + 4])
+                                            for s in range(len(raw[item["track"]]) - 3))
+    # On: some real training windows are warped, all still labelled real; evaluation windows are untouched.
+    items = serve(0.9, True)
+    assert all(item["label"] == 0.0 for item in items)
+    warped = [not any(torch.equal(item["frames"], raw[item["track"]][s:s + 4])
+                      for s in range(len(raw[item["track"]]) - 3)) for item in items]
+    assert any(warped)
+    for item in serve(0.9, False):
+        assert any(torch.equal(item["frames"], raw[item["track"]][s:s + 4]) for s in range(len(raw[item["track"]]) - 3))
 
 
 def test_synth_reenact_writes_what_it_says(tmp_path):
