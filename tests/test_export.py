@@ -188,3 +188,31 @@ def test_b1_parity(fmt, tmp_path):
     for w, g in zip(reference.score_tracks_in_detail(tracks), exported.score_tracks_in_detail(tracks)):
         np.testing.assert_allclose(g.steps, w.steps, atol=1e-4, rtol=0)
         assert abs(w.p_fake - g.p_fake) <= 1e-4
+
+
+@pytest.mark.slow  # a server worker process of its own (about 10 s); the fast serve and export tests cover each part
+def test_serve_answers_with_an_exported_model_as_predict_does(exports, synth_dataset, tmp_path, capsys):
+    """`deepfake serve --weights detector.onnx`: its workers load the exported model (load_predictor) and a job's
+    result is predict's JSON object for the same file and weights."""
+    from fastapi.testclient import TestClient
+
+    from deepfake.inference import PredictConfig
+    from deepfake.serve.app import create_app
+    from deepfake.serve.config import ServeConfig
+    from deepfake.serve.jobs import JobPool
+    from tests.test_serve import predict_json, wait_done
+
+    clip = synth_dataset / "fake" / "clip_0003.mp4"
+    pool = JobPool(exports["onnx"], PredictConfig(device="cpu"), workers=1, capacity=2, root=tmp_path / "jobs")
+    pool.start(timeout=120)
+    try:
+        with TestClient(create_app(pool, ServeConfig())) as client, open(clip, "rb") as f:
+            r = client.post("/api/v1/videos", files={"file": ("clip.mp4", f, "video/mp4")})
+            assert r.status_code == 202, r.text
+            job = wait_done(client, r.json()["id"])
+            assert client.get("/health").json()["model_loaded"]
+    finally:
+        pool.close()
+    assert job["state"] == "done", job
+    expected = predict_json(clip, exports["onnx"], capsys)
+    assert {**job["result"], "video": expected["video"]} == expected
