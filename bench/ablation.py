@@ -339,7 +339,8 @@ def report(results: dict, args) -> str:
         lines.append(f"| {names[a]} minus {names[b]} | " + " | ".join(cells) + " |")
     n = {k: len(results[names[0]][seeds[0]][k]["y"]) for k in SETS}
     lines += ["", f"Videos scored per set: {', '.join(f'{k} {v}' for k, v in n.items())}; seeds {seeds}; "
-              f"{args.steps} steps; bootstrap {args.bootstrap} stratified resamples of the videos."]
+              f"{args.steps} steps; bootstrap {args.bootstrap} stratified resamples of the videos"
+              + (f"; control rows: static_control {args.static_control:g}." if args.static_control > 0 else ".")]
     return "\n".join(lines)
 
 
