@@ -102,6 +102,9 @@ class SynthConfig:
             blended into it), ``swap`` (a face swap: another person's inner face, aligned by the landmarks,
             colour-matched, blended) or ``reenact`` (the mouth and eyes warped over time; no blending, no colour
             change).
+        fake_faces: in a clip with two faces, ``all`` (both manipulated) or ``one`` (only the left or top one: a
+            DFDC-style fake that leaves the other person as they were; training's `data.untouched_tracks` deals
+            with such tracks).
         progress: show a progress bar over clips.
     """
 
@@ -115,6 +118,7 @@ class SynthConfig:
     crf: int = 18
     preset: str = "veryfast"
     fake_kind: str = "sbi"
+    fake_faces: str = "all"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -143,6 +147,8 @@ class SynthConfig:
             raise ValueError(f"--crf must be in [0, 51], got {self.crf}")
         if self.fake_kind not in FAKE_KINDS:
             raise ValueError(f"--fake-kind must be one of {', '.join(FAKE_KINDS)}, got {self.fake_kind!r}")
+        if self.fake_faces not in ("all", "one"):
+            raise ValueError(f"--fake-faces must be all or one, got {self.fake_faces!r}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
 
@@ -180,6 +186,8 @@ class SynthConfig:
     def manifest(self) -> dict:
         """What determines the written files; an earlier run with the same manifest can be resumed."""
         settings = {k: v for k, v in asdict(self).items() if k != "progress"}
+        if settings["fake_faces"] == "all":  # the default: left out, so folders written before it was one resume
+            del settings["fake_faces"]
         return {"generator": GENERATOR_VERSION, "x264_threads": X264_THREADS, "config": settings}
 
 

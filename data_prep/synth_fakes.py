@@ -60,11 +60,14 @@ class FakeMaker:
         self.params = fake_params(cfg, plan.pair, n) if self.kind in ("sbi", "swap") else [None] * n
         self.donors = donors(cfg, plan) if self.kind == "swap" else [None] * n
         self.motion = reenact_params(cfg, plan.pair, n) if self.kind == "reenact" else [None] * n
+        self.changed = [cfg.fake_faces == "all" or k == 0 for k in range(n)]  # "one": the first (left/top) face
 
     def __call__(self, frame: np.ndarray, i: int) -> np.ndarray:
         """Fake frame i from real frame i (a new array; `frame` is not modified)."""
         fake = frame
-        for face, p, donor, motion in zip(self.faces, self.params, self.donors, self.motion):
+        for face, p, donor, motion, changed in zip(self.faces, self.params, self.donors, self.motion, self.changed):
+            if not changed:
+                continue
             if motion is not None:
                 fake = reenact_warp(fake, face.landmarks[i], motion, i)
             elif donor is not None:

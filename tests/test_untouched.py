@@ -169,3 +169,24 @@ def test_face_change_is_zero_for_the_same_crop_and_large_inside_the_face():
     assert face_change(border, crop, 0.3) == 0.0
     with pytest.raises(ValueError, match="different shapes"):
         face_change(crop, crop[:48], 0.3)
+
+
+def test_synth_two_person_fakes_with_one_face_changed_are_found(tmp_path):
+    """`deepfake synth --multi-face 1 --fake-faces one` then `deepfake-extract`: the fake is cropped with its
+    original's boxes, and its unchanged face (the right-hand one) is the track `data.untouched_tracks` handles."""
+    from deepfake.cli import extract, synth
+
+    src, out = tmp_path / "synth", tmp_path / "out"
+    assert synth.main([str(src), "--count", "2", "--resolution", "320x240", "--seconds", "2", "--fps", "10",
+                       "--multi-face", "1", "--fake-faces", "one", "--no-progress"]) == 0
+    assert json.loads((src / "synth.json").read_text())["config"]["fake_faces"] == "one"
+    assert extract.main([str(src), str(out), "--stride", "2", "--size", "64", "--device", "cpu", "--workers", "0",
+                         "--no-progress"]) == 0
+    df, root = read_index(out)
+    fake = sorted((t for t in load_tracks(df, root) if t.label == 1), key=lambda t: t.boxes[0, 0])
+    assert len(fake) == 2 and all(t.face_change is not None for t in fake)
+    print("median face_change (changed, unchanged)", [float(np.median(t.face_change)) for t in fake])
+    assert not is_untouched(fake[0].face_change) and is_untouched(fake[1].face_change), \
+        [float(np.median(t.face_change)) for t in fake]
+    assert [t.label for t in label_untouched(load_tracks(df, root), "real") if t.video == fake[0].video] in (
+        [1, 0], [0, 1])

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fake-kind", default=d.fake_kind, choices=FAKE_KINDS,
                    help="sbi: self-blended fakes; swap: face swaps between people; reenact: mouth and eyes warped "
                         "over time, no blending (default %(default)s)")
+    p.add_argument("--fake-faces", default=d.fake_faces, choices=("all", "one"),
+                   help="in clips with two faces (--multi-face): manipulate both, or only one of them, as a DFDC fake "
+                        "that changes one of two people (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -51,7 +54,7 @@ def main(args: list[str] | None = None) -> int:
         width, height = parse_resolution(ns.resolution)
         cfg = SynthConfig(count=ns.count, width=width, height=height, seconds=ns.seconds, fps=ns.fps,
                           seed=ns.seed, multi_face=ns.multi_face, crf=ns.crf, preset=ns.preset, fake_kind=ns.fake_kind,
-                          progress=not ns.no_progress)
+                          fake_faces=ns.fake_faces, progress=not ns.no_progress)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as e:
