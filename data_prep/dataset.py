@@ -55,6 +55,7 @@ from data_prep.files import atomic_write, csv_text
 from data_prep.index import EXTRACT_SETTINGS, FAILURE_COLUMNS, INDEX_COLUMNS, LANDMARK_COLUMNS, read_crop
 from data_prep.layouts import LayoutError, VideoRecord, find_videos
 from data_prep.pipeline import ReuseBoxes
+from data_prep.untouched import face_change
 from data_prep.video import VideoError
 from data_prep.workers import _Job, default_workers
 
@@ -154,14 +155,12 @@ def _face_changes(out: Path, original: str, track: int, frames: np.ndarray, jpeg
                   margin: float) -> list[str]:
     """Per crop of a fake's track cropped with its original's boxes, `face_change` against the original's crop
     (empty where the original has no crop of that frame and track, or it can't be read)."""
-    from data_prep.untouched import face_change
-
     folder = out / _crop_dir(original)
     cells = []
     for frame, data in zip(frames, jpegs):
-        path = folder / f"t{track}_f{int(frame):06d}.jpg"
-        try:
-            cells.append(f"{face_change(decode_jpeg(data), read_crop(path), margin):.2f}" if path.is_file() else "")
+        try:  # read_crop raises OSError for a crop the original lacks
+            original_crop = read_crop(folder / f"t{track}_f{int(frame):06d}.jpg")
+            cells.append(f"{face_change(decode_jpeg(data), original_crop, margin):.2f}")
         except (OSError, ValueError):
             cells.append("")
     return cells

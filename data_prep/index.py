@@ -138,23 +138,22 @@ def load_tracks(df: pd.DataFrame, root: str | os.PathLike) -> list[FaceTrackReco
             video=str(video), track=int(track), label=int(first["label"]), original=str(first["original"]),
             split=str(first["split"]), frames=rows["frame"].to_numpy(dtype=np.int64),
             crops=[str(root / c) for c in rows["crop"]], group=str(first.get("group", "") or first["original"]),
-            boxes=_floats(rows, ["x1", "y1", "x2", "y2"]), landmarks=_floats(rows, LANDMARK_COLUMNS),
-            face_change=_floats(rows, ["face_change"]),
+            boxes=_floats(rows, ["x1", "y1", "x2", "y2"], (4,)),
+            landmarks=_floats(rows, LANDMARK_COLUMNS, (len(LANDMARKS), 2)),
+            face_change=_floats(rows, ["face_change"], ()),
         ))
     return tracks
 
 
-def _floats(rows: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
-    """Numeric columns of a track's rows, (N, 4) boxes / (N, 5, 2) landmarks / (N,) one column; None when the
-    index lacks them or any is empty or not a number (then the feature that needs them says so)."""
+def _floats(rows: pd.DataFrame, columns: list[str], shape: tuple[int, ...]) -> np.ndarray | None:
+    """Numeric columns of a track's rows as (N, *shape) float32; None when the index lacks them or any is empty or
+    not a number (then the feature that needs them says so)."""
     if any(c not in rows.columns for c in columns):
         return None
     values = rows[columns].to_numpy(dtype=np.float32)
     if not np.isfinite(values).all():
         return None
-    if len(columns) == len(LANDMARK_COLUMNS):
-        return values.reshape(-1, len(LANDMARKS), 2)
-    return values[:, 0] if len(columns) == 1 else values
+    return values.reshape(len(values), *shape)
 
 
 def read_crop(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
