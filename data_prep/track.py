@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box", "points_in_crop"]
+__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box", "points_in_crop", "face_box_in_crop"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,6 +62,15 @@ def crop_box(box: np.ndarray, margin: float) -> tuple[int, int, int]:
     x0 = int(round((x1 + x2) / 2.0 - side_i / 2.0))
     y0 = int(round((y1 + y2) / 2.0 - side_i / 2.0))
     return x0, y0, side_i
+
+
+def face_box_in_crop(size: int, margin: float) -> np.ndarray:
+    """The face box (x1, y1, x2, y2), float64, inside a square crop of side `size` that `square_crop` cut with
+    `margin` per side: the box is centred with `margin` of its side on every side (a square box; `crop_box` rounds
+    the cut to whole pixels)."""
+    lo = margin / (1 + 2 * margin) * size
+    hi = (1 + margin) / (1 + 2 * margin) * size
+    return np.array([lo, lo, hi, hi])
 
 
 def points_in_crop(points: np.ndarray, boxes: np.ndarray, margin: float, size: int) -> np.ndarray:

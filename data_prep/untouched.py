@@ -17,8 +17,12 @@ drops the fake's tracks whose typical crop scores under a threshold.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
+
+from data_prep.track import face_box_in_crop
 
 __all__ = ["face_change", "is_untouched", "UNTOUCHED_BELOW"]
 
@@ -27,15 +31,18 @@ __all__ = ["face_change", "is_untouched", "UNTOUCHED_BELOW"]
 UNTOUCHED_BELOW = 1.5
 
 
+@lru_cache(maxsize=8)  # one crop size and margin per extraction: made once, not for every crop
 def _regions(size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (size, size) of the inner face and of the margin ring of a crop cut with `margin`."""
-    lo = margin / (1 + 2 * margin) * size
-    hi = (1 + margin) / (1 + 2 * margin) * size
+    """Boolean masks (size, size) of the inner face and of the margin ring of a crop cut with `margin` (read-only:
+    they are shared between calls)."""
+    lo, _, hi, _ = face_box_in_crop(size, margin)
     side = hi - lo
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     inner = ((xx >= lo + side / 10) & (xx < hi - side / 10) & (yy >= lo + side / 10) & (yy < hi - side / 10))
     face_grown = ((xx >= lo - side / 10) & (xx < hi + side / 10) & (yy >= lo - side / 10) & (yy < hi + side / 10))
-    return inner, ~face_grown
+    ring = ~face_grown
+    inner.flags.writeable = ring.flags.writeable = False
+    return inner, ring
 
 
 def face_change(fake: np.ndarray, original: np.ndarray, margin: float) -> float:
@@ -57,7 +64,7 @@ def face_change(fake: np.ndarray, original: np.ndarray, margin: float) -> float:
             for c in (fake, original))
     diff = np.abs(a - b)
     inner, ring = _regions(fake.shape[0], margin)
-    ring &= (a > 0) | (b > 0)
+    ring = ring & ((a > 0) | (b > 0))
     around = float(diff[ring].mean()) if ring.any() else 0.0
     return max(0.0, float(diff[inner].mean()) - around)
 

@@ -16,6 +16,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from data_prep.track import face_box_in_crop
+
 __all__ = ["AugmentConfig", "FacePartCutout", "build_augment", "DEFAULT_MARGIN"]
 
 # Face box margin the crops were cut with when the index does not say (data_prep's default: 30 % per side).
@@ -65,9 +67,10 @@ class AugmentConfig:
 class FacePartCutout(A.ImageOnlyTransform):
     """Blacks out one part of the face (eyes, nose, mouth, left or right half) in a face crop.
 
-    The DFDC winners cut out face parts found by landmarks; the index has no landmarks, so the parts are placed
-    from the crop's geometry: extraction centres the face box with `margin` of its size on each side, and the
-    parts sit at their usual places in a frontal face box, jittered. All images of one call get the same part.
+    The DFDC winners cut out face parts found by landmarks; an albumentations transform sees only the images, so
+    the parts are placed from the crop's geometry (`data_prep.track.face_box_in_crop`: extraction centres the face
+    box with `margin` of its size on each side), at their usual places in a frontal face box, jittered. All images
+    of one call get the same part.
 
     Args:
         margin: the crop margin per side, as a fraction of the face box.
@@ -95,8 +98,8 @@ class FacePartCutout(A.ImageOnlyTransform):
         names = list(self.PARTS)
         x1, y1, x2, y2 = self.PARTS[names[int(rng.integers(len(names)))]]
         jx, jy = rng.uniform(-0.06, 0.06, size=2)
-        scale = 1.0 + 2.0 * self.margin
-        to_crop = lambda v, j: float(np.clip((self.margin + v + j) / scale, 0.0, 1.0))  # noqa: E731
+        lo, _, hi, _ = face_box_in_crop(1.0, self.margin)  # the face box as fractions of the crop
+        to_crop = lambda v, j: float(np.clip(lo + (v + j) * (hi - lo), 0.0, 1.0))  # noqa: E731
         return {"box": (to_crop(x1, jx), to_crop(y1, jy), to_crop(x2, jx), to_crop(y2, jy))}
 
     def apply(self, img: np.ndarray, box: tuple = (0.0, 0.0, 0.0, 0.0), **params) -> np.ndarray:

@@ -45,6 +45,7 @@ from data_prep.temporal import (
     sample_morph_params,
     sample_reenact_params,
 )
+from data_prep.track import face_box_in_crop as _face_box_in_crop
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
            "fake_sequence", "static_control_sequence", "real_sequence"]
@@ -109,10 +110,9 @@ class FakeConfig:
 
 
 def face_box_in_crop(size: int, margin: float) -> np.ndarray:
-    """The face box (x1, y1, x2, y2) inside a square crop of side `size` cut with `margin` per side."""
-    lo = margin / (1 + 2 * margin) * size
-    hi = (1 + margin) / (1 + 2 * margin) * size
-    return np.array([lo, lo, hi, hi], np.float32)
+    """The face box (x1, y1, x2, y2) inside a square crop of side `size` cut with `margin` per side
+    (`data_prep.track.face_box_in_crop`), as float32: where the fakes place their masks and landmarks."""
+    return _face_box_in_crop(size, margin).astype(np.float32)
 
 
 def _landmarks(frames: np.ndarray, margin: float, landmarks: np.ndarray | None) -> np.ndarray:
