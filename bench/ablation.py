@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from deepfake.cross import evaluate_sets
     from deepfake.inference import PredictConfig
+    from deepfake.metrics import binary_metrics
 
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for name, overrides in rows.items():
@@ -271,10 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                     [sets[f"heldout_{k}"] for k in SETS], folder, weights,
                     predict_config=PredictConfig(device="cpu")))
             per_set = {}
-            for k, sub in zip(SETS, [f"heldout_{k}" for k in SETS]):
-                videos, y, p = _scores(folder / sub)
-                from deepfake.metrics import binary_metrics
-
+            for k in SETS:
+                videos, y, p = _scores(folder / f"heldout_{k}")
                 m = binary_metrics(y, p)
                 per_set[k] = {"videos": videos, "y": y, "p": p, "auc": m.get("auc"), "logloss": m.get("logloss")}
             results.setdefault(name, {})[seed] = per_set

@@ -28,8 +28,6 @@ The face photos are `data_prep.synth_photos`'s; how fakes are made from real fra
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -41,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep.files import atomic_write
+from data_prep.files import atomic_write, csv_text
 from data_prep.synth_fakes import FAKE_KINDS, FakeMaker
 from data_prep.synth_fakes import fake_params as _fake_params  # noqa: F401 - the name tests and tools import
 from data_prep.synth_photos import FacePhoto, cutout, face_photos
@@ -461,10 +459,6 @@ def _clips(cfg: SynthConfig) -> list[_Clip]:
     return reals + fakes
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
 def _prepare_out_dir(out: Path, manifest: dict) -> bool:
     """Makes OUT_DIR ready; returns True when finished clips of an identical earlier run can be kept."""
     if out.exists() and not out.is_dir():
@@ -490,7 +484,7 @@ def _prepare_out_dir(out: Path, manifest: dict) -> bool:
     if not resume:
         for name in ("labels.csv", "boxes.csv"):
             (out / name).unlink(missing_ok=True)
-        _write_text(marker, json.dumps(manifest, indent=2) + "\n")
+        atomic_write(marker, json.dumps(manifest, indent=2) + "\n")
     return resume
 
 
@@ -553,18 +547,9 @@ def make_dataset(out_dir: str | os.PathLike, config: SynthConfig | None = None) 
             _make_pair(cfg, plan, real_path, fake_path)
             bar.update(len(todo))
 
-    labels = io.StringIO()
-    writer = csv.writer(labels, lineterminator="\n")
-    writer.writerow(["video", "label", "original"])
-    writer.writerows([c.video, c.label, c.original] for c in clips)
-    boxes = io.StringIO()
-    writer = csv.writer(boxes, lineterminator="\n")
-    writer.writerow(["video", "frame", "x1", "y1", "x2", "y2"])
-    for clip in clips:
-        faces = plans[clip.pair].faces
-        for i in range(cfg.n_frames):
-            for face in faces:
-                writer.writerow([clip.video, i, *(f"{v:.1f}" for v in face.boxes[i])])
-    _write_text(out / "labels.csv", labels.getvalue())
-    _write_text(out / "boxes.csv", boxes.getvalue())
+    atomic_write(out / "labels.csv", csv_text(([c.video, c.label, c.original] for c in clips),
+                                              ["video", "label", "original"]))
+    boxes = ([clip.video, i, *(f"{v:.1f}" for v in face.boxes[i])]
+             for clip in clips for i in range(cfg.n_frames) for face in plans[clip.pair].faces)
+    atomic_write(out / "boxes.csv", csv_text(boxes, ["video", "frame", "x1", "y1", "x2", "y2"]))
     return out

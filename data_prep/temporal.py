@@ -5,10 +5,10 @@ A frame-by-frame detector can't see these; a model over the frames of a track ca
 - **reenact** (`reenact_warp`): the mouth and/or eyes warped by a smooth displacement field confined to them, driven
   by a signal of its own over time (the mouth opens and closes, the eyes narrow and glance, out of step with
   anything else in the clip): a self-reenactment stand-in with no blending edge and no colour change.
-- **flicker** (`flicker_params`): self-blending (`data_prep.sbi`) whose opacity, colour and placement jump from frame
-  to frame instead of drifting smoothly.
   With `ReenactParams.frozen_at` the signals are read at one time for every frame: the same warp on every frame, a
   static control that carries a reenacted frame's traces and nothing that changes over time.
+- **flicker** (`flicker_params`): self-blending (`data_prep.sbi`) whose opacity, colour and placement jump from frame
+  to frame instead of drifting smoothly.
 - **morph** (`morph_warp`): the face's shape drifting slowly over the sequence (widening or narrowing of the lower
   face, a stretch of its height): a smooth field over the face, growing frame by frame.
 

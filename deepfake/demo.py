@@ -435,9 +435,9 @@ class _Demo:
                 minutes = max(1, math.ceil(c.train_minutes))
                 overrides["trainer.max_time"] = f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"
             options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
-            self._quiet("fit", f"deepfake fit --config {self.config_path} {options}",
-                        lambda: train.fit(self.config_path, overrides, callbacks=[DemoProgress()]))
-            return fit_summary(runs / RUN_NAME, self.out)
+            fitted = self._quiet("fit", f"deepfake fit --config {self.config_path} {options}",
+                                 lambda: train.fit(self.config_path, overrides, callbacks=[DemoProgress()]))
+            return fit_summary(fitted.run_dir, self.out)
 
         limit = f", at most {c.train_minutes:g} min" if c.train_minutes else ""
         info = self._stage("fit", 3, fit_key, f"{self.config_path.name}{limit}", [], [runs], run_fit)

@@ -34,13 +34,9 @@ def index_counts(index: Path) -> dict:
             "crops": len(rows)}
 
 
-def fit_summary(run_root: Path, out: Path) -> dict:
-    """The newest run's folder and weights (relative to `out`), epochs, and the validation metrics of the exported
+def fit_summary(run: Path, out: Path) -> dict:
+    """A training run's folder and weights (relative to `out`), epochs, and the validation metrics of the exported
     (best by validation log loss) epoch."""
-    versions = sorted((p for p in run_root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]))
-    if not versions:
-        raise DemoError(f"training wrote no run folder under {run_root}")
-    run = versions[-1]
     weights = run / "checkpoints" / "detector.pt"
     if not weights.is_file():
         raise DemoError(f"training finished without exporting {weights}")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from data_prep import synth
-from deepfake.cli import synth as synth_cli
 from data_prep.sbi import REGION_SCALE
+from deepfake.cli import synth as synth_cli
 
 # The conftest fixture's settings: 6 clips, 320x240, 3 s at 10 fps, seed 0.
 FIXTURE_ARGS = ["--resolution", "320x240", "--seconds", "3", "--fps", "10", "--seed", "0", "--no-progress"]
