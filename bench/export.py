@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data_prep.detector import cpu_count
     from deepfake.checkpoint import build_meta, save_detector
-    from deepfake.export import export_detector
+    from deepfake.export import default_output, export_detector
     from deepfake.inference import Detector
     from deepfake.model import DeepfakeDetector
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         files, export_s = {}, {}
         for fmt in formats:
             start = time.perf_counter()
-            result = export_detector(weights, fmt, data / f"{weights.stem}{'.onnx' if fmt == 'onnx' else '.pt2'}")
+            result = export_detector(weights, fmt, data / default_output(weights, fmt).name)
             export_s[fmt] = time.perf_counter() - start
             files[fmt] = result.path
             print(f"{fmt}: {result.path} in {export_s[fmt]:.1f} s, logits within {result.max_error:.1e}",

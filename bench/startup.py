@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data_prep.detector import cpu_count
     from deepfake.checkpoint import build_meta, save_detector
-    from deepfake.export import export_detector
+    from deepfake.export import default_output, export_detector
     from deepfake.model import DeepfakeDetector
 
     tmp = None
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             save_detector(weights, net, build_meta(net, seq_len=args.seq_len, margin=0.3, stride=args.stride))
         files = {"pytorch": weights}
         for fmt in ["onnx"] + (["exported"] if args.exported else []):
-            target = weights.with_suffix(".onnx" if fmt == "onnx" else ".pt2")
+            target = default_output(weights, fmt)
             files[fmt] = target if target.exists() else export_detector(weights, fmt, target).path
 
         runs: dict[str, list[dict]] = {name: [] for name in ["import_torch", *files]}

@@ -22,7 +22,6 @@ must give PyTorch's logits within `tolerance` on random windows (full and shorte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -36,6 +35,7 @@ from torch import nn
 from data_prep.files import atomic_path
 from deepfake.checkpoint import load_detector
 from deepfake.runtime import FORMATS, INPUT, META_FILE, META_KEY, OUTPUT, ExportError, load_exported
+from deepfake.weights import sha256_of
 
 __all__ = ["ExportResult", "export_detector", "default_output", "OPSET"]
 
@@ -74,14 +74,6 @@ class _Windows(nn.Module):
 def default_output(weights: str | os.PathLike, fmt: str) -> Path:
     """`detector.pt` -> `detector.onnx` / `detector.pt2`, beside the weights."""
     return Path(weights).with_suffix(FORMATS[fmt])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any]) -> None:
@@ -166,7 +158,7 @@ def export_detector(weights: str | os.PathLike, fmt: str = "onnx", out: str | os
         raise ExportError("a bidirectional LSTM can't be exported with torch.export (its steps are fixed and padding "
                           "would change the backward direction); use --format onnx")
     module = _Windows(model.float().eval()).eval()
-    meta = {**meta, "export": {"format": fmt, "source": weights.name, "source_sha256": _sha256(weights),
+    meta = {**meta, "export": {"format": fmt, "source": weights.name, "source_sha256": sha256_of(weights),
                                "torch": torch.__version__, "opset": OPSET if fmt == "onnx" else None,
                                "steps": None if fmt == "onnx" else seq_len,
                                "input": f"{INPUT}: (B, T, 3, img_size, img_size) float32, RGB / 255 normalised "
@@ -176,8 +168,6 @@ def export_detector(weights: str | os.PathLike, fmt: str = "onnx", out: str | os
     with atomic_path(out) as tmp:
         try:
             (_export_onnx if fmt == "onnx" else _export_program)(module, example, tmp, meta)
-        except ExportError:
-            raise
         except Exception as e:  # the exporters raise many types; say which model and why, in one line
             raise ExportError(f"can't export {weights} to {fmt} ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:300]})") from None

@@ -430,9 +430,10 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
     stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin
-    # Faces are found on the model's device; an exported model on ONNX Runtime's CPU still leaves MTCNN a GPU.
-    device = str(detector.device) if not detector.exported else resolve_device(config.device)
-    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size, device=device)
+    # Faces are found on the device asked for: the PyTorch model's, and still a GPU for MTCNN when an exported
+    # model runs on ONNX Runtime's CPU.
+    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size,
+                                   device=resolve_device(config.device))
     return detector, FaceExtractor(extract_config, workers=config.workers), path
 
 

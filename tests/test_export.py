@@ -196,7 +196,6 @@ def test_serve_answers_with_an_exported_model_as_predict_does(exports, synth_dat
     result is predict's JSON object for the same file and weights."""
     from fastapi.testclient import TestClient
 
-    from deepfake.inference import PredictConfig
     from deepfake.serve.app import create_app
     from deepfake.serve.config import ServeConfig
     from deepfake.serve.jobs import JobPool
