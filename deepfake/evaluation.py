@@ -73,7 +73,7 @@ from deepfake.inference import Detector, PredictConfig, iter_predictions, load_p
 from deepfake.scoring import RULE, error_result, no_face_result, video_result
 
 __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
-           "summarize", "evaluate", "PREDICTION_COLUMNS"]
+           "video_label", "load_video_tracks", "summarize", "evaluate", "PREDICTION_COLUMNS"]
 
 PREDICTION_COLUMNS = ["video", "label", "p_fake", "status", "verdict", "counted", "faces", "crops", "seconds",
                       "split", "original", "error"]
@@ -254,6 +254,24 @@ def _index_failures(folder: Path) -> list[dict]:
     return out
 
 
+def video_label(video: str, rows, index_path: str | os.PathLike) -> int:
+    """The one 0/1 label of a video's index rows (EvaluationError when they hold another or several)."""
+    labels = {int(v) for v in rows["label"]}
+    if len(labels) != 1 or not labels <= {0, 1}:
+        raise EvaluationError(f"{index_path}: video {video} has labels {sorted(labels)}; expected one of 0/1")
+    return labels.pop()
+
+
+def load_video_tracks(rows, folder: Path) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """A video's face tracks from its index rows: (track, frame numbers, crops (N, S, S, 3) uint8 RGB) by track,
+    crops in frame order (OSError naming a crop that can't be read)."""
+    tracks = []
+    for track, t in rows.sort_values(["track", "frame"]).groupby("track", sort=True):
+        crops = np.stack([read_crop(folder / c) for c in t["crop"]])
+        tracks.append((int(track), t["frame"].to_numpy(np.int64), crops))
+    return tracks
+
+
 def score_index(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
                 progress: bool = False) -> tuple[list[LabelledVideo], list[tuple[dict, float]], list[dict]]:
     """Score the crops of an extracted index, video by video (no detection).
@@ -276,29 +294,19 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
     groups = list(rows.groupby("video", sort=True))
     videos: list[LabelledVideo] = []
     for video, g in groups:
-        labels = set(int(v) for v in g["label"])
-        if len(labels) != 1 or not labels <= {0, 1}:
-            raise EvaluationError(f"{index_path}: video {video} has labels {sorted(labels)}; expected one of 0/1")
         first = g.iloc[0]
-        videos.append(LabelledVideo(str(video), folder / str(video), labels.pop(), str(first.get("split", "") or ""),
-                                    str(first.get("original", "") or "")))
-
-    def load(g) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        tracks = []
-        for track, t in g.sort_values(["track", "frame"]).groupby("track", sort=True):
-            crops = np.stack([read_crop(folder / c) for c in t["crop"]])
-            tracks.append((int(track), t["frame"].to_numpy(np.int64), crops))
-        return tracks
+        videos.append(LabelledVideo(str(video), folder / str(video), video_label(video, g, index_path),
+                                    str(first.get("split", "") or ""), str(first.get("original", "") or "")))
 
     results: list[tuple[dict, float]] = []
     # JPEG decoding of the next video overlaps the model on this one (cv2 releases the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = [pool.submit(load, groups[0][1])] if groups else []
+        futures = [pool.submit(load_video_tracks, groups[0][1], folder)] if groups else []
         for i, (video, _) in enumerate(tqdm(groups, unit="video", desc="evaluate", disable=not progress,
                                             file=sys.stderr, dynamic_ncols=True)):
             start = time.perf_counter()
             if i + 1 < len(groups):
-                futures.append(pool.submit(load, groups[i + 1][1]))
+                futures.append(pool.submit(load_video_tracks, groups[i + 1][1], folder))
             try:
                 tracks = futures[i].result()
                 futures[i] = None  # free the crops once scored

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deepfake.calibration import VideoLogits, calibration_of, fit_calibration, video_probabilities
 from deepfake.inference import Detector, PredictConfig, load_predictor
 
@@ -75,20 +73,16 @@ def _window_logits(scorer: LogitScorer, tracks) -> list[list[float]]:
 def _score_index(rows, index: Path, scorer: LogitScorer, progress: bool, out: Recalibration) -> list:
     from tqdm import tqdm
 
-    from data_prep.index import read_crop
-    from deepfake.evaluation import EvaluationError
+    from deepfake.evaluation import load_video_tracks, video_label
 
     folder = index.parent
     scored = []
     for video, g in tqdm(list(rows.groupby("video", sort=True)), unit="video", desc="calibrate",
                          disable=not progress, file=sys.stderr, dynamic_ncols=True):
-        labels = {int(v) for v in g["label"]}
-        if len(labels) != 1 or not labels <= {0, 1}:
-            raise EvaluationError(f"{index}: video {video} has labels {sorted(labels)}; expected one of 0/1")
+        label = video_label(video, g, index)
         try:
-            tracks = [np.stack([read_crop(folder / c) for c in t["crop"]])
-                      for _, t in g.sort_values(["track", "frame"]).groupby("track", sort=True)]
-            scored.append((labels.pop(), _window_logits(scorer, tracks)))
+            tracks = [crops for _, _, crops in load_video_tracks(g, folder)]
+            scored.append((label, _window_logits(scorer, tracks)))
         except Exception as err:  # noqa: BLE001 - a missing crop costs one video, not the fit
             out.errors.append((str(video), str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"))
     return scored
