@@ -265,6 +265,8 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deepfake.inference import PRECISIONS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="a running server (default: start one here)")
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=10, help="window length without --weights (default %(default)s)")
     p.add_argument("--stride", type=int, default=5, help="training stride without --weights (default %(default)s)")
     p.add_argument("--device", default="cpu", help="the server's --device (default %(default)s)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--workers", type=int, default=1, help="the server's --workers (default %(default)s)")
     p.add_argument("--clips", type=int, default=50, help="uploads in the load test (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="client threads (default %(default)s)")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError
+from deepfake.cli.common import OneLineParser, UsageError, fail
 from deepfake.inference import PRECISIONS, PredictConfig
 
 __all__ = ["main"]
@@ -48,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake calibrate: error: {message}", file=sys.stderr)
-    return code
+_fail = partial(fail, "deepfake calibrate")
 
 
 def _line(name: str, m: dict | None) -> str:

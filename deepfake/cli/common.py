@@ -1,9 +1,10 @@
-"""What the `deepfake` commands share: argument errors as one line a user can act on (never a usage dump), and the
-options of every command that loads a detector."""
+"""What the `deepfake` commands share: errors as one line a user can act on (never a usage dump), and the options
+of every command that loads a detector."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from deepfake.inference import PRECISIONS
 
@@ -17,6 +18,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         raise UsageError(message)
+
+
+def fail(prog: str, message: object, code: int = 2) -> int:
+    """Print ``PROG: error: MESSAGE`` on stderr and return `code`, the command's exit status (2: a usage error)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError
+from deepfake.cli.common import OneLineParser, UsageError, fail
 from deepfake.demo import DemoConfig, DemoError, DemoFolderError, run_demo
 
 __all__ = ["main"]
+
+_fail = partial(fail, "deepfake demo")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,19 +50,16 @@ def main(args: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err)
     try:
         run_demo(ns.out_dir, config, fresh=ns.fresh, install_weights=ns.install_weights)
     except DemoError as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, DemoFolderError) else 1
+        return _fail(err, 2 if isinstance(err, DemoFolderError) else 1)
     except KeyboardInterrupt:
         print("deepfake demo: interrupted; run it again to go on from the last finished stage", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"deepfake demo: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, 1)
     return 0
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options
+from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
 from deepfake.evaluation import EvaluateConfig, EvaluationError, evaluate
 from deepfake.inference import PredictConfig
 
@@ -55,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake evaluate: error: {message}", file=sys.stderr)
-    return code
+_fail = partial(fail, "deepfake evaluate")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -11,8 +11,9 @@ failed or did not match PyTorch (nothing written), 2 usage error (bad option, mi
 from __future__ import annotations
 
 import sys
+from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError
+from deepfake.cli.common import OneLineParser, UsageError, fail
 
 __all__ = ["main"]
 
@@ -39,9 +40,7 @@ def _parser() -> OneLineParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake export: error: {message}", file=sys.stderr)
-    return code
+_fail = partial(fail, "deepfake export")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -29,10 +29,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from data_prep.files import atomic_write
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options
+from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -75,9 +76,7 @@ def _common_folder(paths: Sequence[str]) -> str | None:
         return None
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake predict: error: {message}", file=sys.stderr)
-    return code
+_fail = partial(fail, "deepfake predict")
 
 
 def main(args: list[str] | None = None) -> int:

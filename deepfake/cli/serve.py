@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options
+from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
 
 __all__ = ["main"]
 
@@ -54,9 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"deepfake serve: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return code
+def _fail(message: object, code: int = 2) -> int:
+    return fail("deepfake serve", " ".join(str(message).split()), code)
 
 
 def main(args: list[str] | None = None) -> int:

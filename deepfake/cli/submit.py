@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError
+from deepfake.cli.common import OneLineParser, UsageError, fail
 from deepfake.submission import SubmissionConfig, SubmissionError, make_submission
 
 __all__ = ["main"]
+
+_fail = partial(fail, "deepfake submission")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,17 +68,14 @@ def main(args: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
-        print(f"deepfake submission: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err)
     try:
         report = make_submission(ns.test_dir, ns.weights, ns.out, sample_submission=ns.sample_submission,
                                  config=config)
     except SubmissionError as err:
-        print(f"deepfake submission: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err)
     except OSError as err:
-        print(f"deepfake submission: error: can't write {ns.out}: {err}", file=sys.stderr)
-        return 2
+        return _fail(f"can't write {ns.out}: {err}")
     return 0 if report.model_loaded else 1
 
 

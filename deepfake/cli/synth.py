@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution
-from deepfake.cli.common import OneLineParser, UsageError
+from deepfake.cli.common import OneLineParser, UsageError, fail
 
 __all__ = ["main"]
+
+_fail = partial(fail, "deepfake synth")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,17 +61,14 @@ def main(args: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as e:
-        print(f"deepfake synth: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
     start = time.perf_counter()
     try:
         out = make_dataset(ns.out_dir, cfg)
     except SynthError as e:
-        print(f"deepfake synth: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
     except OSError as e:
-        print(f"deepfake synth: error: writing {ns.out_dir} failed: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"writing {ns.out_dir} failed: {e}", 1)
     elapsed = time.perf_counter() - start
     print(f"deepfake synth: {cfg.n_real} real + {cfg.n_fake} fake clips ({cfg.width}x{cfg.height}, "
           f"{cfg.n_frames} frames at {cfg.fps:g} fps) in {out} [{elapsed:.1f} s]")

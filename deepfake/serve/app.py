@@ -212,11 +212,12 @@ def create_app(pool: JobPool, config: ServeConfig | None = None) -> FastAPI:
         if job.state in ("queued", "running"):
             raise BadRequest(409, f"not ready: the job is {job.state}")
         if name not in job.files:
-            why = {"plot.png": "no plot for this job (it failed, was posted with plot=false, or the plot failed: "
-                               "see 'warning')"}.get(name)
-            if why is None:
-                why = (f"no {name} for this job" if job.explain
-                       else "no explanations: post the video with explain=true")
+            if name == "plot.png":
+                why = "no plot for this job (it failed, was posted with plot=false, or the plot failed: see 'warning')"
+            elif job.explain:
+                why = f"no {name} for this job"
+            else:
+                why = "no explanations: post the video with explain=true"
             raise BadRequest(404, why)
         return FileResponse(job.folder / name, media_type="image/png")
 

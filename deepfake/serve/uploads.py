@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.files import OneLineError
+
 __all__ = ["BadRequest", "Submission", "receive_upload", "read_path_request", "resolve_allowed", "FIELDS"]
 
 FIELDS = {"file": "the video", "explain": "true/false: explanation strips per face",
@@ -25,11 +27,11 @@ MAX_JSON_BYTES = 64 * 1024  # a {"path": ...} request
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
-class BadRequest(Exception):
+class BadRequest(OneLineError):
     """A request the API refuses; `status` is the HTTP code, the message one line for the client."""
 
     def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(message)
         self.status = status
         self.headers = headers or {}
 

@@ -8,12 +8,15 @@ Everything a job produces is made by the library functions `deepfake predict` us
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
 from deepfake.inference import PredictConfig
 
 __all__ = ["worker_main", "run_job"]
+
+PROGRESS_EVERY_S = 0.25  # a job's progress is reported at most this often
 
 
 def _one_line(err: BaseException) -> str:
@@ -24,9 +27,8 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
                 events) -> None:
     """The worker's loop: ("ready", index, info) once loaded (or ("load_failed", index, reason)), then per job
     ("progress", id, stage, p)... and ("finished", index, id, payload); a None in `inbox` ends it."""
-    from deepfake.serve.jobs import ignore_interrupts
-
-    ignore_interrupts()
+    # Ctrl+C is the server's, which stops the workers in order (a terminal sends SIGINT to the whole group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     import torch
 
@@ -89,7 +91,7 @@ def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
 
     def progress(_name: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - last[0] >= 0.25 or done >= total:
+        if now - last[0] >= PROGRESS_EVERY_S or done >= total:
             last[0] = now
             reading = done < total
             events.put(("progress", job_id, "reading" if reading else "scoring",
