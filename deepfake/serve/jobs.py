@@ -26,7 +26,6 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -40,7 +39,6 @@ from deepfake.inference import PredictConfig
 __all__ = ["Job", "JobPool", "LoadError", "STATES"]
 
 STATES = ("queued", "running", "done", "failed")
-PROGRESS_EVERY_S = 0.25   # workers report progress at most this often
 HOUSEKEEPING_S = 1.0      # how often dead workers and expired jobs are looked for
 
 
@@ -195,6 +193,9 @@ class JobPool:
     def close(self) -> None:
         """Stop the workers (a running job is abandoned) and remove the job folder if it was ours."""
         self._stop.set()
+        # The dispatcher first: running, it would take the workers stopped below for dead ones and replace them.
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         # A worker holds nothing to save (a running job is lost either way): SIGTERM spares the seconds a torch
         # process takes to tear itself down after a polite stop.
         for w in self._workers:
@@ -204,8 +205,6 @@ class JobPool:
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join(timeout=5)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
         self._workers = []
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -371,8 +370,3 @@ class JobPool:
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
         shutil.rmtree(job.folder, ignore_errors=True)
-
-
-def ignore_interrupts() -> None:
-    """Workers leave Ctrl+C to the server, which stops them in order (a terminal sends SIGINT to the whole group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
