@@ -43,6 +43,7 @@ from data_prep.files import atomic_write, csv_text
 from data_prep.synth_fakes import FAKE_KINDS, FakeMaker
 from data_prep.synth_fakes import fake_params as _fake_params  # noqa: F401 - the name tests and tools import
 from data_prep.synth_photos import FacePhoto, cutout, face_photos
+from data_prep.video_writer import X264_THREADS, H264Writer
 
 __all__ = ["SynthConfig", "SynthError", "FacePhoto", "FAKE_KINDS", "face_photos", "make_dataset", "parse_resolution"]
 
@@ -56,8 +57,6 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 # Face box height as a fraction of the frame height (the zoom moves within this range; MTCNN finds faces
 # of this size down to 320x240).
 FACE_HEIGHT_RANGE = (0.25, 0.45)
-# x264 threads are fixed so that the bitstream does not depend on the machine's core count.
-X264_THREADS = 4
 
 _CLIP_NAME = re.compile(r"^clip_\d{4,}\.mp4$")
 _OWN_FILES = {"real", "fake", "labels.csv", "boxes.csv", "synth.json"}
@@ -399,47 +398,10 @@ class _Renderer:
         return frame
 
 
-class _Writer:
-    """H.264 (libx264, yuv420p) MP4 written to a temporary name and renamed into place on `close`."""
-
-    def __init__(self, path: Path, cfg: SynthConfig) -> None:
-        import av
-
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.partial")
-        self.container = av.open(str(self.tmp), mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=cfg.rate)
-        self.stream.width, self.stream.height = cfg.width, cfg.height
-        self.stream.pix_fmt = "yuv420p"
-        # mbtree off: with it, libx264 (as shipped in PyAV's wheels) now and then writes a different bitstream for
-        # the same frames, which breaks "same arguments, same files". It costs a little compression, nothing else.
-        self.stream.options = {"preset": cfg.preset, "crf": str(cfg.crf), "threads": str(X264_THREADS),
-                               "x264-params": "mbtree=0"}
-        self.index = 0
-        self._frame_type = av.VideoFrame
-
-    def write(self, rgb: np.ndarray) -> None:
-        # OpenCV's RGB -> I420 (BT.601, limited range, what decoders assume for untagged video) is several times
-        # faster than swscale's.
-        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        frame = self._frame_type.from_ndarray(yuv, format="yuv420p")
-        frame.pts = self.index
-        self.index += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.container.close()
-        except Exception:  # noqa: BLE001 - already failing; the partial file is removed below
-            pass
-        self.tmp.unlink(missing_ok=True)
+def _writer(path: Path, cfg: SynthConfig) -> H264Writer:
+    # mbtree off: with it, libx264 (as shipped in PyAV's wheels) now and then writes a different bitstream for the
+    # same frames, which breaks "same arguments, same files". It costs a little compression, nothing else.
+    return H264Writer(path, cfg.rate, crf=cfg.crf, preset=cfg.preset, x264_params="mbtree=0")
 
 
 # ------------------------------------------------------------------------------------------------- the dataset
@@ -491,9 +453,9 @@ def _prepare_out_dir(out: Path, manifest: dict) -> bool:
 def _make_pair(cfg: SynthConfig, plan: _ClipPlan, real_path: Path, fake_path: Path | None) -> None:
     """Renders real clip `plan.pair` once and writes it and (when asked) its fake (`cfg.fake_kind`)."""
     renderer = _Renderer(cfg, plan)
-    writers = [_Writer(real_path, cfg)]
+    writers = [_writer(real_path, cfg)]
     if fake_path is not None:
-        writers.append(_Writer(fake_path, cfg))
+        writers.append(_writer(fake_path, cfg))
         make_fake = FakeMaker(cfg, plan)
     try:
         for i in range(cfg.n_frames):

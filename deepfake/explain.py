@@ -45,7 +45,6 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -528,33 +527,24 @@ def write_explained_video(expl: Explanation, source: str | os.PathLike, out: str
     """The video with each face's box coloured by its current score (green 0, yellow 0.5, red 1) and the heat of
     the nearest crop overlaid in the square the crop was cut from: H.264 (PyAV, libx264, yuv420p) at the source's
     frame rate, every frame of the source (a side of odd length is padded by one black pixel)."""
-    import av
-
     from data_prep.video import iter_frames
+    from data_prep.video_writer import H264Writer, frame_rate
 
     painters = [_TrackPainter(t) for t in expl.tracks]
-    rate = Fraction(expl.fps).limit_denominator(1001) if expl.fps and expl.fps > 0 else Fraction(25)
     out = Path(out)
-    with atomic_path(out) as tmp:
-        with av.open(str(tmp), "w") as container:
-            stream = None
-            for index, frame in iter_frames(source):
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    stream = container.add_stream("libx264", rate=rate)
-                    stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": preset}
-                canvas = np.zeros((stream.height, stream.width, 3), np.uint8)
-                canvas[:frame.shape[0], :frame.shape[1]] = frame
-                for painter in painters:
-                    painter.draw(canvas, index)
-                yuv = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)  # BT.601 limited range, as players read it;
-                for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):  # 2x swscale's speed
-                    container.mux(packet)
-            if stream is None:
-                raise ExplainError(f"{source}: no frame could be decoded for the explained video")
-            for packet in stream.encode():
-                container.mux(packet)
+    writer = H264Writer(out, frame_rate(expl.fps), crf=crf, preset=preset)  # odd sides padded by one black pixel
+    try:
+        for index, frame in iter_frames(source):
+            canvas = frame.copy()
+            for painter in painters:
+                painter.draw(canvas, index)
+            writer.write(canvas)
+        if writer.frames == 0:
+            raise ExplainError(f"{source}: no frame could be decoded for the explained video")
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     return out
 
 

@@ -38,7 +38,6 @@ import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 # albumentations asks PyPI for a newer version on import unless told not to: a detector run makes no network calls.
@@ -89,7 +88,6 @@ FRAME_PRESET = "veryfast"  # quality is set by the CRF; the preset only trades s
 # without mbtree the same CRF compresses much less (+60% bytes, +0.6 dB at CRF 35 on a test clip).
 FRAME_X264_PARAMS = "mbtree=0"
 VC_PRESET = "medium"       # FFmpeg's default, what the released script's `ffmpeg -crf X` used
-X264_THREADS = 4           # fixed, so that the bitstream does not depend on the machine's core count
 
 
 # ---------------------------------------------------------------------------------------------- what to apply
@@ -380,64 +378,6 @@ def distort_frame(frame: np.ndarray, d: Distortion, rng: np.random.Generator) ->
 # ---------------------------------------------------------------------------------------------------- videos
 
 
-class _Encoder:
-    """H.264 MP4 written to a hidden temporary name and moved into place by `close` (atomic)."""
-
-    def __init__(self, dst: Path, rate: Fraction, options: dict[str, str]) -> None:
-        import av
-
-        self._frame_type = av.VideoFrame
-        self.dst = dst
-        self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-        self.rate, self.options = rate, dict(options, threads=str(X264_THREADS))
-        self.container = None
-        self.stream = None
-        self.size: tuple[int, int] | None = None
-        self.count = 0
-
-    def _open(self, height: int, width: int) -> None:
-        import av
-
-        self.container = av.open(os.fspath(self.tmp), mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=self.rate)
-        self.stream.width, self.stream.height = width, height
-        # 4:2:0 needs even sides; 4:4:4 keeps an odd-sized video at its size instead of cropping or padding it.
-        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        self.stream.options = self.options
-        self.size = (height, width)
-
-    def write(self, rgb: np.ndarray) -> None:
-        if self.container is None:
-            self._open(*rgb.shape[:2])
-        if rgb.shape[:2] != self.size:  # a stream that changes size midway: keep the first size
-            rgb = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        frame = self._frame_type.from_ndarray(rgb, format="rgb24")
-        frame.pts = self.count
-        self.count += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-        os.replace(self.tmp, self.dst)
-
-    def abort(self) -> None:
-        if self.container is not None:
-            try:
-                self.container.close()
-            except Exception:  # noqa: BLE001 - already failing; the partial file goes below
-                pass
-        self.tmp.unlink(missing_ok=True)
-
-
-def _frame_rate(fps: float) -> Fraction:
-    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-        return Fraction(25)  # unknown or nonsense rate in the container: a common default
-    return Fraction(fps).limit_denominator(1001)
-
-
 def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion, seed: int = 0) -> Path:
     """Write a distorted copy of a video as H.264 MP4.
 
@@ -467,7 +407,9 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
 
     import av
 
+    from data_prep.files import atomic_path
     from data_prep.video import VideoError, iter_frames, probe
+    from data_prep.video_writer import H264Writer, frame_rate
 
     src, dst = Path(src), Path(dst)
     if src.exists() and dst.exists() and src.resolve() == dst.resolve():
@@ -477,12 +419,8 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
     info = probe(src)  # checks the file and gives the frame rate
     dst.parent.mkdir(parents=True, exist_ok=True)
     if d.is_identity:
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-        try:
+        with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
         return dst
 
     rng = np.random.default_rng(seed)
@@ -490,16 +428,17 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
     frame_parts = [p for p in plan if p.kind != "VC"]
     vc = [p for p in plan if p.kind == "VC"]
     if vc:
-        options = {"crf": str(int(vc[0].param)), "preset": VC_PRESET}
+        options = {"crf": int(vc[0].param), "preset": VC_PRESET}
     else:
-        options = {"crf": str(FRAME_CRF), "preset": FRAME_PRESET, "x264-params": FRAME_X264_PARAMS}
-    encoder = _Encoder(dst, _frame_rate(info.fps), options)
+        options = {"crf": FRAME_CRF, "preset": FRAME_PRESET, "x264_params": FRAME_X264_PARAMS}
+    # 4:4:4 keeps an odd-sized video at its size instead of padding it
+    encoder = H264Writer(dst, frame_rate(info.fps), odd_sides="keep", **options)
     try:
         for _, rgb in iter_frames(src):
             for part in frame_parts:
                 rgb = _apply_one(rgb, part, rng, vc_as_jpeg=False)
             encoder.write(rgb)
-        if encoder.count == 0:
+        if encoder.frames == 0:
             raise VideoError("no frames: the video stream is empty")
         encoder.close()
     except av.error.FFmpegError as err:

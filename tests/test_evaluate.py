@@ -73,7 +73,7 @@ def sklearn_eer(y, p) -> float:
 
 @pytest.mark.parametrize("threshold", [0.5, 0.35])
 def test_binary_metrics_match_sklearn(threshold):
-    from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, log_loss, roc_auc_score)
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, log_loss, roc_auc_score
     from sklearn.utils.class_weight import compute_sample_weight
 
     m = binary_metrics(Y, P, threshold)
@@ -196,17 +196,9 @@ def test_evaluate_extracted_index(extracted_dataset, tiny_weights, tmp_path):
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
-    import av
+    from data_prep.video_writer import write_video
 
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, frames, fps)
 
 
 def test_evaluate_lists_no_face_and_unreadable_videos(synth_dataset, tiny_weights, tmp_path, capsys, damaged_h264):

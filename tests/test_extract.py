@@ -10,7 +10,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -23,7 +22,9 @@ from data_prep.index import INDEX_COLUMNS
 from data_prep.pipeline import _detect_chunk, _DetectRequest
 from data_prep.track import Tracker, crop_box, greedy_match, iou_matrix, square_crop
 from data_prep.video import VideoError, iter_frames
+from data_prep.video_writer import write_video
 from deepfake.cli import extract
+from tests.videos import write_exotic
 
 # Face boxes (x1, y1, x2, y2) in the photos as shipped, measured with MTCNN at full resolution.
 ASTRONAUT_FACE = np.array([181, 62, 268, 172], np.float32)  # skimage.data.astronaut(), 512 x 512
@@ -36,17 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ------------------------------------------------------------------------------------------------ test videos
 def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", fps: int = 10) -> Path:
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.options = {"preset": "ultrafast", "crf": "20"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    if pix_fmt == "yuv420p":
+        return write_video(path, frames, fps, crf=20, preset="ultrafast")
+    return write_exotic(path, frames, fps, pix_fmt=pix_fmt, stream_options={"preset": "ultrafast", "crf": "20"})
 
 
 def face_video(path: Path, canvas: tuple[int, int], photos: list[tuple[np.ndarray, np.ndarray, int, int, int]],

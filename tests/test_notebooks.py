@@ -43,16 +43,9 @@ def save_tiny_weights(path: Path, bias: float | None = None) -> Path:
 
 def write_blank_video(path: Path, frames: int = 8) -> Path:
     """A grey H.264 clip without a face."""
-    import av
+    from data_prep.video_writer import write_video
 
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 128, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+    return write_video(path, [np.full((240, 320, 3), 128, np.uint8)] * frames, 10)
 
 
 def read_rows(path: Path) -> list[list[str]]:

@@ -19,6 +19,7 @@ from deepfake.perturb import (
     CLEAN, KINDS, LEVELS, PARAMS, DeeperForensicsDistortion, Distortion, applied_distortions, distort_frame,
     distort_video, parse_perturb, resolve, video_seed,
 )
+from tests.videos import write_exotic
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +36,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def _write_video(path: Path, w: int = 128, h: int = 96, n: int = 8, crf: int = 10, rotation: int = 0) -> Path:
     """A short panning clip over the astronaut photo, H.264 at `crf` (10: near-lossless)."""
     img = data.astronaut()
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height = w, h
-        s.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
-        s.options = {"crf": str(crf), "threads": "1"}
-        if rotation:
-            s.set_display_rotation(rotation)
-        for i in range(n):
-            y, x = 40 + 3 * i, 150 + 2 * i
-            frame = np.ascontiguousarray(img[y:y + 2 * h:2, x:x + 2 * w:2])
-            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    frames = [img[40 + 3 * i:40 + 3 * i + 2 * h:2, 150 + 2 * i:150 + 2 * i + 2 * w:2] for i in range(n)]
+    return write_exotic(path, frames, 10, pix_fmt="yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p",
+                        rotation=rotation or None, stream_options={"crf": str(crf), "threads": "1"})
 
 
 def _frames(path: Path) -> np.ndarray:

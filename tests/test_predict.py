@@ -43,24 +43,11 @@ def read_frames(path: Path, n: int) -> list[np.ndarray]:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, gray: bool = False) -> Path:
-    """H.264 MP4 through PyAV; `gray` stores a single-channel (gray pixel format) video."""
-    import av
+    """H.264 MP4 (the project's writer); `gray` stores a single-channel (gray pixel format) video."""
+    from data_prep.video_writer import write_video as write_h264
+    from tests.videos import write_exotic
 
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "gray" if gray else "yuv420p"
-        for f in frames:
-            if gray:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.mean(axis=2).astype(np.uint8)), format="gray")
-            else:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_exotic(path, frames, fps, pix_fmt="gray") if gray else write_h264(path, frames, fps)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +264,8 @@ def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
 
 def test_crops_are_scored_as_the_jpegs_training_reads(inputs, tiny_weights):
     """predict holds crops as the JPEG bytes deepfake-extract writes and decodes them window by window."""
-    from data_prep.faces import JpegCrops, decode_jpeg, encode_jpeg as _encode_jpeg
+    from data_prep.faces import JpegCrops, decode_jpeg
+    from data_prep.faces import encode_jpeg as _encode_jpeg
 
     detector, extractor, _ = inference.load_predictor(tiny_weights, inference.PredictConfig(device="cpu",
                                                                                         precision="fp32"))

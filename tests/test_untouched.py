@@ -22,15 +22,9 @@ W, H = 640, 320
 
 
 def _encode(path: Path, frames: list[np.ndarray]) -> None:
-    import av
+    from data_prep.video_writer import write_video
 
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": "18"}
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, frames, 10, crf=18)
 
 
 def _scene(hopper: np.ndarray) -> list[np.ndarray]:

@@ -10,23 +10,13 @@ import numpy as np
 import pytest
 
 from data_prep.video import VideoError, iter_decoded, iter_frames, probe
+from tests.videos import write_exotic
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pix_fmt: str = "yuv420p",
                 rotation: int | None = None, options: dict | None = None) -> Path:
-    """H.264 video of RGB frames (PyAV/libx264)."""
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w", options=options or {}) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """H.264 video of RGB frames in any pixel format, rotation and container options (tests/videos.py)."""
+    return write_exotic(path, frames, fps, pix_fmt=pix_fmt, rotation=rotation, container_options=options)
 
 
 def numbered_frames(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
