@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -94,8 +93,7 @@ def _check_hash(path: Path, expected: str, what: str) -> None:
                            f"...); the file is corrupt or not the one published")
 
 
-def download(url: str, sha256: str | None = None, folder: Path | None = None, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+def download(url: str, sha256: str | None = None, folder: Path | None = None, progress: bool = True) -> Path:
     """Download `url` into the cache (once) and check its hash.
 
     Args:
@@ -104,7 +102,6 @@ def download(url: str, sha256: str | None = None, folder: Path | None = None, pr
             name carries one.
         folder: where to keep it (default `<cache>/downloads`).
         progress: a progress bar on stderr.
-        timeout: seconds to wait for the server.
 
     Returns:
         The local file.
@@ -116,7 +113,7 @@ def download(url: str, sha256: str | None = None, folder: Path | None = None, pr
     name = Path(urllib.parse.unquote(parsed.path)).name
     if parsed.scheme not in ("http", "https") or not name:
         raise WeightsError(f"{url}: not an http(s) URL of a file")
-    expected = sha256 or hash_from_name(name)
+    expected = (sha256 or hash_from_name(name) or "").lower() or None
     folder = folder or cache_dir() / "downloads"
     dst = folder / name
     if dst.is_file():
@@ -128,33 +125,25 @@ def download(url: str, sha256: str | None = None, folder: Path | None = None, pr
                 dst.unlink()  # a different file under the same name: fetch again
         else:
             return dst
+    from torch.hub import download_url_to_file  # a temporary file beside dst, hash-checked, then moved into place
+
     try:
-        with atomic_path(dst) as tmp:
-            _download(url, tmp, name, timeout, progress)
-            if expected:
-                _check_hash(tmp, expected, url)
+        folder.mkdir(parents=True, exist_ok=True)
+        download_url_to_file(url, str(dst), hash_prefix=expected, progress=progress)
     except urllib.error.HTTPError as err:
         raise WeightsError(f"can't download {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         raise WeightsError(f"can't download {url} ({reason}); offline? Download it on a machine with internet "
                            f"and pass --weights FILE") from None
+    except RuntimeError as err:  # torch.hub's 'invalid hash value (expected "<prefix>", got "<sha256>")'
+        got = re.search(r'got "([0-9a-f]+)"', str(err))
+        got = got.group(1)[:len(expected)] if got and expected else "?"
+        raise WeightsError(f"{url}: SHA-256 mismatch (expected {expected}..., got {got}...); the file is corrupt or "
+                           f"not the one published") from None
     except OSError as err:
         raise WeightsError(f"can't download {url} into {folder}: {err}") from None
     return dst
-
-
-def _download(url: str, dst: Path, name: str, timeout: float, progress: bool) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "deepfake"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(dst, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        from tqdm import tqdm
-
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
-                  disable=not progress, leave=False) as bar:
-            for block in iter(lambda: response.read(_CHUNK), b""):
-                out.write(block)
-                bar.update(len(block))
 
 
 def resolve_weights(weights: str | os.PathLike | None, sha256: str | None = None, progress: bool = True) -> Path:
