@@ -41,7 +41,7 @@ class AugmentConfig:
         cutout: face-part cut-out: blacks out the eyes, nose, mouth or one half of the face, placed from the
             crop margin, so the model can't rely on one region.
         perturb: DeeperForensics-1.0 distortions as augmentation: keyword arguments of
-            `deepfake.perturb.DeeperForensicsDistortion` (e.g. `{mode: sing, levels: [1, 5], p: 0.3}`; `mode:
+            `deepfake.perturb_augment.DeeperForensicsDistortion` (e.g. `{mode: sing, levels: [1, 5], p: 0.3}`; `mode:
             mix` for std/mix-style training); None: off.
     """
 
@@ -149,7 +149,7 @@ def build_augment(cfg: AugmentConfig, margin: float = DEFAULT_MARGIN) -> A.Compo
         if cfg.jpeg:
             t.append(A.ImageCompression(quality_range=(max(10, round(100 - 40 * s)), 100), p=p(0.5)))
     if cfg.perturb:
-        from deepfake.perturb import DeeperForensicsDistortion  # lazy: optional, and pulls in PyAV
+        from deepfake.perturb_augment import DeeperForensicsDistortion  # lazy: optional, and pulls in PyAV
 
         t.append(DeeperForensicsDistortion(**cfg.perturb))
     return A.Compose(t) if t else None

@@ -25,7 +25,7 @@ Typical use:
 
     specs = parse_perturb("all")                      # 35 Distortions: every type at levels 1-5
     distort_video("clip.mp4", "out/GB_3/clip.mp4", Distortion("GB", 3), seed=video_seed(0, "clip.mp4"))
-    aug = DeeperForensicsDistortion(mode="mix", p=0.5)   # albumentations; same params on every frame
+    # training: deepfake.perturb_augment.DeeperForensicsDistortion(mode="mix", p=0.5), an albumentations transform
 
 `deepfake distort SRC... --out DIR --perturb SPEC [--seed K]` writes `DIR/<type>_<level>/<video>.mp4` and a
 `distortions.csv` per folder saying what was applied to each video.
@@ -36,21 +36,16 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# albumentations asks PyPI for a newer version on import unless told not to: a detector run makes no network calls.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 __all__ = [
     "KINDS", "LEVELS", "MIX_COUNTS", "PARAMS", "VC_JPEG_QUALITY", "FRAME_CRF", "CLEAN",
     "Distortion", "parse_perturb", "resolve", "applied_distortions", "video_seed",
-    "distort_frame", "distort_video", "DeeperForensicsDistortion",
+    "distort_frame", "distort_video", "apply_distortion", "check_frame",
 ]
 
 KINDS: tuple[str, ...] = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC")
@@ -321,7 +316,7 @@ _VC_PER_FRAME = ("VC (video compression) is a video-level distortion: use distor
                  "DeeperForensicsDistortion for its per-frame JPEG approximation")
 
 
-def _apply_one(img: np.ndarray, d: Distortion, rng: np.random.Generator, *, vc_as_jpeg: bool) -> np.ndarray:
+def apply_distortion(img: np.ndarray, d: Distortion, rng: np.random.Generator, *, vc_as_jpeg: bool) -> np.ndarray:
     """One single-type distortion (level >= 1) on a contiguous RGB uint8 frame."""
     p = d.param
     if d.kind == "CS":
@@ -341,7 +336,7 @@ def _apply_one(img: np.ndarray, d: Distortion, rng: np.random.Generator, *, vc_a
     raise ValueError(_VC_PER_FRAME)
 
 
-def _check_frame(frame: np.ndarray) -> np.ndarray:
+def check_frame(frame: np.ndarray) -> np.ndarray:
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"expected a numpy array, got {type(frame).__name__}")
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
@@ -366,12 +361,12 @@ def distort_frame(frame: np.ndarray, d: Distortion, rng: np.random.Generator) ->
     Raises:
         ValueError: a frame that is not RGB uint8 HxWx3, or VC.
     """
-    img = _check_frame(frame)
+    img = check_frame(frame)
     if d.kind == "VC" and not d.is_identity:
         raise ValueError(_VC_PER_FRAME)
     out = img.copy()
     for part in resolve(d, rng):
-        out = _apply_one(out, part, rng, vc_as_jpeg=True)
+        out = apply_distortion(out, part, rng, vc_as_jpeg=True)
     return out
 
 
@@ -436,7 +431,7 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
     try:
         for _, rgb in iter_frames(src):
             for part in frame_parts:
-                rgb = _apply_one(rgb, part, rng, vc_as_jpeg=False)
+                rgb = apply_distortion(rgb, part, rng, vc_as_jpeg=False)
             encoder.write(rgb)
         if encoder.frames == 0:
             raise VideoError("no frames: the video stream is empty")
@@ -448,77 +443,3 @@ def distort_video(src: str | os.PathLike, dst: str | os.PathLike, d: Distortion,
         encoder.abort()
         raise
     return dst
-
-
-# ------------------------------------------------------------------------------------------ training augmentation
-
-
-def _range(value: int | Sequence[int], name: str, allowed: Sequence[int]) -> tuple[int, int]:
-    lo, hi = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    lo, hi = int(lo), int(hi)
-    if not (min(allowed) <= lo <= hi <= max(allowed)):
-        raise ValueError(f"{name} must be a range within {min(allowed)}-{max(allowed)} (low <= high), "
-                         f"got {value!r}")
-    return lo, hi
-
-
-class DeeperForensicsDistortion(A.ImageOnlyTransform):
-    """DeeperForensics-1.0 distortions as an albumentations transform (std/sing- and std/mix-style training).
-
-    `mode="sing"` applies one random type at a random level; `mode="mix"` applies 2-4 distinct random types,
-    each at a random level, in random order. Every random choice (types, levels, and a seed for block
-    positions and noise) is made in `get_params`, once per call, so that all targets of one call get the same
-    distortion: pass a sequence's frames as `images=` (N, H, W, 3) or through `additional_targets`, and every
-    frame gets the same types, levels, blocks and noise pattern. (In the dataset, blocks and noise change from
-    frame to frame; a fixed pattern per sequence is the price of identical parameters per frame.)
-
-    VC has no video here: it is approximated by a JPEG encode at `VC_JPEG_QUALITY` (PSNR-matched to the CRF).
-    Sizes (blur kernel, 8-px blocks) are in pixels of the image given, so the same level is relatively
-    stronger on a small face crop than on a full 1080p frame. Put it before `Normalize`: it takes RGB uint8.
-
-    Args:
-        mode: "sing" or "mix".
-        levels: level range (low, high) within 1-5, or one level.
-        kinds: the types to draw from (default: all seven).
-        mix_counts: range of the number of types in "mix" mode, within 2-4 (and at most `len(kinds)`).
-        p: probability of applying the transform.
-    """
-
-    def __init__(self, mode: str = "sing", levels: int | Sequence[int] = (1, 5), kinds: Sequence[str] = KINDS,
-                 mix_counts: int | Sequence[int] = (2, 4), p: float = 0.5) -> None:
-        super().__init__(p=p)
-        if mode not in ("sing", "mix"):
-            raise ValueError(f"mode must be 'sing' or 'mix', got {mode!r}")
-        if isinstance(kinds, str):
-            kinds = [k.strip() for k in kinds.split(",")]
-        kinds = tuple(kinds)
-        bad = [k for k in kinds if k not in KINDS]
-        if bad or not kinds or len(set(kinds)) != len(kinds):
-            raise ValueError(f"kinds must be distinct types among {', '.join(KINDS)}, got {list(kinds)!r}")
-        self.mode = mode
-        self.levels = _range(levels, "levels", LEVELS)
-        self.kinds = kinds
-        self.mix_counts = _range(mix_counts, "mix_counts", MIX_COUNTS)
-        if mode == "mix" and self.mix_counts[1] > len(kinds):
-            raise ValueError(f"mix_counts {self.mix_counts} needs at least {self.mix_counts[1]} kinds, "
-                             f"got {len(kinds)}")
-
-    def get_params(self) -> dict:
-        """Draw the distortion of this call: `ops` ((kind, level), ...) and `seed` for blocks and noise."""
-        rng = self.random_generator
-        lo, hi = self.levels
-        n = 1 if self.mode == "sing" else int(rng.integers(self.mix_counts[0], self.mix_counts[1] + 1))
-        picks = rng.choice(len(self.kinds), size=n, replace=False)
-        ops = tuple((self.kinds[int(i)], int(rng.integers(lo, hi + 1))) for i in picks)
-        return {"ops": ops, "seed": int(rng.integers(0, 2**63 - 1))}
-
-    def apply(self, img: np.ndarray, ops: tuple = (), seed: int = 0, **params) -> np.ndarray:
-        """Distort one image with the drawn parameters (deterministic given them)."""
-        out = _check_frame(img)
-        rng = np.random.default_rng(seed)
-        for kind, level in ops:
-            out = _apply_one(out, Distortion(kind, level), rng, vc_as_jpeg=True)
-        return out
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("mode", "levels", "kinds", "mix_counts")

@@ -252,10 +252,10 @@ def test_augment_strength_zero_keeps_only_flips():
 
 
 def test_augment_perturb_hook():
-    from deepfake import perturb
+    from deepfake import perturb_augment
 
     pipeline = build_augment(AugmentConfig(strength=0.0, flip=False, perturb={"mode": "mix", "p": 1.0}))
-    assert isinstance(pipeline.transforms[-1], perturb.DeeperForensicsDistortion)
+    assert isinstance(pipeline.transforms[-1], perturb_augment.DeeperForensicsDistortion)
     frames = np.stack([np.full((32, 32, 3), 120, np.uint8)] * 3)
     out = pipeline(images=frames)["images"]
     assert out.shape == frames.shape and all(np.array_equal(out[0], out[i]) for i in range(3))

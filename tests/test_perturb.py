@@ -16,9 +16,10 @@ from skimage import data
 from data_prep.video import VideoError
 from deepfake import cli
 from deepfake.perturb import (
-    CLEAN, KINDS, LEVELS, PARAMS, DeeperForensicsDistortion, Distortion, applied_distortions, distort_frame,
-    distort_video, parse_perturb, resolve, video_seed,
+    CLEAN, KINDS, LEVELS, PARAMS, Distortion, applied_distortions, distort_frame, distort_video, parse_perturb, resolve,
+    video_seed,
 )
+from deepfake.perturb_augment import DeeperForensicsDistortion
 from tests.videos import write_exotic
 
 

@@ -11,7 +11,7 @@ import yaml
 from skimage import data as skdata
 
 from deepfake.data import AugmentConfig, build_augment
-from deepfake.perturb import DeeperForensicsDistortion
+from deepfake.perturb_augment import DeeperForensicsDistortion
 
 ROOT = Path(__file__).resolve().parents[1]
 
