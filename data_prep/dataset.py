@@ -214,7 +214,7 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
                 (tmp / name).write_bytes(data)
                 rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
                              *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
-                             record.group or record.original, *points, change])
+                             record.group or record.original, *points, change, record.dataset, record.method])
         try:
             if final.exists():
                 shutil.rmtree(final)

@@ -22,7 +22,8 @@ that a training split never shares a person with validation), `dataset` and `met
   (a list written with the other convention). `group`: ``celebdf:idN``; a YouTube video its own.
 - ``dfdcp``: DFDC preview: ``dataset.json`` maps each video's path to ``{"label": "real"|"fake", "set":
   "train"|"test", ...}``; `method` is the top folder of a fake (``method_A``, ``method_B``); `group` is the entry's
-  ``target_id`` when it has one, else the folder above the file.
+  ``target_id`` when it has one, else the second folder of its path (``method_A/<id>/...``,
+  ``original_videos/<id>/...``).
 - ``dfdc-test``: DFDC public test set: ``labels.csv`` with columns ``filename,label`` (1 fake, 0 real) beside the
   videos; split ``test``; each video its own group (the test set names no originals).
 
@@ -316,7 +317,7 @@ def _dfdcp(source: Path) -> LayoutResult:
             missing.append(video)
             continue
         parts = video.split("/")
-        group = str(entry.get("target_id") or (parts[-2] if len(parts) > 1 else video))
+        group = str(entry.get("target_id") or (parts[1] if len(parts) > 2 else parts[0] if len(parts) > 1 else video))
         records.append(VideoRecord(file, video, label, split, video, f"dfdcp:{group}", "DFDCP",
                                    parts[0] if label == 1 and len(parts) > 1 else ""))
     notes = [_missing_note(path.name, missing)] if missing else []
