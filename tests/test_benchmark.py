@@ -56,10 +56,22 @@ test_sets:
 
 
 def test_benchmark_end_to_end_and_resume(mirrors, tmp_path, capsys):
+    from deepfake.cli import extract
+
     ffpp, cdf = mirrors
     weights = make_weights(tmp_path / "detector.pt")
+    # FF++ as most users will run it: extracted first (the index keeps dataset, method, split and group) ...
+    crops = tmp_path / "crops_ffpp"
+    assert extract.main([str(ffpp), str(crops), "--layout", "ffpp", "--compression", "c23", "--stride", "3",
+                         "--size", "64", "--device", "cpu", "--workers", "0", "--no-progress"]) == 0
+    index = {r["video"]: r for r in read_csv_dicts(crops / "index.csv")}
+    fs = index["manipulated_sequences/FaceSwap/c23/videos/003_000.mp4"]
+    assert (fs["label"], fs["split"], fs["dataset"], fs["method"], fs["group"], fs["original"]) == (
+        "1", "test", "FF++", "FaceSwap", "ffpp:000+003", "original_sequences/youtube/c23/videos/003.mp4")
+    assert len(index) == 4
+    # ... and Celeb-DF scored from its videos
     out = tmp_path / "bench"
-    config = write_config(tmp_path / "bench.yaml", ffpp, cdf, out, weights,
+    config = write_config(tmp_path / "bench.yaml", crops, cdf, out, weights,
                           "  - {name: gone, source: " + str(tmp_path / "nowhere") + "}\n")
     assert benchmark_cli.main([str(config), "--device", "cpu", "--no-progress"]) == 0
     printed = capsys.readouterr()
@@ -87,12 +99,13 @@ def test_benchmark_end_to_end_and_resume(mirrors, tmp_path, capsys):
     ff_videos = {v["video"]: v for v in read_csv_dicts(out / "sets/FF++/videos.csv")}
     assert ff_videos["manipulated_sequences/FaceSwap/c23/videos/003_000.mp4"]["method"] == "FaceSwap"
     assert ff_videos["original_sequences/youtube/c23/videos/000.mp4"]["dataset"] == "FF++"
-    # other harnesses' entry point gives the same score as the benchmark
+    # other harnesses' entry point gives the score the benchmark gave the same video file
     from deepfake.api import predict_path
 
-    clip = "manipulated_sequences/FaceSwap/c23/videos/003_000.mp4"
-    assert predict_path(ffpp / clip, weights, device="cpu") == pytest.approx(float(ff_videos[clip]["p_fake"]),
-                                                                             abs=2e-6)
+    clip = "Celeb-synthesis/id0_id1_0000.mp4"
+    cdf_videos = {v["video"]: v for v in read_csv_dicts(out / "sets/CDF-v2/videos.csv")}
+    assert predict_path(cdf / clip, weights, device="cpu") == pytest.approx(float(cdf_videos[clip]["p_fake"]),
+                                                                            abs=2e-6)
     md = (out / "benchmark.md").read_text()
     assert "ours: video AUC | ours: frame AUC" in md and "SBI (EfficientNet-B4) (video AUC; FF++ c23 real only)" in md
     assert "| 93.82 |" in md and "EfficientNet-B4 (DeepfakeBench) (frame AUC; FF++ c23 fakes)" in md
