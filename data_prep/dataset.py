@@ -459,7 +459,7 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         source: the dataset folder.
         out: OUT_DIR.
         config: extraction settings; those that change the output must match OUT_DIR's settings file.
-        layout: the dataset layout (`data_prep.layouts`): ``auto``, ``dfdc``, ``deeperforensics`` or ``folder``.
+        layout: the dataset layout: a `data_prep.layouts.LAYOUTS` name or a `LayoutOptions` (FF++ compression).
         shard: (K, N): process shard K of N (0-based).
         limit: process at most this many of the shard's videos.
         workers: extraction processes (0: this process; None: one per core, at most 16).
