@@ -135,6 +135,11 @@ def _ffpp(source: Path, layout: str, compression: str | None, splits: str | os.P
         raise LayoutError(f"{source}: no {want} folder (layout {layout})")
     notes: list[str] = []
     comp = _compression(source, real_parts + fake_parts, compression, notes)
+    lacking = [p.name for p in real_parts + fake_parts if not (p / comp / "videos").is_dir()]
+    if lacking:
+        notes.append(f"no {comp} videos for {', '.join(lacking)}: left out")
+    real_parts = [p for p in real_parts if (p / comp / "videos").is_dir()]
+    fake_parts = [p for p in fake_parts if (p / comp / "videos").is_dir()]
     dataset = "DFD" if dfd else "FF++"
     reals: dict[str, Path] = {}  # id -> file
     for part in real_parts:

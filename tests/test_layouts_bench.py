@@ -79,6 +79,10 @@ def test_ffpp_missing_video_is_reported_and_bad_inputs(tmp_path):
         result.notes[1]
     with pytest.raises(LayoutError, match=r"no videos at compression c40 \(found: c23"):
         find_videos(tmp_path, LayoutOptions("ffpp", compression="c40"))
+    # a method downloaded at another compression only is left out with a note, not listed as missing videos
+    touch(tmp_path, "manipulated_sequences/NeuralTextures/c40/videos/953_974.mp4")
+    notes = find_videos(tmp_path, "ffpp").notes
+    assert "no c23 videos for NeuralTextures: left out" in notes and not any("NeuralTextures/c23" in n for n in notes)
     (tmp_path / "splits" / "test.json").write_text(json.dumps({"953": "974"}))
     with pytest.raises(LayoutError, match=r"test.json: expected a list of \[target, source\] pairs"):
         find_videos(tmp_path, "ffpp")
