@@ -32,18 +32,18 @@ __all__ = ["PUBLISHED", "PUBLISHED_SETS", "BENCH_COLUMNS", "METRICS", "set_rows"
 
 # (detector, trained on, test set, level, AUC %, where it is published)
 PUBLISHED = [
-    ("SBI (EfficientNet-B4)", "FF++ c23 real only", "CDF-v2", "video", 93.82, "SelfBlendedImages README"),
-    ("SBI (EfficientNet-B4)", "FF++ c23 real only", "DFD", "video", 97.87, "SelfBlendedImages README"),
-    ("SBI (EfficientNet-B4)", "FF++ c23 real only", "DFDCP", "video", 85.70, "SelfBlendedImages README"),
-    ("SBI (EfficientNet-B4)", "FF++ c23 real only", "DFDC", "video", 73.01, "SelfBlendedImages README"),
+    ("SBI (EfficientNet-B4)", "FF++ real only", "CDF-v2", "video", 93.82, "SelfBlendedImages README"),
+    ("SBI (EfficientNet-B4)", "FF++ real only", "DFD", "video", 97.87, "SelfBlendedImages README"),
+    ("SBI (EfficientNet-B4)", "FF++ real only", "DFDCP", "video", 85.70, "SelfBlendedImages README"),
+    ("SBI (EfficientNet-B4)", "FF++ real only", "DFDC", "video", 73.01, "SelfBlendedImages README"),
     ("LAA-Net (+ SBI)", "FF++ real only (SBI)", "CDF-v2", "video", 95.4, "LAA-Net README"),
     ("LAA-Net (+ SBI)", "FF++ real only (SBI)", "DFDC", "video", 86.9, "LAA-Net README"),
-    ("FakeSTormer", "FF++ c23 real only", "CDF-v2", "video", 92.4, "FakeSTormer README (ICCV 2025)"),
-    ("FakeSTormer", "FF++ c23 real only", "DFDCP", "video", 90.0, "FakeSTormer README (ICCV 2025)"),
-    ("FakeSTormer", "FF++ c23 real only", "DFD", "video", 98.5, "FakeSTormer README (ICCV 2025)"),
-    ("EfficientNet-B4 (DeepfakeBench)", "FF++ c23 fakes", "CDF-v2", "frame", 74.9, "DeepfakeBench README"),
-    ("EfficientNet-B4 (DeepfakeBench)", "FF++ c23 fakes", "DFDC", "frame", 69.6, "DeepfakeBench README"),
-    ("EfficientNet-B4 (DeepfakeBench)", "FF++ c23 fakes", "DeeperForensics", "frame", 83.3, "DeepfakeBench README"),
+    ("FakeSTormer", "FF++ real only", "CDF-v2", "video", 92.4, "FakeSTormer README (ICCV 2025)"),
+    ("FakeSTormer", "FF++ real only", "DFDCP", "video", 90.0, "FakeSTormer README (ICCV 2025)"),
+    ("FakeSTormer", "FF++ real only", "DFD", "video", 98.5, "FakeSTormer README (ICCV 2025)"),
+    ("EfficientNet-B4 (DeepfakeBench)", "FF++ fakes", "CDF-v2", "frame", 74.9, "DeepfakeBench README"),
+    ("EfficientNet-B4 (DeepfakeBench)", "FF++ fakes", "DFDC", "frame", 69.6, "DeepfakeBench README"),
+    ("EfficientNet-B4 (DeepfakeBench)", "FF++ fakes", "DeeperForensics", "frame", 83.3, "DeepfakeBench README"),
 ]
 PUBLISHED_SETS = ("FF++", "CDF-v1", "CDF-v2", "DFD", "DFDCP", "DFDC", "DeeperForensics")
 METRICS = ("auc", "ap", "eer", "logloss")
@@ -126,16 +126,15 @@ def markdown_report(report: dict) -> str:
              f"- video level: one score per video ({report['score_rule']}); frame level: each sampled frame's "
              "per-step score (max over its faces) against its video's label. Never compare one with the other.",
              "", "## Ours", "",
-             "| test set | subset | level | videos | real | fake | AUC [95% CI] | AP [95% CI] | EER [95% CI] | "
-             "log loss [95% CI] | excluded |",
+             "| test set | subset | level | videos | real (videos / frames) | fake (videos / frames) | AUC [95% CI] | "
+             "AP [95% CI] | EER [95% CI] | log loss [95% CI] | excluded videos |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r.get("error"):
             lines.append(f"| {r['set']} | | | | | | error: {r['error']} | | | | |")
             continue
-        unit = "videos" if r["level"] == "video" else "frames"
-        lines.append(f"| {r['set']} | {r['subset']} | {r['level']} | {r['n_videos']} | {r['n_real']} {unit} | "
-                     f"{r['n_fake']} {unit} | " + " | ".join(_cell(r, m) for m in METRICS) + f" | {r['n_excluded']} |")
+        lines.append(f"| {r['set']} | {r['subset']} | {r['level']} | {r['n_videos']} | {r['n_real']} | "
+                     f"{r['n_fake']} | " + " | ".join(_cell(r, m) for m in METRICS) + f" | {r['n_excluded']} |")
     detectors = list(dict.fromkeys((p[0], p[1], p[3]) for p in PUBLISHED))
     lines += ["", "## Beside the published figures (AUC, %)", "",
               "| test set | ours: video AUC | ours: frame AUC | "

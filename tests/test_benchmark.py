@@ -107,8 +107,8 @@ def test_benchmark_end_to_end_and_resume(mirrors, tmp_path, capsys):
     assert predict_path(cdf / clip, weights, device="cpu") == pytest.approx(float(cdf_videos[clip]["p_fake"]),
                                                                             abs=2e-6)
     md = (out / "benchmark.md").read_text()
-    assert "ours: video AUC | ours: frame AUC" in md and "SBI (EfficientNet-B4) (video AUC; FF++ c23 real only)" in md
-    assert "| 93.82 |" in md and "EfficientNet-B4 (DeepfakeBench) (frame AUC; FF++ c23 fakes)" in md
+    assert "ours: video AUC | ours: frame AUC" in md and "SBI (EfficientNet-B4) (video AUC; FF++ real only)" in md
+    assert "| 93.82 |" in md and "EfficientNet-B4 (DeepfakeBench) (frame AUC; FF++ fakes)" in md
     report = json.loads((out / "benchmark.json").read_text())
     assert report["sets"]["CDF-v2"]["n_scored"] == 2 and (out / "benchmark.png").stat().st_size > 1000
 
