@@ -214,7 +214,7 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
                 (tmp / name).write_bytes(data)
                 rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
                              *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
-                             record.group or record.original, *points, change])
+                             record.group or record.original, *points, change, record.dataset, record.method])
         try:
             if final.exists():
                 shutil.rmtree(final)
@@ -459,7 +459,7 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         source: the dataset folder.
         out: OUT_DIR.
         config: extraction settings; those that change the output must match OUT_DIR's settings file.
-        layout: the dataset layout (`data_prep.layouts`): ``auto``, ``dfdc``, ``deeperforensics`` or ``folder``.
+        layout: the dataset layout: a `data_prep.layouts.LAYOUTS` name or a `LayoutOptions` (FF++ compression).
         shard: (K, N): process shard K of N (0-based).
         limit: process at most this many of the shard's videos.
         workers: extraction processes (0: this process; None: one per core, at most 16).

@@ -29,8 +29,10 @@ LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
 # face_change: for a fake cropped with its original's boxes, how much this crop's face differs from the original's
 # crop of the same frame (`data_prep.untouched`); empty for every other row.
 _NUMERIC = ("x1", "y1", "x2", "y2", "score", *LANDMARK_COLUMNS, "face_change")
+# dataset, method: where a video comes from and, for a fake, how it was made (`data_prep.layouts`; empty: unknown,
+# and in an index from before they were written).
 INDEX_COLUMNS = ["video", "label", "split", "original", "track", "frame", "x1", "y1", "x2", "y2", "score", "crop",
-                 "group", *LANDMARK_COLUMNS, "face_change"]
+                 "group", *LANDMARK_COLUMNS, "face_change", "dataset", "method"]
 FAILURE_COLUMNS = ["video", "reason"]
 REQUIRED_COLUMNS = ("video", "label", "track", "frame", "crop")
 # Label spellings accepted in index.csv and labels.csv.
@@ -90,7 +92,8 @@ def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
         raise IndexFileError(f"{path} does not exist; make it with `deepfake-extract VIDEOS OUT_DIR` first")
     try:
         df = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False,
-                         dtype={"video": str, "split": str, "original": str, "crop": str, "label": str, "group": str},
+                         dtype={"video": str, "split": str, "original": str, "crop": str, "label": str, "group": str,
+                                "dataset": str, "method": str},
                          na_values={"frame": [""], "track": [""]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise IndexFileError(f"{path} is not a readable CSV: {' '.join(str(e).split())}") from e
@@ -119,6 +122,9 @@ def read_index(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     if "group" not in df.columns:  # an index from before groups: each original is its own group
         df["group"] = df["original"]
     df["group"] = df["group"].astype(str).where(df["group"].astype(str).str.len() > 0, df["original"])
+    for col in ("dataset", "method"):
+        if col not in df.columns:
+            df[col] = ""
     for col in _NUMERIC:  # empty or missing values become NaN: "unknown" (see `_floats`)
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float32)

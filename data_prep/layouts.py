@@ -24,8 +24,15 @@ Layouts:
   with columns ``video,label`` and optionally ``original``, ``split`` and ``group`` (label: ``real``/``fake`` or
   ``0``/``1``; `video` relative to SOURCE, or a bare file name that is unique) overrides the folders and may
   list videos elsewhere under SOURCE. This is what `deepfake synth` writes.
-- ``auto``: ``dfdc`` when a ``metadata.json`` is found, else ``deeperforensics`` when ``manipulated_videos/``
-  exists, else ``folder`` when ``real/``, ``fake/`` or ``labels.csv`` exists.
+- the benchmark datasets as they ship (`data_prep.layouts_bench`): ``ffpp`` (FaceForensics++), ``dfd`` (its
+  DeepFakeDetection part), ``celebdf`` (``celebdf-v1``, ``celebdf-v2``), ``dfdcp`` (DFDC preview) and
+  ``dfdc-test`` (DFDC public test set); ``LayoutOptions`` carries their ``compression`` and ``splits`` folder.
+- ``auto``: a benchmark layout when its marks are there (`data_prep.layouts_bench.detect_bench_layout`), else
+  ``dfdc`` when a ``metadata.json`` is found, else ``deeperforensics`` when ``manipulated_videos/`` exists, else
+  ``folder`` when ``real/``, ``fake/`` or ``labels.csv`` exists.
+
+Every record also names its ``dataset`` (``DFDC``, ``DeeperForensics-1.0``, ``FF++``, ...; empty for a plain
+folder) and, for a fake, its manipulation ``method`` when the layout knows it (empty otherwise).
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ from pathlib import Path
 from data_prep.files import CsvError, OneLineError, is_video_name, iter_videos, read_csv_dicts
 from data_prep.index import LABELS, SPLITS
 
-__all__ = ["LAYOUTS", "LayoutError", "LayoutResult", "VideoRecord", "detect_layout", "find_videos"]
+__all__ = ["LAYOUTS", "BENCH_LAYOUTS", "LayoutError", "LayoutOptions", "LayoutResult", "VideoRecord", "detect_layout",
+           "find_videos", "parse_label", "parse_split"]
 
-LAYOUTS = ("auto", "dfdc", "deeperforensics", "folder")
+BENCH_LAYOUTS = ("ffpp", "dfd", "celebdf", "celebdf-v1", "celebdf-v2", "dfdcp", "dfdc-test")
+LAYOUTS = ("auto", "dfdc", "deeperforensics", "folder", *BENCH_LAYOUTS)
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "dev": "val", "test": "test", "testing": "test", "": ""}
 
@@ -70,6 +79,19 @@ class VideoRecord:
     split: str
     original: str
     group: str = ""
+    dataset: str = ""
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """A layout and its options: `name` (one of `LAYOUTS`), the FaceForensics++ `compression` (``c0``, ``c23``,
+    ``c40``, ``raw``; None: the only one there, or c23) and `splits`, the folder of FF++'s official
+    ``train.json`` / ``val.json`` / ``test.json`` (None: ``SOURCE/splits/`` when there)."""
+
+    name: str = "auto"
+    compression: str | None = None
+    splits: str | os.PathLike | None = None
 
 
 @dataclass
@@ -93,14 +115,17 @@ def _rel(path: Path, source: Path) -> str:
     return path.relative_to(source).as_posix()
 
 
-def _split(value: str, where: str) -> str:
+def parse_split(value: str, where: str) -> str:
+    """A split's spelling (train/training, val/valid/validation/dev, test/testing, empty) -> train, val, test or
+    empty; LayoutError naming `where` otherwise."""
     key = str(value or "").strip().lower()
     if key not in _SPLIT_ALIASES:
         raise LayoutError(f"{where}: unknown split {value!r} (expected train, val, test or empty)")
     return _SPLIT_ALIASES[key]
 
 
-def _label(value: object, where: str) -> int:
+def parse_label(value: object, where: str) -> int:
+    """A label's spelling (real/fake, 0/1) -> 0 or 1; LayoutError naming `where` otherwise."""
     key = str(value).strip().lower()
     if key not in LABELS:
         raise LayoutError(f"{where}: unknown label {value!r} (expected real/fake or 0/1)")
@@ -113,9 +138,14 @@ def detect_layout(source: str | os.PathLike) -> str:
     Raises:
         LayoutError: SOURCE is missing or matches no layout.
     """
+    from data_prep.layouts_bench import detect_bench_layout
+
     source = Path(source)
     if not source.is_dir():
         raise LayoutError(f"{source}: not a folder")
+    bench = detect_bench_layout(source)
+    if bench:
+        return bench
     if (source / "metadata.json").is_file() or any(source.glob("*/metadata.json")) \
             or any(source.glob("*/*/metadata.json")):
         return "dfdc"
@@ -123,16 +153,18 @@ def detect_layout(source: str | os.PathLike) -> str:
         return "deeperforensics"
     if (source / "real").is_dir() or (source / "fake").is_dir() or (source / "labels.csv").is_file():
         return "folder"
-    raise LayoutError(f"{source}: can't tell the layout: no metadata.json (dfdc), no manipulated_videos/ "
-                      "(deeperforensics), no real/, fake/ or labels.csv (folder); pass --layout")
+    raise LayoutError(f"{source}: can't tell the layout: no original_sequences/ or manipulated_sequences/ (ffpp), "
+                      "no Celeb-real/ or Celeb-synthesis/ (celebdf), no dataset.json (dfdcp), no labels.csv with "
+                      "filename,label (dfdc-test), no metadata.json (dfdc), no manipulated_videos/ (deeperforensics), "
+                      "no real/, fake/ or labels.csv (folder); pass --layout")
 
 
-def find_videos(source: str | os.PathLike, layout: str = "auto") -> LayoutResult:
+def find_videos(source: str | os.PathLike, layout: str | LayoutOptions = "auto") -> LayoutResult:
     """List the videos of a dataset with their labels.
 
     Args:
         source: the dataset folder.
-        layout: one of `LAYOUTS`.
+        layout: one of `LAYOUTS`, or a `LayoutOptions` (a layout with its compression and splits folder).
 
     Returns:
         A `LayoutResult` whose records are sorted by video id.
@@ -141,13 +173,20 @@ def find_videos(source: str | os.PathLike, layout: str = "auto") -> LayoutResult
         LayoutError: unknown layout, SOURCE not in that layout, malformed label files, or no video found.
     """
     source = Path(source)
+    options = layout if isinstance(layout, LayoutOptions) else LayoutOptions(layout)
+    layout = options.name
     if layout not in LAYOUTS:
         raise LayoutError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not source.is_dir():
         raise LayoutError(f"{source}: not a folder")
     if layout == "auto":
         layout = detect_layout(source)
-    result = {"dfdc": _dfdc, "deeperforensics": _deeperforensics, "folder": _folder}[layout](source)
+    if layout in BENCH_LAYOUTS:
+        from data_prep.layouts_bench import find_bench_videos
+
+        result = find_bench_videos(source, layout, options.compression, options.splits)
+    else:
+        result = {"dfdc": _dfdc, "deeperforensics": _deeperforensics, "folder": _folder}[layout](source)
     if not result.records:
         raise LayoutError(f"{source}: no videos found for layout {layout!r}")
     result.records.sort(key=lambda r: r.video)
@@ -178,13 +217,13 @@ def _dfdc(source: Path) -> LayoutResult:
                     raise LayoutError(f"{where}: {file_name!r} is not a file name in the metadata's folder")
             if not isinstance(entry, dict) or "label" not in entry:
                 raise LayoutError(f"{where}: entry without a label")
-            label = _label({"real": "real", "fake": "fake"}.get(str(entry["label"]).lower(), entry["label"]), where)
+            label = parse_label(entry["label"], where)
             video = _rel(folder / name, source)
             original = original or None
             original_id = _rel(folder / original, source) if (label == 1 and original) else video
-            records.append(VideoRecord(folder / name, video, label, _split(entry.get("split", ""), where),
+            records.append(VideoRecord(folder / name, video, label, parse_split(entry.get("split", ""), where),
                                        original_id, folder.relative_to(source).as_posix() if folder != source
-                                       else source.name))
+                                       else source.name, "DFDC"))
         listed = set(meta)
         skipped += sum(1 for p in folder.iterdir() if is_video_name(p) and p.name not in listed)
     notes = [f"{skipped} video file(s) not listed in any metadata.json were skipped"] if skipped else []
@@ -216,7 +255,8 @@ def _deeperforensics(source: Path) -> LayoutResult:
         video = _rel(path, source)
         split = split_of.get(path.name, "")
         actor = path.stem.rsplit("_", 1)[-1]
-        records.append(VideoRecord(path, video, 1, split, video, f"actor:{actor}"))
+        records.append(VideoRecord(path, video, 1, split, video, f"actor:{actor}", "DeeperForensics-1.0",
+                                   path.relative_to(manipulated).parts[0]))
         if split:
             actor_splits[actor][split] += 1
     real_root = source / "source_videos"
@@ -229,7 +269,7 @@ def _deeperforensics(source: Path) -> LayoutResult:
             # Most-listed split; ties go to the later split so that test identities never train.
             split = max(SPLITS, key=lambda s: (counts[s], SPLITS.index(s))) if counts else ""
             video = _rel(path, source)
-            records.append(VideoRecord(path, video, 0, split, video, f"actor:{actor}"))
+            records.append(VideoRecord(path, video, 0, split, video, f"actor:{actor}", "DeeperForensics-1.0"))
     else:
         notes.append("no source_videos/ folder: only fakes found (add the real videos for a balanced set)")
     return LayoutResult("deeperforensics", records, 0, notes)
@@ -278,7 +318,8 @@ def _folder(source: Path) -> LayoutResult:
             if not row.get("video"):
                 raise LayoutError(f"{where}: empty video")
             video = resolve(row["video"], where)
-            pending.append((video, _label(row.get("label", ""), where), _split(row.get("split", ""), where),
+            pending.append((video, parse_label(row.get("label", ""), where),
+                            parse_split(row.get("split", ""), where),
                             row.get("original", ""), row.get("group", ""), where))
         for video, label, split, original, group, where in pending:
             original_id = resolve(original, where) if (original and label == 1) else video

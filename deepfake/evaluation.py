@@ -73,7 +73,7 @@ from deepfake.inference import Detector, PredictConfig, iter_predictions, load_p
 from deepfake.scoring import RULE, error_result, no_face_result, video_result
 
 __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
-           "video_label", "load_video_tracks", "summarize", "evaluate", "PREDICTION_COLUMNS"]
+           "video_label", "load_video_tracks", "summarize", "evaluate", "counted_as", "PREDICTION_COLUMNS"]
 
 PREDICTION_COLUMNS = ["video", "label", "p_fake", "status", "verdict", "counted", "faces", "crops", "seconds",
                       "split", "original", "error"]
@@ -337,7 +337,7 @@ def _clean(value):
     return value
 
 
-def _counted(result: dict, no_face_prior: float | None) -> tuple[str, float | None]:
+def counted_as(result: dict, no_face_prior: float | None) -> tuple[str, float | None]:
     if result["status"] == "ok":
         return "scored", float(result["p_fake"])
     if result["status"] == "no_face" and no_face_prior is not None:
@@ -365,7 +365,7 @@ def summarize(videos: Sequence[LabelledVideo], results: Sequence[dict], threshol
 
     y, p = [], []
     for v, r in zip(videos, results):
-        _, prob = _counted(r, no_face_prior)
+        _, prob = counted_as(r, no_face_prior)
         if prob is not None:
             y.append(v.label)
             p.append(prob)
@@ -411,7 +411,7 @@ def calibration_report(detector: Detector, videos: Sequence[LabelledVideo], resu
                     **{k: record.get(k) for k in ("fitted_on", "n_videos") if record})
         y, raw = [], []
         for v, r in zip(videos, results):
-            _, prob = _counted(r, no_face_prior)
+            _, prob = counted_as(r, no_face_prior)
             if prob is not None:
                 y.append(v.label)
                 raw.append(uncalibrated_p(r, detector.calibration) if r["status"] == "ok" else prob)
@@ -433,7 +433,7 @@ def _prediction_rows(videos: Sequence[LabelledVideo], scored: Sequence[tuple[dic
                      no_face_prior: float | None) -> list[dict]:
     rows = []
     for v, (r, seconds) in zip(videos, scored):
-        counted, _ = _counted(r, no_face_prior)
+        counted, _ = counted_as(r, no_face_prior)
         rows.append({"video": v.video, "label": v.label,
                      "p_fake": "" if r["p_fake"] is None else f"{r['p_fake']:.6f}", "status": r["status"],
                      "verdict": r["verdict"], "counted": counted,
@@ -551,7 +551,7 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         from deepfake.plots import plot_reliability, plot_roc
 
         counted = [(v.label, p, r) for v, r in zip(videos, results)
-                   for _, p in [_counted(r, config.no_face_prior)] if p is not None]
+                   for _, p in [counted_as(r, config.no_face_prior)] if p is not None]
         y, p = [y for y, _, _ in counted], [p for _, p, _ in counted]
         plot_roc(y, p, out / "roc.png", title=f"{Path(source).name}: {len(counted)} videos",
                  threshold=config.threshold)

@@ -1,5 +1,5 @@
-"""Figures for `deepfake predict --plot`, `deepfake evaluate` (ROC, reliability diagram) and its robustness table
-(AUC vs level).
+"""Figures for `deepfake predict --plot`, `deepfake evaluate` (ROC, reliability diagram), its robustness table
+(AUC vs level) and `deepfake benchmark` (AUC per test set beside the published figures).
 
 Matplotlib with the Agg backend (no display needed); every PNG is written to a temporary name and renamed, so a
 killed run leaves no half-written image.
@@ -16,7 +16,7 @@ import numpy as np
 
 from data_prep.files import atomic_path
 
-__all__ = ["plot_video", "plot_name", "plot_roc", "plot_robustness", "plot_reliability"]
+__all__ = ["plot_video", "plot_name", "plot_roc", "plot_robustness", "plot_reliability", "plot_benchmark"]
 
 MAX_THUMBS = 8        # face crops shown per track along the top
 MAX_TRACK_ROWS = 4    # tracks that get a row of crops (all get a curve)
@@ -276,5 +276,45 @@ def plot_reliability(y_true: Sequence[int], p_fake: Sequence[float], out: str | 
     hist.set_xlabel(f"p(fake) ({bins} bins)")
     hist.set_ylabel("videos")
     hist.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(out))
+
+
+def plot_benchmark(sets: Sequence[str], ours: dict, published: Sequence[tuple], out: str | os.PathLike,
+                   title: str = "AUC per test set") -> Path:
+    """Our video and frame AUC per test set (bars with their 95% intervals) and the published AUCs (markers,
+    hollow for frame level).
+
+    Args:
+        sets: the test sets, in order.
+        ours: {set: {"video" | "frame": (auc, low, high)}} (low/high None when unknown).
+        published: (detector, set, level, auc in [0, 1]).
+        out: the PNG to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(sets) + 3), 4.8))
+    x = np.arange(len(sets))
+    for k, (level, color) in enumerate((("video", "#1f77b4"), ("frame", "#9ecae1"))):
+        vals = [ours.get(s, {}).get(level) for s in sets]
+        h = [v[0] if v else 0.0 for v in vals]
+        err = np.array([[v[0] - v[1], v[2] - v[0]] if v and v[1] is not None else [0.0, 0.0] for v in vals]).T
+        ax.bar(x + (k - 0.5) * 0.36, h, 0.36, yerr=err if len(vals) else None, capsize=3, color=color,
+               label=f"ours, {level} AUC")
+    markers = "osD^vP*X"
+    for j, detector in enumerate(dict.fromkeys(p[0] for p in published)):
+        pts = [(sets.index(s), auc, level) for d, s, level, auc in published if d == detector and s in sets]
+        for i, auc, level in pts:
+            ax.plot([i + (-0.18 if level == "video" else 0.18)], [auc], markers[j % len(markers)], color="black",
+                    markerfacecolor="black" if level == "video" else "none", markersize=7,
+                    label=f"{detector} ({level})" if (i, auc, level) == pts[0] else None)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels(sets)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel("AUC")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7, ncol=2)
     fig.tight_layout()
     return _save(fig, Path(out))

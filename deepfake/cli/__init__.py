@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("deepfake.cli.predict", "score videos, folders or globs: table, JSON or CSV, optional plots"),
     "evaluate": ("deepfake.cli.evaluate",
                  "metrics on a labelled set: log loss, AUC, accuracy, AP, EER, ECE, Brier, ROC and reliability"),
+    "benchmark": ("deepfake.cli.benchmark", "the cross-dataset table: one detector on several test sets (FF++, "
+                                            "Celeb-DF, DFD, DFDC, DFDC preview), video and frame AUC beside the "
+                                            "published figures"),
     "calibrate": ("deepfake.cli.calibrate", "refit the detector's calibration (temperature) on a labelled set you "
                                             "trust; writes a new detector file"),
     "distort": ("deepfake.cli.distort", "write DeeperForensics-1.0-style distorted copies of videos"),

@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (metrics.json, roc.png, "
                                                                "reliability.png, predictions.csv, robustness.*)")
     add_model_options(p)
-    p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
+    p.add_argument("--layout", default="auto",
+                   help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder, ffpp, dfd, celebdf, dfdcp, "
+                        "dfdc-test (docs/benchmark.md)")
     p.add_argument("--split", default=None, help="evaluate only this split (train, val, test)")
     p.add_argument("--split-file", default=None, metavar="CSV",
                    help="a training run's split.csv: its splits replace SOURCE's, so --split val scores exactly the "

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from data_prep.faces import ExtractConfig
+from data_prep.layouts import LAYOUTS, LayoutOptions
+from data_prep.layouts_bench import COMPRESSIONS
 
 __all__ = ["main"]
 
@@ -42,8 +44,14 @@ def _parser() -> argparse.ArgumentParser:
                "OUT (shared disk); the last shard to finish merges index.csv, or run `deepfake-extract OUT --merge`.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="SOURCE (dataset folder) and OUT_DIR (output folder); "
                    "with --merge just OUT_DIR")
-    p.add_argument("--layout", default="auto", choices=["auto", "dfdc", "deeperforensics", "folder"],
-                   help="dataset layout (default: auto, picked from what SOURCE contains)")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                   help="dataset layout (default: auto, picked from what SOURCE contains); see docs/benchmark.md for "
+                        "ffpp, dfd, celebdf, dfdcp, dfdc-test")
+    p.add_argument("--compression", default=None, choices=COMPRESSIONS,
+                   help="FaceForensics++ / DFD: the compression folder to read (default: the only one there, or c23)")
+    p.add_argument("--splits", default=None, metavar="DIR",
+                   help="FaceForensics++: the folder of the official train.json, val.json, test.json "
+                        "(default: SOURCE/splits/ when there)")
     p.add_argument("--stride", type=int, default=d.stride, help="keep every STRIDE-th frame (default %(default)s)")
     p.add_argument("--margin", type=float, default=d.margin,
                    help="crop margin per side, share of the face box (default %(default)s)")
@@ -146,7 +154,8 @@ def main(args: list[str] | None = None) -> int:
         tqdm.write(f"deepfake-extract: {message}", file=sys.stderr)
 
     try:
-        summary = extract_dataset(source, out, config, layout=opts.layout, shard=opts.shard, limit=opts.limit,
+        layout = LayoutOptions(opts.layout, opts.compression, opts.splits)
+        summary = extract_dataset(source, out, config, layout=layout, shard=opts.shard, limit=opts.limit,
                                   workers=opts.workers, reuse_original_boxes=opts.reuse_original_boxes,
                                   progress=progress, warn=warn)
     except DatasetError as err:
