@@ -36,6 +36,12 @@ class ServeConfig:
         insecure: allow a non-loopback host without a token.
         queue: jobs that may wait for a worker (429 beyond).
         retention_s: seconds a finished job's results are kept.
+        upload_timeout_s: an upload (or a JSON body) that sends no byte for this long ends with 408 and frees its
+            place in the queue.
+        max_start_failures: workers that fail to start this many times in a row make the server unhealthy
+            (/health 503 with the reason, queued jobs failed, no more restarts).
+        state_dir: folder for the job table (SQLite) and the jobs' files, so accepted jobs survive a restart;
+            None: a temporary folder (jobs are lost when the server stops).
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +53,9 @@ class ServeConfig:
     insecure: bool = False
     queue: int = 16
     retention_s: float = 3600.0
+    upload_timeout_s: float = 30.0
+    max_start_failures: int = 3
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
@@ -59,6 +68,14 @@ class ServeConfig:
             raise ValueError(f"--queue must be an integer >= 1, got {self.queue}")
         if not self.retention_s > 0:
             raise ValueError(f"--retention-s must be > 0, got {self.retention_s}")
+        if not self.upload_timeout_s > 0:
+            raise ValueError(f"--upload-timeout-s must be > 0, got {self.upload_timeout_s}")
+        if not (isinstance(self.max_start_failures, int) and self.max_start_failures >= 1):
+            raise ValueError(f"--max-start-failures must be an integer >= 1, got {self.max_start_failures}")
+        if self.state_dir is not None:
+            if not str(self.state_dir).strip():
+                raise ValueError("--state-dir is empty")
+            self.state_dir = Path(os.path.expanduser(self.state_dir))
         if self.token is not None and not self.token.strip():
             raise ValueError("--token is empty")
         dirs = []

@@ -65,16 +65,21 @@ def serve(config: ServeConfig, weights: str | os.PathLike, predict: PredictConfi
     Raises:
         ServeError: the address can't be used.
         deepfake.serve.jobs.LoadError: the workers could not load the detector.
+        deepfake.serve.store.StateError: the --state-dir can't be used (in use, not writable, another schema).
     """
     import uvicorn
 
     from deepfake.serve.app import create_app
     from deepfake.serve.jobs import JobPool
+    from deepfake.serve.store import JobStore
 
     sock = bind(config.host, config.port)
+    store = None
     try:
+        store = JobStore(config.state_dir) if config.state_dir is not None else None
         pool = JobPool(weights, predict, workers=config.workers, capacity=config.queue,
-                       retention_s=config.retention_s, sha256=sha256)
+                       retention_s=config.retention_s, sha256=sha256, store=store,
+                       max_start_failures=config.max_start_failures)
         pool.start()
         try:
             host, port = sock.getsockname()[:2]
@@ -97,4 +102,6 @@ def serve(config: ServeConfig, weights: str | os.PathLike, predict: PredictConfi
         finally:
             pool.close()
     finally:
+        if store is not None:
+            store.close()
         sock.close()

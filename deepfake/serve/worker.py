@@ -30,6 +30,13 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
     # Ctrl+C is the server's, which stops the workers in order (a terminal sends SIGINT to the whole group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
+    from deepfake.weights import WeightsError, resolve_weights
+
+    try:  # a file gone since the server started fails here, before the seconds torch takes to import
+        resolve_weights(weights, progress=False)
+    except WeightsError as err:
+        events.put(("load_failed", index, _one_line(err)))
+        return
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
