@@ -29,7 +29,8 @@ class ServeConfig:
     Attributes:
         host: address to bind; anything but loopback needs a token or `insecure`.
         port: TCP port (0: any free one).
-        workers: worker processes, one detector each.
+        workers: worker processes, one detector each (with `ray`: Ray actors; None there: one per GPU or CPU slot
+            of the cluster).
         max_upload_mb: largest upload accepted (413 above).
         token: the bearer token every /api call must carry; None: no authentication.
         allow_dirs: folders whose videos may be named by path (JSON ``{"path"}``); empty: uploads only.
@@ -42,11 +43,12 @@ class ServeConfig:
             (/health 503 with the reason, queued jobs failed, no more restarts).
         state_dir: folder for the job table (SQLite) and the jobs' files, so accepted jobs survive a restart;
             None: a temporary folder (jobs are lost when the server stops).
+        ray: score on Ray actors: ``local``, ``auto`` or a cluster's address; None: worker processes here.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    workers: int | None = 1
     max_upload_mb: float = 500.0
     token: str | None = None
     allow_dirs: list[Path] = field(default_factory=list)
@@ -56,11 +58,16 @@ class ServeConfig:
     upload_timeout_s: float = 30.0
     max_start_failures: int = 3
     state_dir: Path | None = None
+    ray: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
             raise ValueError(f"--port must be 0..65535, got {self.port}")
-        if not (isinstance(self.workers, int) and self.workers >= 1):
+        if self.ray is not None and not self.ray.strip():
+            raise ValueError("--ray is empty: give local, auto or the cluster's address (head:6379)")
+        if self.workers is None and self.ray is None:
+            self.workers = 1
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
             raise ValueError(f"--workers must be an integer >= 1, got {self.workers}")
         if not self.max_upload_mb > 0:
             raise ValueError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
