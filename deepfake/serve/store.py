@@ -38,7 +38,7 @@ log = logging.getLogger("deepfake.serve")
 SCHEMA_VERSION = 1
 TEMP_PREFIX = "deepfake-serve-"
 OWNER_FILE = ".owner"
-LEGACY_AGE_S = 600.0  # a temporary folder without an owner file (older versions, or one being made) older than this
+LEGACY_AGE_S = 86400.0  # a temporary folder without an owner file (made by an older version) older than this
 
 
 class StateError(OneLineError):
@@ -93,7 +93,8 @@ def remove_abandoned_roots(parent: str | os.PathLike | None = None) -> list[Path
     """Delete the temporary job folders under `parent` (default: the temp folder) whose server is gone.
 
     A folder is abandoned when nobody holds the lock on its ``.owner`` file, or (made by a version without one)
-    when it has no such file and is older than 10 minutes. Returns the folders removed.
+    when it has no such file and is older than a day (made by a version without one, which may still be running).
+    Returns the folders removed.
     """
     removed = []
     for folder in Path(parent or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
