@@ -4,6 +4,7 @@
     python bench/serve.py --clips 6 --concurrency 2 --resolution 320x240 --seconds 2 --backbone test_efficientnet
     python bench/serve.py --compare-720p                    # also: a 10-s 720p clip, server vs predict in-process
     python bench/serve.py --url http://127.0.0.1:8000/ --token T    # a server already running (no memory figures)
+    python bench/serve.py --durable 10 --backbone test_efficientnet --resolution 320x240 --seconds 3 --fps 10
 
 What is measured:
 - ``load``: `--clips` uploads of a `deepfake synth` clip (real and fake alternating) by `--concurrency` client
@@ -14,6 +15,11 @@ What is measured:
   the first and the last fifth of the run ("flat" when they are close).
 - ``overload``: `--overload` uploads at once against the same server: the answers are 202 (queued) or 429
   (queue full), never anything else, and the server still answers /health afterwards.
+- ``durable`` (with `--durable N`, instead of the load test): a server with `--state-dir` and one worker gets N
+  uploads; it is killed with SIGKILL while one job runs and the others wait, started again on the same folder, and
+  every job is polled to its end: done, failed and lost (unknown after the restart: must be 0), the restart's
+  seconds to a loaded model and to the last job done. Then ``stalled_upload``: a client that sends half an upload
+  and goes quiet gets 408 after the server's `--upload-timeout-s` (set to 2 here), and its place is free again.
 - ``compare_720p`` (with `--compare-720p`): one 10-s 1280x720 30-fps clip, `--repeat` times through the server
   (one client, plot off: predict makes no plot either) and through `deepfake.inference.predict_video` in this
   process (model loaded once, one warm-up), medians and their ratio (target: under 2x).
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,16 +79,18 @@ def make_weights(path: Path, backbone: str, seq_len: int, stride: int) -> Path:
 class Server:
     """`deepfake serve` in a subprocess on a free port."""
 
-    def __init__(self, weights: Path, args, log: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    def __init__(self, weights: Path, args, log: Path, extra: tuple[str, ...] = (), port: int = 0) -> None:
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
         self.url = f"http://127.0.0.1:{port}/"
-        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(log, "a")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-c", "import sys; from deepfake.cli import main; sys.exit(main())", "serve",
                "--weights", str(weights), "--port", str(port), "--workers", str(args.workers),
                "--queue", str(args.queue), "--device", args.device, "--precision", args.precision,
-               "--log-level", "warning"]
+               "--log-level", "warning", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "DEEPFAKE_TOKEN": ""})
 
@@ -253,6 +262,74 @@ def compare_720p(base: str, weights: Path, args, data: Path, token: str | None) 
             "ratio": round(server_s / predict_s, 2), "repeat": args.repeat}
 
 
+def durable(weights: Path, clip: Path, args, data: Path) -> dict:
+    """N uploads, SIGKILL while one runs and the others wait, a restart on the same --state-dir: all N must end."""
+    import signal
+
+    state = Path(tempfile.mkdtemp(prefix="state-", dir=data))
+    extra = ("--state-dir", str(state), "--upload-timeout-s", "2")
+    args.queue, args.workers = max(args.queue, args.durable), 1
+    server = Server(weights, args, data / "durable.log", extra)
+    server.wait_ready()
+    ids = []
+    for _ in range(args.durable):
+        status, body = post_clip(server.url, clip, None, plot=False)
+        if status != 202:
+            raise SystemExit(f"bench: upload refused ({status}): {body}")
+        ids.append(body["id"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        at_kill = [get_json(server.url + f"api/v1/videos/{i}", None)["state"] for i in ids]
+        if "running" in at_kill:
+            break
+        time.sleep(0.02)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    server.log.close()
+    start = time.perf_counter()
+    server = Server(weights, args, data / "durable.log", extra, port=server.port)
+    try:
+        server.wait_ready()
+        ready_s = time.perf_counter() - start
+        final: dict = {}
+        while time.monotonic() < deadline + 600:
+            final = {}
+            for i in ids:
+                try:
+                    final[i] = get_json(server.url + f"api/v1/videos/{i}", None)["state"]
+                except urllib.error.HTTPError as err:
+                    final[i] = f"http {err.code}"
+            if all(v in ("done", "failed") or v.startswith("http") for v in final.values()):
+                break
+            time.sleep(0.2)
+        done_s = time.perf_counter() - start
+        stalled = stalled_upload(server.port, clip)
+    finally:
+        server.stop()
+    states = list(final.values())
+    return {"posted": len(ids), "at_kill": {s: at_kill.count(s) for s in sorted(set(at_kill))},
+            "done": states.count("done"), "failed": states.count("failed"),
+            "lost": len(ids) - states.count("done") - states.count("failed"),
+            "restart_to_ready_s": round(ready_s, 1), "restart_to_all_done_s": round(done_s, 1),
+            "stalled_upload": stalled}
+
+
+def stalled_upload(port: int, clip: Path) -> dict:
+    """Half an upload over a raw socket, then silence: the answer's status line and how long it took."""
+    body = clip.read_bytes()
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.mp4\"\r\n\r\n"
+            + body[: len(body) // 2])
+    request = (f"POST /api/v1/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b"
+               f"\r\nContent-Length: {len(body) + 200}\r\n\r\n").encode() + head
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        answer = sock.recv(4096).decode("latin-1")
+    receiving = get_json(f"http://127.0.0.1:{port}/health", None)["queue"]["receiving"]
+    return {"status_line": answer.split("\r\n", 1)[0], "after_s": round(time.perf_counter() - start, 2),
+            "places_held_after": receiving}
+
+
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -290,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per 720p measurement, median (default %(default)s)")
     p.add_argument("--data", help="folder for the generated clips (kept; default a temporary folder)")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--durable", type=int, default=0, metavar="N",
+                   help="instead of the load test: N uploads, SIGKILL while 1 runs, restart, count the lost")
     args = p.parse_args(argv)
     args.queue = max(16, args.concurrency * 2)
 
@@ -302,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     server = sampler = None
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
                      "settings": {k: v for k, v in vars(args).items() if k != "token"}}
+    if args.durable:
+        results["durable"] = durable(weights, clips[0], args, data)
+        print(json.dumps(results, indent=2))
+        d = results["durable"]
+        return 1 if d["lost"] or d["done"] != d["posted"] or "408" not in d["stalled_upload"]["status_line"] else 0
     try:
         if args.url:
             base = args.url.rstrip("/") + "/"

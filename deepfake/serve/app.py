@@ -139,9 +139,13 @@ def create_app(pool: JobPool, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/health", summary="Whether the model is loaded, on which device; the queue")
     async def health():
         stats = pool.stats()
-        return {"status": "ok" if pool.ready else "loading", "model_loaded": pool.ready, "device": pool.device,
+        body = {"status": "ok" if pool.ready else "loading", "model_loaded": pool.ready, "device": pool.device,
                 "version": __version__, "auth": config.token is not None, "max_upload_mb": config.max_upload_mb,
-                "explain": True, "threshold": pool.config.threshold, "queue": stats}
+                "explain": True, "threshold": pool.config.threshold, "durable": pool.store is not None,
+                "queue": stats}
+        if pool.unhealthy:  # for load balancers and orchestrators: take this server out
+            return JSONResponse({**body, "status": "unhealthy", "reason": pool.unhealthy}, status_code=503)
+        return body
 
     # ------------------------------------------------------------------------------------------ the API
 
@@ -158,23 +162,28 @@ def create_app(pool: JobPool, config: ServeConfig | None = None) -> FastAPI:
                   202: {"description": "queued: poll status_url"}, 400: {"description": "not a video, empty"},
                   401: {"description": "token missing or wrong"}, 403: {"description": "path not allowed"},
                   413: {"description": "upload too large"}, 415: {"description": "wrong content type"},
-                  422: {"description": "missing or unknown field"}, 429: {"description": "queue full"}})
+                  408: {"description": "no byte for --upload-timeout-s"},
+                  422: {"description": "missing or unknown field"}, 429: {"description": "queue full"},
+                  503: {"description": "unhealthy: the workers cannot load the model (see /health)"}})
     async def submit(request: Request):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("multipart/form-data", "application/json"):
             raise BadRequest(415, f"send multipart/form-data (field 'file') or application/json ({{\"path\"}}), "
                                   f"not {kind or 'no content type'!r}")
+        if pool.unhealthy:
+            raise BadRequest(503, f"this server cannot score videos: {pool.unhealthy}")
         if not pool.reserve():
             raise BadRequest(429, f"queue full ({pool.capacity} waiting): try again later",
                              {"Retry-After": "10"})
         job = None
         try:
             if kind == "application/json":
-                sub = await read_path_request(request.stream(), config.allow_dirs)
+                sub = await read_path_request(request.stream(), config.allow_dirs, config.upload_timeout_s)
                 job = Job.new(pool.root, sub.name, explain=sub.explain, plot=sub.plot)
             else:
                 job = Job.new(pool.root, "upload")
-                sub = await receive_upload(request.headers, request.stream(), job.folder, max_bytes)
+                sub = await receive_upload(request.headers, request.stream(), job.folder, max_bytes,
+                                           config.upload_timeout_s)
                 job.name, job.explain, job.plot = sub.name, sub.explain, sub.plot
             if sub.size == 0:
                 raise BadRequest(400, f"{sub.name}: empty file (0 bytes)")

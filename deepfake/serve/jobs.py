@@ -17,16 +17,24 @@ pool's dispatcher thread hands the next one to an idle worker over that worker's
 always knows which job each worker holds: a worker that dies fails exactly its job. Workers report progress,
 results and what they wrote (plot, explanation strips) as events. Finished jobs (their folders: plot,
 explanations) are deleted `retention_s` after they finish; an uploaded video is deleted as soon as its job ends.
+
+With a `deepfake.serve.store.JobStore` (`--state-dir`) every change of a job's state is written to its table, and a
+new pool on the same store takes the jobs up again: queued and running ones queue (again), in the order they were
+accepted; finished ones answer until their retention ends. Without one, the jobs live in a temporary folder that a
+later start removes if this server was killed.
+
+A worker that fails to start `max_start_failures` times in a row (a damaged weights file, a device gone) makes
+the pool unhealthy: `unhealthy` holds the reason, the queued jobs fail with it and no worker is started again.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import multiprocessing as mp
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -35,11 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from deepfake.inference import PredictConfig
+from deepfake.serve.store import JobStore, make_temp_root, remove_abandoned_roots
 
 __all__ = ["Job", "JobPool", "LoadError", "STATES"]
 
 STATES = ("queued", "running", "done", "failed")
 HOUSEKEEPING_S = 1.0      # how often dead workers and expired jobs are looked for
+RECORDED = ("id", "name", "explain", "plot", "state", "progress", "stage", "result", "error", "warning", "files",
+            "created", "started", "finished", "seconds", "owned")  # a job's fields in the state table
+log = logging.getLogger("deepfake.serve")
 
 
 class LoadError(RuntimeError):
@@ -92,6 +104,24 @@ class Job:
         folder.mkdir(parents=True)
         return cls(job_id, name, folder, explain=explain, plot=plot)
 
+    def record(self) -> dict:
+        """The job as the state table stores it (JSON; an upload's path relative to the job's folder)."""
+        out = {key: getattr(self, key) for key in RECORDED}
+        video = self.video
+        if video is not None and self.owned and self.folder in video.parents:
+            video = video.relative_to(self.folder)
+        out["video"] = os.fspath(video) if video is not None else None
+        return out
+
+    @classmethod
+    def from_record(cls, root: Path, record: dict) -> Job:
+        """A job from `record` whose folder is ``root/<id>``."""
+        job = cls(record["id"], record["name"], Path(root) / record["id"],
+                  **{key: record[key] for key in RECORDED if key not in ("id", "name") and key in record})
+        if record.get("video"):
+            job.video = job.folder / record["video"] if job.owned else Path(record["video"])
+        return job
+
     def public(self, position: int | None = None) -> dict:
         """The job as the API shows it (no server paths)."""
         out = {"id": self.id, "video": self.name, "state": self.state, "progress": round(self.progress, 3),
@@ -110,6 +140,7 @@ class _Worker:
     inbox: Any
     ready: bool = False
     job: str | None = None
+    load_error: str | None = None
     info: dict = field(default_factory=dict)
 
 
@@ -125,17 +156,21 @@ class JobPool:
         root: folder for the jobs' files (default: a new temporary folder, removed by `close`).
         threads: torch threads per worker (default: the CPU count divided by `workers`, at least 1).
         sha256: expected hash of the weights (checked by each worker's `load_predictor`).
+        store: the state table of a `--state-dir` (its jobs are taken up; `root` is its jobs folder).
+        max_start_failures: worker starts that may fail in a row before the pool gives up (unhealthy).
     """
 
     def __init__(self, weights: str | os.PathLike, config: PredictConfig, workers: int = 1, capacity: int = 16,
                  retention_s: float = 3600.0, root: str | os.PathLike | None = None, threads: int | None = None,
-                 sha256: str | None = None) -> None:
+                 sha256: str | None = None, store: JobStore | None = None, max_start_failures: int = 3) -> None:
         if workers < 1:
             raise ValueError(f"--workers must be an integer >= 1, got {workers}")
         if capacity < 1:
             raise ValueError(f"--queue must be an integer >= 1, got {capacity}")
         if not retention_s > 0:
             raise ValueError(f"--retention-s must be > 0, got {retention_s}")
+        if max_start_failures < 1:
+            raise ValueError(f"--max-start-failures must be an integer >= 1, got {max_start_failures}")
         self.weights = os.fspath(weights)
         self.config = config
         self.n_workers = workers
@@ -143,11 +178,24 @@ class JobPool:
         self.retention_s = float(retention_s)
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.sha256 = sha256
-        self._own_root = root is None
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="deepfake-serve-"))
+        self.store = store
+        self.max_start_failures = max_start_failures
+        self.unhealthy: str | None = None
+        self._start_failures = 0
+        self._own_root = root is None and store is None
+        self._root_lock = None
+        if store is not None:
+            self.root = store.jobs_root
+        elif root is not None:
+            self.root = Path(root)
+        else:
+            remove_abandoned_roots()  # uploads of servers killed before they could remove them
+            self.root, self._root_lock = make_temp_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, Job] = {}
         self._waiting: collections.deque[str] = collections.deque()
+        if store is not None:
+            self._take_up(store)
         self._reserved = 0
         self._lock = threading.RLock()
         self._ctx = mp.get_context("spawn")
@@ -208,6 +256,34 @@ class JobPool:
         self._workers = []
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self._root_lock is not None:
+                self._root_lock.release()
+
+    def _take_up(self, store: JobStore) -> None:
+        """The stored jobs: finished ones kept, queued and running ones queued in their order; folders without a
+        row (an upload the last server was receiving when it stopped) removed."""
+        requeued = 0
+        for record in store.load():
+            job = Job.from_record(self.root, record)
+            if job.state in ("queued", "running"):
+                if job.owned and (job.video is None or not job.video.is_file()):
+                    self.jobs[job.id] = job
+                    self._finish(job, {"error": "the uploaded video was lost when the server stopped"})
+                    continue
+                job.state, job.stage, job.progress, job.started = "queued", "queued", 0.0, None
+                self._waiting.append(job.id)
+                self._save(job)
+                requeued += 1
+            self.jobs[job.id] = job
+        for folder in self.root.iterdir():
+            if folder.name not in self.jobs:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.jobs:
+            log.info("state %s: %d job(s) taken up, %d of them to run", store.folder, len(self.jobs), requeued)
+
+    def _save(self, job: Job) -> None:
+        if self.store is not None:
+            self.store.put(job.record())
 
     def _spawn(self, index: int) -> _Worker:
         from deepfake.serve.worker import worker_main
@@ -241,6 +317,7 @@ class JobPool:
             self._reserved = max(0, self._reserved - 1)
             self.jobs[job.id] = job
             self._waiting.append(job.id)
+            self._save(job)
             self._dispatch()
         return job
 
@@ -273,7 +350,8 @@ class JobPool:
             return {"workers": self.n_workers, "workers_ready": sum(w.ready for w in self._workers),
                     "threads_per_worker": self.threads, "queued": len(self._waiting), "receiving": self._reserved,
                     "running": states["running"], "done": states["done"], "failed": states["failed"],
-                    "capacity": self.capacity, "retention_s": self.retention_s, "restarts": self.restarts}
+                    "capacity": self.capacity, "retention_s": self.retention_s, "restarts": self.restarts,
+                    "start_failures": self._start_failures}
 
     @property
     def ready(self) -> bool:
@@ -284,6 +362,8 @@ class JobPool:
 
     def _dispatch(self) -> None:
         """Hand waiting jobs to idle workers (caller holds the lock)."""
+        if self.unhealthy:
+            return
         for w in self._workers:
             if not self._waiting:
                 return
@@ -291,6 +371,7 @@ class JobPool:
                 job = self.jobs[self._waiting.popleft()]
                 job.state, job.stage, job.started = "running", "reading", time.time()
                 w.job = job.id
+                self._save(job)
                 w.inbox.put({"id": job.id, "video": os.fspath(job.video), "name": job.name,
                              "folder": os.fspath(job.folder), "explain": job.explain, "plot": job.plot})
 
@@ -319,9 +400,11 @@ class JobPool:
             w = self._workers[index]
             w.ready, w.info = True, info
             self.device = info.get("device", self.device)
-        elif kind == "load_failed":  # a replacement worker could not load: keep serving with the others
+            self._start_failures = 0
+        elif kind == "load_failed":  # a replacement worker could not load: it exits; counted when found dead
             _, index, reason = event
             self._workers[index].ready = False
+            self._workers[index].load_error = reason
         elif kind == "progress":
             _, job_id, stage, progress = event
             job = self.jobs.get(job_id)
@@ -346,10 +429,11 @@ class JobPool:
         job.stage, job.progress, job.finished = job.state, 1.0, time.time()
         if job.owned and job.video is not None:
             shutil.rmtree(job.video.parent, ignore_errors=True)  # upload/<name>
+        self._save(job)
 
     def _replace_dead_workers(self) -> None:
         for i, w in enumerate(self._workers):
-            if w.process.is_alive():
+            if w.process.is_alive() or (self.unhealthy and w.job is None):
                 continue
             code = w.process.exitcode
             if w.job is not None and w.job in self.jobs:
@@ -359,8 +443,30 @@ class JobPool:
                 reason = (f"the worker scoring this video stopped (exit code {code}"
                           + ("; killed: out of memory?" if code is not None and code < 0 else "") + ")")
                 self._finish(job, {"result": error_result(job.name, reason), "error": reason})
+            w.job = None
+            if self.unhealthy:
+                continue
+            if not w.ready:  # it never loaded the detector
+                self._start_failures += 1
+                reason = w.load_error or f"a worker exited while loading the detector (exit code {code})"
+                log.warning("worker %d failed to start (%d in a row): %s", w.index, self._start_failures, reason)
+                if self._start_failures >= self.max_start_failures:
+                    self._give_up(f"workers failed to start {self._start_failures} times in a row: {reason}")
+                    return
+            else:
+                log.warning("worker %d stopped (exit code %s); starting another", w.index, code)
             self.restarts += 1
             self._workers[i] = self._spawn(w.index)
+
+    def _give_up(self, reason: str) -> None:
+        """Unhealthy: no more workers; the queued jobs fail with `reason` (running ones finish if they can)."""
+        from deepfake.scoring import error_result
+
+        self.unhealthy = reason
+        log.error("serving stopped: %s", reason)
+        while self._waiting:
+            job = self.jobs[self._waiting.popleft()]
+            self._finish(job, {"result": error_result(job.name, reason), "error": reason})
 
     def _expire(self) -> None:
         now = time.time()
@@ -369,4 +475,6 @@ class JobPool:
 
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
+        if self.store is not None:
+            self.store.delete(job.id)
         shutil.rmtree(job.folder, ignore_errors=True)

@@ -65,16 +65,28 @@ def serve(config: ServeConfig, weights: str | os.PathLike, predict: PredictConfi
     Raises:
         ServeError: the address can't be used.
         deepfake.serve.jobs.LoadError: the workers could not load the detector.
+        deepfake.serve.store.StateError: the --state-dir can't be used (in use, not writable, another schema).
+        deepfake.serve.ray_pool.RayError: --ray given and Ray missing or its cluster unreachable.
     """
     import uvicorn
 
     from deepfake.serve.app import create_app
     from deepfake.serve.jobs import JobPool
+    from deepfake.serve.store import JobStore
 
     sock = bind(config.host, config.port)
+    store, own_ray = None, False
     try:
-        pool = JobPool(weights, predict, workers=config.workers, capacity=config.queue,
-                       retention_s=config.retention_s, sha256=sha256)
+        store = JobStore(config.state_dir) if config.state_dir is not None else None
+        options = {"capacity": config.queue, "retention_s": config.retention_s, "sha256": sha256, "store": store,
+                   "max_start_failures": config.max_start_failures}
+        if config.ray is not None:
+            from deepfake.serve.ray_pool import RayJobPool, ray_init
+
+            own_ray = ray_init(config.ray)
+            pool = RayJobPool(weights, predict, workers=config.workers, **options)
+        else:
+            pool = JobPool(weights, predict, workers=config.workers, **options)
         pool.start()
         try:
             host, port = sock.getsockname()[:2]
@@ -97,4 +109,10 @@ def serve(config: ServeConfig, weights: str | os.PathLike, predict: PredictConfi
         finally:
             pool.close()
     finally:
+        if store is not None:
+            store.close()
+        if own_ray:
+            import ray
+
+            ray.shutdown()
         sock.close()

@@ -9,6 +9,7 @@ is refused before anything is read). A path is resolved (`..` and symbolic links
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from data_prep.files import OneLineError
 
-__all__ = ["BadRequest", "Submission", "receive_upload", "read_path_request", "resolve_allowed", "FIELDS"]
+__all__ = ["BadRequest", "Submission", "receive_upload", "read_path_request", "resolve_allowed", "with_deadline",
+           "FIELDS"]
 
 FIELDS = {"file": "the video", "explain": "true/false: explanation strips per face",
           "plot": "true/false: the timeline plot (default true)"}
@@ -58,6 +60,24 @@ def _flag(name: str, value) -> bool:
     raise BadRequest(422, f"field {name!r} must be true or false, got {str(value)[:40]!r}")
 
 
+async def with_deadline(stream: AsyncIterator[bytes], idle_s: float | None) -> AsyncIterator[bytes]:
+    """`stream`'s chunks, ending with 408 when no chunk comes for `idle_s` seconds (None: wait for ever).
+
+    A client that stops sending mid-upload would otherwise hold its place in the queue for as long as it keeps the
+    connection open (16 such clients: every other one gets 429).
+    """
+    chunks = stream.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BadRequest(408, f"no data for {idle_s:g} s: upload abandoned (--upload-timeout-s)",
+                             {"Connection": "close"}) from None
+        yield chunk
+
+
 def safe_name(filename: str) -> str:
     """The uploaded file's name without any folder part or control characters (what the result reports)."""
     name = re.split(r"[\\/]", filename or "")[-1]
@@ -65,7 +85,8 @@ def safe_name(filename: str) -> str:
     return name.encode("utf-8")[:200].decode("utf-8", "ignore").strip() or "upload"  # a file name's 255-byte limit
 
 
-async def receive_upload(headers, stream: AsyncIterator[bytes], folder: Path, max_bytes: int) -> Submission:
+async def receive_upload(headers, stream: AsyncIterator[bytes], folder: Path, max_bytes: int,
+                         idle_s: float | None = None) -> Submission:
     """Read a multipart/form-data body into `folder` as it arrives.
 
     Args:
@@ -73,12 +94,14 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], folder: Path, ma
         stream: the body's chunks.
         folder: where the video goes (as ``upload/<the file's name>``).
         max_bytes: the largest video accepted.
+        idle_s: seconds without a byte after which the upload ends (408); None: no deadline.
 
     Returns:
         The `Submission` (fields ``explain`` and ``plot`` read too).
 
     Raises:
-        BadRequest: 413 over `max_bytes`, 422 a missing, repeated or unknown field, 400 a malformed body.
+        BadRequest: 413 over `max_bytes`, 422 a missing, repeated or unknown field, 400 a malformed body, 408 no
+            byte for `idle_s` seconds.
     """
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -148,7 +171,7 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], folder: Path, ma
                                         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
                                         "on_part_data": on_part_data, "on_part_end": on_part_end})
     try:
-        async for chunk in stream:
+        async for chunk in with_deadline(stream, idle_s):
             if chunk:
                 parser.write(chunk)
         parser.finalize()
@@ -164,15 +187,16 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], folder: Path, ma
                       plot=_flag("plot", fields.get("plot", b"true").decode() or "true"), size=state["size"])
 
 
-async def read_path_request(stream: AsyncIterator[bytes], allow_dirs: Sequence[Path]) -> Submission:
+async def read_path_request(stream: AsyncIterator[bytes], allow_dirs: Sequence[Path],
+                            idle_s: float | None = None) -> Submission:
     """A JSON body ``{"path": ..., "explain": false, "plot": true}`` naming a video under an allowed folder.
 
     Raises:
         BadRequest: 403 paths not enabled or outside the allowed folders, 400 bad JSON or no such file, 422 a
-            missing, mistyped or unknown field, 413 a body over 64 KB.
+            missing, mistyped or unknown field, 413 a body over 64 KB, 408 no byte for `idle_s` seconds.
     """
     body = b""
-    async for chunk in stream:
+    async for chunk in with_deadline(stream, idle_s):
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise BadRequest(413, f"JSON body over {MAX_JSON_BYTES // 1024} KB")

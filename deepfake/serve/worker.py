@@ -14,12 +14,13 @@ from pathlib import Path
 
 from deepfake.inference import PredictConfig
 
-__all__ = ["worker_main", "run_job"]
+__all__ = ["worker_main", "run_job", "run_job_safely", "one_line"]
 
 PROGRESS_EVERY_S = 0.25  # a job's progress is reported at most this often
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An exception as one line (its message, or its type's name when it has none)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 
@@ -30,6 +31,13 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
     # Ctrl+C is the server's, which stops the workers in order (a terminal sends SIGINT to the whole group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
+    from deepfake.weights import WeightsError, resolve_weights
+
+    try:  # a file gone since the server started fails here, before the seconds torch takes to import
+        resolve_weights(weights, progress=False)
+    except WeightsError as err:
+        events.put(("load_failed", index, one_line(err)))
+        return
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
@@ -39,20 +47,14 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
         config = PredictConfig(**{**config.__dict__, "workers": 0})  # decode on a thread: one video at a time
         detector, extractor, path = load_predictor(weights, config, sha256)
     except Exception as err:  # noqa: BLE001 - WeightsError, ValueError (bad device), anything else: one line
-        events.put(("load_failed", index, _one_line(err)))
+        events.put(("load_failed", index, one_line(err)))
         return
     events.put(("ready", index, {"device": str(detector.device), "precision": detector.precision,
                                  "calibrated": detector.calibration is not None, "weights": Path(path).name,
                                  "threads": torch.get_num_threads(), "pid": os.getpid()}))
     try:
         while (task := inbox.get()) is not None:
-            try:
-                payload = run_job(task, detector, extractor, config.threshold, events)
-            except Exception as err:  # noqa: BLE001 - a job's failure is its result, never the worker's end
-                from deepfake.scoring import error_result
-
-                reason = f"scoring failed: {type(err).__name__}: {_one_line(err)}"
-                payload = {"result": error_result(task["name"], reason), "error": reason}
+            payload = run_job_safely(task, detector, extractor, config.threshold, events)
             events.put(("finished", index, task["id"], payload))
     finally:
         extractor.close()
@@ -73,6 +75,17 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-server", daemon=True).start()
+
+
+def run_job_safely(task: dict, detector, extractor, threshold: float, events) -> dict:
+    """`run_job`, with an exception turned into the job's error result (a job's failure never ends a worker)."""
+    try:
+        return run_job(task, detector, extractor, threshold, events)
+    except Exception as err:  # noqa: BLE001 - anything a video can make the decoder or the model raise
+        from deepfake.scoring import error_result
+
+        reason = f"scoring failed: {type(err).__name__}: {one_line(err)}"
+        return {"result": error_result(task["name"], reason), "error": reason}
 
 
 def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
@@ -108,7 +121,7 @@ def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
             plot_video(result, pred.faces, folder / "plot.png", threshold=threshold)
             files.append("plot.png")
         except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction (as in predict)
-            notes.append(f"no plot: {type(err).__name__}: {_one_line(err)}")
+            notes.append(f"no plot: {type(err).__name__}: {one_line(err)}")
     if task.get("explain") and result["status"] == "ok":
         events.put(("progress", job_id, "explaining", 0.96))
         try:
@@ -118,6 +131,6 @@ def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
                                         threshold=threshold)
             files += [f"explain/{p.name}" for p in written if p.suffix == ".png"]
         except Exception as err:  # noqa: BLE001 - an explanation must not cost the prediction (as in predict)
-            notes.append(f"no explanation: {type(err).__name__}: {_one_line(err)}")
+            notes.append(f"no explanation: {type(err).__name__}: {one_line(err)}")
     warning = "; ".join([w for w in [pred.warning, *notes] if w]) or None
     return {"result": result, "files": files, "warning": warning, "seconds": round(pred.seconds, 3)}
