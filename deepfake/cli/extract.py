@@ -97,6 +97,9 @@ def main(args: list[str] | None = None) -> int:
 
     parser = _parser()
     opts = parser.parse_args(args)
+    if not all(p.strip() for p in opts.paths):  # Path("") is the current folder: never what was meant
+        print("deepfake-extract: error: an empty path was given (SOURCE and OUT_DIR must be named)", file=sys.stderr)
+        return 2
     if opts.merge:
         if len(opts.paths) not in (1, 2):
             parser.error("--merge takes OUT_DIR (or SOURCE OUT_DIR)")
@@ -106,6 +109,10 @@ def main(args: list[str] | None = None) -> int:
         except DatasetError as err:
             print(f"deepfake-extract: {err}", file=sys.stderr)
             return 2
+        except OSError as err:
+            print(f"deepfake-extract: error: can't write the merged index in {out}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 1
         print(f"merged {shards} shards: {out / 'index.csv'} ({rows} crops), {failures} failures")
         return 0
     if len(opts.paths) != 2:
@@ -152,6 +159,13 @@ def main(args: list[str] | None = None) -> int:
     except DatasetError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a disk that filled up or went read-only while the index was written
+        if bar is not None:
+            bar.close()
+        where = f": {err.filename}" if err.filename else ""
+        print(f"deepfake-extract: error: can't write {out}{where}: {err.strerror or err}; free space or fix the "
+              f"folder, then run the same command again to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if bar is None:  # before extraction started: nothing to resume
             raise
