@@ -33,6 +33,7 @@ still leaves a complete file. The report prints the time per video against DFDC'
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -41,7 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.files import CsvError, OneLineError, atomic_write, csv_text, iter_videos, read_csv_dicts
+from data_prep.files import (CsvError, LockedError, OneLineError, OutputError, atomic_write, check_path, csv_text,
+                             hold_lock, iter_videos, output_kind, read_csv_dicts, refuse_input_as_output)
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission"]
@@ -187,9 +189,9 @@ class SubmissionReport:
                          f"{self.config.prior:g} !!!")
         counts = {k: self.count(k) for k in ("ok", "no_face", "error", "missing", "skipped", "prior")}
         lo, hi = self.config.clip
-        lines.append(f"{self.out_csv}: {len(self.rows)} rows; {counts['ok']} scored, "
-                     + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "ok" and v)
-                     + ("" if len(self.rows) == counts["ok"] else f" (those at the prior {self.config.prior:g})")
+        unscored = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "ok" and v)
+        lines.append(f"{self.out_csv}: {len(self.rows)} rows; {counts['ok']} scored"
+                     + (f", {unscored} (those at the prior {self.config.prior:g})" if unscored else "")
                      + f"; labels clipped to [{lo:g}, {hi:g}]")
         t = self.timing()
         if t["mean_s"] is None:
@@ -218,7 +220,10 @@ def list_videos(test_dir: str | os.PathLike) -> dict[str, Path]:
     Raises:
         SubmissionError: `test_dir` is not a folder.
     """
-    root = Path(test_dir).expanduser()
+    try:
+        root = check_path(test_dir, "test folder")
+    except OutputError as err:
+        raise SubmissionError(str(err)) from None
     if not root.is_dir():
         raise SubmissionError(f"test folder {root} does not exist or is not a folder")
     return dict(sorted((path.relative_to(root).as_posix(), path) for path in iter_videos(root)))
@@ -230,15 +235,22 @@ def read_sample_submission(path: str | os.PathLike) -> list[str]:
     Raises:
         SubmissionError: missing file, no `filename` column, or no rows.
     """
-    path = Path(path).expanduser()
     try:
+        path = check_path(path, "sample submission")
         names = [row["filename"] for row in read_csv_dicts(path, need=["filename"])]
-    except CsvError as err:
+    except (CsvError, OutputError) as err:
         raise SubmissionError(str(err)) from None
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise SubmissionError(f"{path}: no filenames listed")
     return names
+
+
+def _repeated_names(path: str | os.PathLike, names: list[str]) -> str:
+    """A note on the names a sample submission lists more than once (Kaggle scores one row per video), or ""."""
+    listed = [row.get("filename", "") for row in read_csv_dicts(path)]
+    extra = len([n for n in listed if n]) - len(names)
+    return f"{path} lists {extra} filename(s) more than once" if extra else ""
 
 
 def _plan_rows(test_dir: str | os.PathLike, sample_submission: str | os.PathLike | None,
@@ -251,6 +263,10 @@ def _plan_rows(test_dir: str | os.PathLike, sample_submission: str | os.PathLike
     if sample_submission is not None:
         try:
             names = read_sample_submission(sample_submission)
+            repeated = _repeated_names(sample_submission, names)
+            if repeated:
+                warn(f"{repeated}; each gets one row")
+                notes.append(repeated)
         except SubmissionError as err:
             if not on_disk:
                 raise SubmissionError(f"{err}; and no video in {test_dir} to list the rows from instead") from None
@@ -383,17 +399,36 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         The report (`report.summary()` for the lines to print; they are printed too).
 
     Raises:
-        SubmissionError: there is no way to know the rows (no test videos and no readable sample submission).
+        SubmissionError: there is no way to know the rows (no test videos and no readable sample submission), or
+            `out_csv` can't be written as asked: empty, a folder, one of the inputs (a test video, the sample
+            submission), or being written by another run (the message names its PID).
         ValueError: bad settings.
     """
     start = time.perf_counter()
     config = config or SubmissionConfig(prior=prior, clip=clip, device=device, **settings)
-    out_csv = Path(out_csv).expanduser()
-    rows, notes = _plan_rows(test_dir, sample_submission, _warn)
+    try:
+        out_csv = check_path(out_csv, "output")
+        stream = output_kind(out_csv) == "stream"  # /dev/stdout: written once, at the end, never renamed over
+        rows, notes = _plan_rows(test_dir, sample_submission, _warn)
+        refuse_input_as_output(out_csv, [r.path for r in rows if r.path is not None]
+                               + ([sample_submission] if sample_submission is not None else []), "--out")
+        if not stream:
+            out_csv.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.nullcontext() if stream else hold_lock(out_csv.with_name(f".{out_csv.name}.lock"),
+                                                               os.fspath(out_csv)):
+            return _make(rows, notes, weights, out_csv, stream, config, start)
+    except (OutputError, LockedError) as err:
+        raise SubmissionError(str(err)) from None
+
+
+def _make(rows: list[_Row], notes: list[str], weights: str | os.PathLike | None, out_csv: Path, stream: bool,
+          config: SubmissionConfig, start: float) -> SubmissionReport:
+    """`make_submission` once the rows are known and the output is checked and locked."""
     for row in rows:
         if row.path is None:
             row.status, row.reason = "missing", "not in the test folder"
-    _write(out_csv, rows, config)  # a complete prior-only file before anything can go wrong
+    write = (lambda: None) if stream else (lambda: _write(out_csv, rows, config))  # interim writes: files only
+    write()  # a complete prior-only file before anything can go wrong
 
     detector = extractor = None
     model_error = path = None
@@ -420,9 +455,9 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
                 row.status, row.reason = "prior", "model not loaded"
     else:
         try:
-            _score(rows, detector, extractor, config, lambda: _write(out_csv, rows, config), start)
+            _score(rows, detector, extractor, config, write, start)
         except KeyboardInterrupt:
-            _write(out_csv, rows, config)
+            write()
             _warn(f"interrupted: {out_csv} holds the scores so far and the prior for the rest")
             raise
     _write(out_csv, rows, config)

@@ -121,3 +121,132 @@ def test_evaluate_and_submit_go_on_past_bad_files(corpus, weights, tmp_path, cap
     rows = {r["filename"]: float(r["label"]) for r in read_csv_dicts(sub)}
     assert sorted(rows) == sorted(EXPECTED) and all(0.01 <= p <= 0.99 for p in rows.values())
     assert all(rows[k] == 0.5 for k, v in EXPECTED.items() if v != "ok")  # no score: the prior
+
+
+# ------------------------------------------------------------------------------------------------ hostile outputs
+# Outputs that must never destroy a file (issue 31): devices, pipes, inputs named as outputs, two writers at once, a
+# full disk, empty paths. Each case runs the command once on one short clip.
+
+
+@pytest.fixture(scope="module")
+def clip(corpus) -> Path:
+    return corpus / "real/good.mp4"
+
+
+def _predict(*args: str) -> int:
+    return predict.main([*args, "--device", "cpu", "--no-progress", "--stride", "10"])
+
+
+def _char_device(path: Path) -> Path:
+    """A node for the null device (major 1, minor 3) inside a temp folder; skips where nodes can't be made."""
+    import os
+
+    try:
+        os.mknod(path, 0o666 | 0o020000, os.makedev(1, 3))
+        with open(path, "w") as f:
+            f.write("")
+    except OSError as err:
+        pytest.skip(f"can't make or open a device node here ({err.strerror}): needs root and a disk without nodev")
+    return path
+
+
+def _is_char_device(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISCHR(path.lstat().st_mode)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
+def test_predict_writes_a_device_directly_never_renaming_over_it(clip, weights, tmp_path, capsys, fmt):
+    node = _char_device(tmp_path / "null")
+    assert _predict(str(clip), "--weights", str(weights), "-o", str(node), "--format", fmt) == 0
+    err = capsys.readouterr().err
+    assert _is_char_device(node) and "Traceback" not in err  # still the device: nothing renamed onto it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # no journal, lock or temporary file beside it
+
+
+def test_predict_writes_a_fifo_directly(clip, weights, tmp_path):
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    assert _predict(str(clip), "--weights", str(weights), "-o", str(fifo), "--format", "jsonl") == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert json.loads(got[0])["video"] == str(clip)
+
+
+def test_predict_refuses_an_output_that_is_a_folder_or_socket(clip, weights, tmp_path, capsys):
+    import socket
+
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        for target, kind in ((tmp_path, "a folder"), (sock_path, "a socket")):
+            assert _predict(str(clip), "--weights", str(weights), "-o", str(target), "--format", "json") == 2
+            err = capsys.readouterr().err
+            assert _one_line(err.strip()) and kind in err
+    assert sock_path.is_socket()
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(clip, weights, tmp_path, capsys):
+    videos = tmp_path / "self"
+    videos.mkdir()
+    shutil.copy(clip, videos / "a.mp4")
+    shutil.copy(clip, videos / "b.mp4")
+    before = (videos / "b.mp4").read_bytes()
+    assert _predict(str(videos), "--weights", str(tmp_path / "absent.pt"), "-o", str(videos / "b.mp4")) == 2
+    err = capsys.readouterr().err
+    assert "is one of the inputs" in err and _one_line(err.strip())  # refused before the (missing) weights
+    assert (videos / "b.mp4").read_bytes() == before
+
+    sample = tmp_path / "sample.csv"
+    sample.write_text("filename,label\na.mp4,0.5\nb.mp4,0.5\n")
+    for out in (videos / "a.mp4", sample):
+        data = out.read_bytes()
+        assert submit.main([str(videos), "--weights", str(weights), "--out", str(out), "--sample-submission",
+                            str(sample), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "is one of the inputs" in err and out.read_bytes() == data
+
+
+def test_a_second_writer_of_one_output_is_refused_naming_the_first(clip, weights, tmp_path, capsys):
+    from data_prep.files import hold_lock
+
+    out = tmp_path / "r.jsonl"
+    with hold_lock(tmp_path / ".r.jsonl.lock", str(out)):  # what a running `predict -o r.jsonl` holds
+        assert _predict(str(clip), "--weights", str(weights), "-o", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"pid {__import__('os').getpid()}" in err and _one_line(err.strip())
+        assert not out.exists()
+        sub = tmp_path / "submission.csv"
+        with hold_lock(tmp_path / ".submission.csv.lock", str(sub)):
+            assert submit.main([str(clip.parent), "--weights", str(weights), "--out", str(sub),
+                                "--no-progress"]) == 2
+            assert "being written by another process" in capsys.readouterr().err and not sub.exists()
+    assert _predict(str(clip), "--weights", str(weights), "-o", str(out)) == 0  # the lock went with its holder
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", ""], ["predict", "CLIP", "-o", ""], ["predict", "CLIP", "--weights", ""],
+    ["predict", "CLIP", "--plot", ""], ["submit", ""], ["submit", "DIR", "--out", ""],
+    ["submit", "DIR", "--sample-submission", ""], ["extract", "", "OUT"], ["extract", "DIR", ""],
+    ["evaluate", ""], ["evaluate", "DIR", "--out", ""],
+])
+def test_an_empty_path_is_an_error_everywhere(clip, weights, tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(clip.parent)  # "" must not mean this folder of videos
+    command, *rest = argv
+    rest = [{"CLIP": str(clip), "DIR": str(clip.parent), "OUT": str(tmp_path / "out")}.get(a, a) for a in rest]
+    main = {"predict": predict.main, "submit": submit.main, "extract": extract.main, "evaluate": evaluate.main}[command]
+    extra = {"predict": ["--weights", str(weights)], "submit": ["--weights", str(weights)], "extract": [],
+             "evaluate": ["--weights", str(weights)]}[command]
+    assert main([*rest, *extra, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "empty" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
