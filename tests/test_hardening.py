@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -280,3 +281,78 @@ def test_a_video_gets_the_same_bytes_alone_in_a_folder_and_with_workers(synth_da
     assert mine and {k: v for k, v in _tree(alone).items() if k.startswith("crops/")} == mine
     rows = [r for r in read_csv_dicts(extracted_dataset / "index.csv") if r["video"] == "real/clip_0001.mp4"]
     assert read_csv_dicts(alone / "index.csv") == rows
+
+
+_POOL_PARENT = """
+import time
+from data_prep.extractor import FaceExtractor
+from data_prep.faces import ExtractConfig
+extractor = FaceExtractor(ExtractConfig(device="cpu"), workers=2)
+list(extractor.extract_many(["missing-a.mp4", "missing-b.mp4"]))  # the pool is up: both workers took a job
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` and that run a multiprocessing spawn (the workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _workers_outlive_parent(sig: int) -> list[int]:
+    """Start a process with a pool of 2 extraction workers, send it `sig`, return the workers still alive 20 s on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _POOL_PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[1], start_new_session=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        pids = _spawned_children(parent.pid)
+        assert len(pids) == 2, pids
+        parent.send_signal(sig)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        return [p for p in pids if _alive(p)]
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # what a failed test leaves: the session it started
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_extraction_workers_die_with_a_killed_parent():
+    import signal
+
+    assert _workers_outlive_parent(signal.SIGKILL) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_extraction_workers_die_with_a_terminated_or_interrupted_parent(name):
+    import signal
+
+    assert _workers_outlive_parent(getattr(signal, name)) == []
