@@ -44,6 +44,7 @@ from pathlib import Path
 
 from data_prep.files import (CsvError, LockedError, OneLineError, OutputError, atomic_write, check_path, csv_text,
                              hold_lock, iter_videos, output_kind, read_csv_dicts, refuse_input_as_output)
+from data_prep.video import MAX_PIXELS
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission"]
@@ -80,6 +81,7 @@ class SubmissionConfig:
         flush_every_s: rewrite the (complete) file with the scores so far this often.
         expected_videos: the number of videos the timing projects to (Kaggle's hidden test set: about 4000).
         progress: a progress bar over videos on stderr.
+        max_pixels: videos with larger frames are refused before decoding (their rows get the prior).
     """
 
     prior: float = 0.5
@@ -94,6 +96,7 @@ class SubmissionConfig:
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
     progress: bool = True
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not (isinstance(self.prior, (int, float)) and 0.0 <= self.prior <= 1.0):
@@ -119,6 +122,8 @@ class SubmissionConfig:
             raise ValueError(f"time_limit_s must be > 0 seconds or None, got {self.time_limit_s}")
         if not self.flush_every_s > 0:
             raise ValueError(f"flush_every_s must be > 0 seconds, got {self.flush_every_s}")
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise ValueError(f"max_pixels must be an integer >= 1, got {self.max_pixels!r}")
         if not (isinstance(self.expected_videos, int) and self.expected_videos >= 1):
             raise ValueError(f"expected_videos must be an integer >= 1, got {self.expected_videos!r}")
 
@@ -437,7 +442,8 @@ def _make(rows: list[_Row], notes: list[str], weights: str | os.PathLike | None,
         from deepfake.inference import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
-                                workers=config.workers, precision=config.precision, calibrated=config.calibrated)
+                                workers=config.workers, precision=config.precision, calibrated=config.calibrated,
+                                max_pixels=config.max_pixels)
         detector, extractor, path = load_predictor(weights, pconfig)
         if detector.calibration is not None:
             notes.append(f"scores calibrated (temperature {detector.calibration[0]:.3f}, bias "

@@ -27,6 +27,15 @@ def path_arg(value: str) -> str:
     return value
 
 
+def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """`--max-pixels`: the frame size over which a video is refused before decoding."""
+    from data_prep.video import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="refuse videos whose frames have more pixels (width x height) than this, before decoding "
+                        "(default %(default)s: 8K, 8192x4320)")
+
+
 def fail(prog: str, message: object, code: int = 2) -> int:
     """Print ``PROG: error: MESSAGE`` on stderr and return `code`, the command's exit status (2: a usage error)."""
     print(f"{prog}: error: {message}", file=sys.stderr)

@@ -15,7 +15,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail, path_arg
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
 from deepfake.evaluation import EvaluateConfig, EvaluationError, evaluate
 from deepfake.inference import PredictConfig
 
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", type=path_arg, help="output folder (metrics.json, roc.png, "
                                                                "reliability.png, predictions.csv, robustness.*)")
     add_model_options(p)
+    add_max_pixels(p)
     p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
     p.add_argument("--split", default=None, help="evaluate only this split (train, val, test)")
     p.add_argument("--split-file", default=None, metavar="CSV", type=path_arg,
@@ -64,7 +65,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
-                                workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration)
+                                workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration,
+                                max_pixels=ns.max_pixels)
         config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
                                 split=ns.split, split_file=ns.split_file, perturb=ns.perturb, seed=ns.seed)
         if config.perturb is not None:

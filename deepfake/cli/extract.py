@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="K/N",
                    help="process shard K of N (0-based); per-shard index files, merged when all are done")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into index.csv")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels, metavar="N",
+                   help="refuse videos whose frames have more pixels (width x height), before decoding "
+                        "(default %(default)s: 8K, 8192x4320)")
     p.add_argument("--limit", type=int, default=None, help="process at most this many videos (trying settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -129,7 +132,7 @@ def main(args: list[str] | None = None) -> int:
                                min_score=opts.min_score, detect_every=opts.detect_every,
                                refine_between=opts.refine_between, min_track_len=opts.min_track_len,
                                min_track_score=opts.min_track_score,
-                               batch_size=opts.batch_size, quality=opts.quality)
+                               batch_size=opts.batch_size, quality=opts.quality, max_pixels=opts.max_pixels)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from data_prep.files import atomic_write
 from data_prep.files import LockedError, OutputError, hold_lock, output_kind, refuse_input_as_output
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail, path_arg
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", type=path_arg, help="video files, folders (searched recursively) or glob "
                                                             "patterns (quote them: 'clips/**/*.mp4')")
     add_model_options(p)
+    add_max_pixels(p)
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="table (default), json, csv or jsonl (one JSON object a line); with --output, taken from the "
                         "file's extension when not given")
@@ -86,7 +87,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                               stride=ns.stride, workers=ns.workers, precision=ns.precision,
+                               stride=ns.stride, workers=ns.workers, precision=ns.precision, max_pixels=ns.max_pixels,
                                calibrated=not ns.no_calibration)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, fail, path_arg
 from deepfake.submission import SubmissionConfig, SubmissionError, make_submission
 
 __all__ = ["main"]
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop scoring after this long; the videos left get the prior (default: no limit)")
     p.add_argument("--expected-videos", type=int, default=d.expected_videos, metavar="N",
                    help="project the timing to N videos (default %(default)s, the DFDC hidden test set)")
+    add_max_pixels(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -64,7 +65,8 @@ def main(args: list[str] | None = None) -> int:
         config = SubmissionConfig(prior=ns.prior, clip=tuple(ns.clip), device=ns.device, batch_size=ns.batch_size,
                                   workers=ns.workers, stride=ns.stride, precision=ns.precision,
                                   calibrated=not ns.no_calibration, time_limit_s=ns.time_limit,
-                                  expected_videos=ns.expected_videos, progress=not ns.no_progress)
+                                  expected_videos=ns.expected_videos, progress=not ns.no_progress,
+                                  max_pixels=ns.max_pixels)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
