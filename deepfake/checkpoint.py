@@ -180,9 +180,10 @@ def check_unpacked_size(path: str | os.PathLike, slack: int = 64 * 2**20, ratio:
     except (OSError, zipfile.BadZipFile, ValueError):
         return  # torch.load says what is wrong with it
     if unpacked > bound:
-        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB from {os.path.getsize(path) / 2**20:.1f}"
-                              f" MiB on disk (over the bound of {bound / 2**20:.0f} MiB): not a detector checkpoint, "
-                              "refused before loading")
+        size = os.path.getsize(path)
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB from {size / 2**20:.1f} MiB on "
+                              f"disk (over the bound of {bound / 2**20:.0f} MiB): not a detector checkpoint, refused "
+                              "before loading")
 
 
 def check_input_meta(meta: dict[str, Any], path: str | os.PathLike) -> None:

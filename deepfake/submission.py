@@ -42,8 +42,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.files import (CsvError, LockedError, OneLineError, OutputError, atomic_write, check_path, csv_text,
-                             hold_lock, iter_videos, output_kind, read_csv_dicts, refuse_input_as_output)
+from data_prep.files import (
+    CsvError,
+    LockedError,
+    OneLineError,
+    OutputError,
+    atomic_write,
+    check_path,
+    csv_text,
+    hold_lock,
+    iter_videos,
+    output_kind,
+    read_csv_dicts,
+    refuse_input_as_output,
+)
 from data_prep.video import MAX_PIXELS
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",

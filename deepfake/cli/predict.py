@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from data_prep.files import atomic_write
-from data_prep.files import LockedError, OutputError, hold_lock, output_kind, refuse_input_as_output
+from data_prep.files import LockedError, OutputError, atomic_write, hold_lock, output_kind, refuse_input_as_output
 from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
@@ -49,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                     "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
         epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", type=path_arg, help="video files, folders (searched recursively) or glob "
-                                                            "patterns (quote them: 'clips/**/*.mp4')")
+    p.add_argument("paths", nargs="+", metavar="PATH", type=path_arg,
+                   help="video files, folders (searched recursively) or glob patterns (quote them: 'clips/**/*.mp4')")
     add_model_options(p)
     add_max_pixels(p)
     p.add_argument("--format", choices=FORMATS, default=None,
@@ -61,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                         "and .csv are appended to per video, other formats are journaled beside the file)")
     p.add_argument("--resume", action="store_true",
                    help="with --output: skip the videos already in FILE (or its journal) from a killed run")
-    p.add_argument("--plot", metavar="DIR", type=path_arg, help="write per video a PNG of p(fake) over time per face, with crops")
+    p.add_argument("--plot", metavar="DIR", type=path_arg,
+                   help="write per video a PNG of p(fake) over time per face, with crops")
     p.add_argument("--explain", metavar="DIR", type=path_arg,
                    help="write per video DIR/<video>/track<k>.png (each face's crops with a Grad-CAM heat map of "
                         "where the fake score came from, and each step's score) and heatmaps.npz (the raw maps)")

@@ -28,12 +28,14 @@ def _parser() -> argparse.ArgumentParser:
                     "the prior; if the model can't be loaded, every row does.",
         epilog="Exit status: 0 written with the model, 1 written with the prior only (model not loaded), "
                "2 nothing written (usage error, no rows).")
-    p.add_argument("test_dir", metavar="TEST_DIR", type=path_arg, help="folder of test videos (searched recursively)")
-    p.add_argument("--weights", metavar="CKPT", type=path_arg, help="detector weights (default: $DEEPFAKE_WEIGHTS, else "
-                                                     "~/.cache/deepfake/detector.pt)")
-    p.add_argument("--out", "-o", default="submission.csv", metavar="CSV", type=path_arg, help="output (default %(default)s)")
-    p.add_argument("--sample-submission", metavar="CSV", type=path_arg, help="sample_submission.csv: its filename column is the "
-                                                              "row list (Kaggle scores exactly those)")
+    p.add_argument("test_dir", metavar="TEST_DIR", type=path_arg,
+                   help="folder of test videos (searched recursively)")
+    p.add_argument("--weights", metavar="CKPT", type=path_arg,
+                   help="detector weights (default: $DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt)")
+    p.add_argument("--out", "-o", default="submission.csv", metavar="CSV", type=path_arg,
+                   help="output (default %(default)s)")
+    p.add_argument("--sample-submission", metavar="CSV", type=path_arg,
+                   help="sample_submission.csv: its filename column is the row list (Kaggle scores exactly those)")
     p.add_argument("--prior", type=float, default=d.prior,
                    help="p(fake) of a video without a score (default %(default)s)")
     p.add_argument("--clip", type=float, nargs=2, default=list(d.clip), metavar=("LO", "HI"),
