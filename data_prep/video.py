@@ -14,6 +14,7 @@ Every problem with a file is a `VideoError` whose message is one line a user can
 from __future__ import annotations
 
 import bisect
+import errno
 import math
 import os
 import re
@@ -73,8 +74,15 @@ class VideoInfo:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VideoError("missing: no such file")
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise VideoError("a link that loops (it leads back to itself): no file at its end") from None
+        if os.path.islink(path):
+            raise VideoError(f"a broken link: {os.readlink(path)} does not exist") from None
+        raise VideoError("missing: no such file" if err.errno == errno.ENOENT
+                         else f"can't read: {err.strerror or err}") from None
     if not path.is_file():
         raise VideoError("not a file")
     if path.stat().st_size == 0:

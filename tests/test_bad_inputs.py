@@ -250,3 +250,100 @@ def test_an_empty_path_is_an_error_everywhere(clip, weights, tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert "empty" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs mounted inside tmp_path and unmounted after (needs root and mount rights, as in CI)."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"can't mount a small tmpfs to fill up ({done.stderr.strip()}): needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(folder: Path, leave: int = 0) -> None:
+    """Fill the disk holding `folder` up to `leave` bytes (whole 4 KiB pages on tmpfs)."""
+    import os
+
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    (folder / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_full_disk_during_predict_is_one_line_and_leaves_no_temporary_file(clip, weights, small_disk, capsys, fmt):
+    out = small_disk / f"r.{fmt}"
+    _fill(small_disk, leave=4096)  # the lock file's page: then nothing more fits
+    assert _predict(str(clip), "--weights", str(weights), "-o", str(out)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and _one_line(err.splitlines()[-1]) and "Traceback" not in err
+    left = sorted(p.name for p in small_disk.iterdir())
+    assert left == (["filler", "r.jsonl"] if fmt == "jsonl" else ["filler"]), left  # no journal, lock or .partial
+
+
+def test_a_full_disk_during_extract_is_one_line_and_leaves_no_temporary_folder(corpus, small_disk, capsys):
+    source = small_disk.parent / "source"
+    (source / "real").mkdir(parents=True)
+    shutil.copy(corpus / "real/good.mp4", source / "real/good.mp4")
+    out = small_disk / "out"
+    args = [str(source), str(out), "--layout", "folder", "--stride", "3", "--size", "64", "--device", "cpu",
+            "--workers", "0", "--no-progress"]
+    _fill(small_disk, leave=6 * 4096)  # room for the settings, lock and index, not for the crops
+    assert extract.main(args) == 0  # as documented: that video fails with the reason, the run goes on
+    failures = read_csv_dicts(out / "failures.csv")
+    assert "No space left on device" in failures[0]["reason"] and _one_line(failures[0]["reason"])
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name or ".partial" in p.name]  # the crop folder went
+
+    shutil.rmtree(out)
+    (small_disk / "filler").unlink()
+    _fill(small_disk, leave=4096)  # then not even the index fits: the run ends in one line
+    assert extract.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and "Traceback" not in err and _one_line(err.splitlines()[-1]), err
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name or ".partial" in p.name]
+
+
+def test_extract_onto_a_file_or_under_one_is_one_line(corpus, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "below"):
+        assert extract.main([str(corpus), str(out), "--layout", "folder", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "can't write to OUT_DIR" in err and _one_line(err)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_a_failed_plot_is_exit_1_and_a_self_looping_link_is_named(clip, weights, tmp_path, capsys):
+    (tmp_path / "self.mp4").symlink_to("self.mp4")
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "r.json"
+    assert _predict(str(clip), "--weights", str(weights), "--plot", str(tmp_path / "a_file"), "-o", str(out)) == 1
+    assert "plots in" in capsys.readouterr().err and json.loads(out.read_text())[0]["status"] == "ok"
+    _predict(str(tmp_path / "self.mp4"), "--weights", str(weights), "-o", str(out))
+    assert "a link that loops" in json.loads(out.read_text())[0]["error"]
+
+
+def test_submit_says_what_it_did_with_repeated_rows(clip, weights, tmp_path, capsys):
+    sample = tmp_path / "sample.csv"
+    sample.write_text(f"filename,label\n{clip.name},0.5\n{clip.name},0.5\n")
+    out = tmp_path / "submission.csv"
+    assert submit.main([str(clip.parent), "--weights", str(weights), "--out", str(out), "--sample-submission",
+                        str(sample), "--device", "cpu", "--no-progress", "--stride", "10"]) == 0
+    captured = capsys.readouterr()
+    assert "lists 1 filename(s) more than once" in captured.err
+    assert "; 1 scored; labels clipped" in captured.out  # not "1 scored, ;"
+    assert len(read_csv_dicts(out)) == 1
+
+
+def test_evaluate_into_a_folder_that_cannot_be_made_is_exit_1(corpus, weights, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    rc = evaluate.main([str(corpus), "--weights", str(weights), "--out", str(tmp_path / "a_file" / "eval"),
+                        "--layout", "folder", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "can't create" in err and _one_line(err), err
