@@ -247,9 +247,8 @@ def _run_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
         with hold_lock(out / name, os.fspath(out)):
             yield
     except LockedError as err:
-        holder = str(err).partition("(")[2].partition(")")[0] or "another process"
         what = f"shard {k}/{n} of {out}" if n > 1 else os.fspath(out)
-        raise DatasetError(f"another deepfake-extract ({holder}) is writing to {what}; wait for it to end, or "
+        raise DatasetError(f"another deepfake-extract ({err.holder}) is writing to {what}; wait for it to end, or "
                            "use another OUT_DIR") from None
 
 

@@ -49,7 +49,11 @@ class OutputError(OneLineError, ValueError):
 
 
 class LockedError(OneLineError):
-    """Another process holds the lock on an output; the message names its PID."""
+    """Another process holds the lock on an output; the message names its PID (`holder`: "pid N on HOST")."""
+
+    def __init__(self, message: object = "", holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 # ------------------------------------------------------------------------------------------------ walking
@@ -185,7 +189,7 @@ def hold_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             holder = f.read().strip() or "another process"
             f.close()
             raise LockedError(f"{what} is being written by another process ({holder}); wait for it to end, or give "
-                              "another output") from None
+                              "another output", holder) from None
         try:
             same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
         except FileNotFoundError:  # the holder removed it between our open and our lock: take the new one

@@ -163,6 +163,13 @@ def test_predict_writes_a_device_directly_never_renaming_over_it(clip, weights, 
     err = capsys.readouterr().err
     assert _is_char_device(node) and "Traceback" not in err  # still the device: nothing renamed onto it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # no journal, lock or temporary file beside it
+    if fmt == "csv":  # submit's output too
+        sample = node.parent / "sample.csv"
+        sample.write_text(f"filename,label\n{clip.name},0.5\n")
+        assert submit.main([str(clip.parent), "--weights", str(weights), "--out", str(node), "--device", "cpu",
+                            "--sample-submission", str(sample), "--no-progress", "--stride", "10"]) == 0
+        sample.unlink()
+        assert _is_char_device(node) and sorted(p.name for p in tmp_path.iterdir()) == ["null"]
 
 
 def test_predict_writes_a_fifo_directly(clip, weights, tmp_path):
