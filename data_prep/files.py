@@ -147,15 +147,25 @@ def output_kind(path: str | os.PathLike) -> str:
 
 def refuse_input_as_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str = "--output"
                            ) -> None:
-    """OutputError when `output` is one of `inputs` (however reached: links, `..`, case on case-blind disks).
+    """OutputError when `output` is one of `inputs` (however reached: links, hard links, `..`, case on case-blind
+    disks).
 
     Checked before any work: writing there would destroy an input before, or instead of, reading it.
     """
     if output_kind(output) == "stream":  # /dev/stdout and the like are no one's input file
         return
     key = real_key(output)
+    try:
+        st = os.stat(output)
+        ident = (st.st_dev, st.st_ino)
+    except OSError:
+        ident = None  # not there yet: no input can be it
     for item in inputs:
-        if real_key(item) == key:
+        same = real_key(item) == key
+        if not same and ident is not None:
+            with contextlib.suppress(OSError):
+                same = (os.stat(item).st_dev, os.stat(item).st_ino) == ident
+        if same:
             raise OutputError(f"{what} {output} is one of the inputs ({item}); writing it would destroy it: give "
                               "another output")
 

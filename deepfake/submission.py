@@ -428,7 +428,7 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         stream = output_kind(out_csv) == "stream"  # /dev/stdout: written once, at the end, never renamed over
         rows, notes = _plan_rows(test_dir, sample_submission, _warn)
         refuse_input_as_output(out_csv, [r.path for r in rows if r.path is not None]
-                               + ([sample_submission] if sample_submission is not None else []), "--out")
+                               + [p for p in (sample_submission, weights) if p is not None], "--out")
         if not stream:
             out_csv.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.nullcontext() if stream else hold_lock(out_csv.with_name(f".{out_csv.name}.lock"),

@@ -211,6 +211,10 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(clip, weights, tm
     err = capsys.readouterr().err
     assert "is one of the inputs" in err and _one_line(err.strip())  # refused before the (missing) weights
     assert (videos / "b.mp4").read_bytes() == before
+    (tmp_path / "hard_link.json").hardlink_to(videos / "a.mp4")  # the same file by another name
+    assert _predict(str(videos), "--weights", str(weights), "-o", str(tmp_path / "hard_link.json")) == 2
+    assert _predict(str(videos), "--weights", str(weights), "-o", str(weights)) == 2  # the weights are an input too
+    assert "is one of the inputs" in capsys.readouterr().err and (videos / "b.mp4").read_bytes() == before
 
     sample = tmp_path / "sample.csv"
     sample.write_text("filename,label\na.mp4,0.5\nb.mp4,0.5\n")

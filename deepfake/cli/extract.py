@@ -8,8 +8,9 @@ The work is `data_prep.dataset.extract_dataset` (what OUT_DIR holds, resuming, s
 `data_prep.extractor.FaceExtractor`; this module parses the options, resolves ``--size auto`` from a training
 config or checkpoint (`deepfake.scaling.resolve_crop_size`, the reason the command sits on the `deepfake` side),
 shows a progress bar and prints the summary. Exit status: 0 when the run finished (failed videos are listed in
-failures.csv), 2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's), 130 when
-interrupted (run the same command again to resume).
+failures.csv), 1 when the index itself could not be written (a full disk: run the same command again to resume),
+2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's, an OUT_DIR that can't be
+written), 130 when interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations

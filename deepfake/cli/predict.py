@@ -9,13 +9,18 @@ video's the most fake of its faces; `verdict` is ``fake`` when p(fake) >= `--thr
 ``real``; ``no face`` when no face was found (status ``no_face``, p_fake null: no made-up probability); ``error``
 when the file can't be read (status ``error``, with a one-line reason in `error`). `--explain` shows where in each
 face crop the score came from (`deepfake.explain`: Grad-CAM through the LSTM); a failed explanation or plot is a
-warning, never a lost prediction.
+warning, never a lost prediction (the exit status is then 1).
 
 Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
 ``json``: a list with one object per video, exactly
 ``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}``;
 ``csv``: one row per video with the columns of `deepfake.results.CSV_COLUMNS`. The exit status is 1 when any
-file errored, 2 for a usage error (bad option, missing weights), else 0.
+file errored or a plot or explanation failed, 2 for a usage error (bad option, missing weights, an output that
+can't be written as asked: a folder, one of the inputs, one another run is writing), else 0.
+
+`--output` never destroys a file: a device or pipe (/dev/null, /dev/stdout, a FIFO) is written directly, once; an
+output that is one of the inputs (a video, the weights) is refused before any work; one run at a time writes it
+(`.NAME.lock` beside it, naming the PID that holds it). See docs/robustness.md.
 
 Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
 `~/.cache/deepfake/detector.pt`. Scores are calibrated by the calibration stored in the weights, when they hold one
@@ -46,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="deepfake predict",
         description="Score videos: p(fake) per video, per face and per frame. A video's p(fake) is the most fake "
                     "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
-        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
+        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why) or a plot or "
+               "explanation failed, 2 usage error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", type=path_arg,
                    help="video files, folders (searched recursively) or glob patterns (quote them: 'clips/**/*.mp4')")
@@ -110,7 +116,8 @@ def main(args: list[str] | None = None) -> int:
         output = Path(ns.output)
         try:
             stream = output_kind(output) == "stream"
-            refuse_input_as_output(output, [p for p, reason in entries if reason is None])
+            inputs = [p for p, reason in entries if reason is None] + ([ns.weights] if ns.weights else [])
+            refuse_input_as_output(output, inputs)
         except OutputError as err:
             return _fail(err)
         if stream and ns.resume:
