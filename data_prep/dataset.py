@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ import numpy as np
 
 from data_prep.extractor import FaceExtractor
 from data_prep.faces import ExtractConfig, VideoFaces, damage_note, decode_jpeg, encode_jpeg
-from data_prep.files import atomic_write, csv_text
+from data_prep.files import LockedError, atomic_write, csv_text, hold_lock
 from data_prep.index import EXTRACT_SETTINGS, FAILURE_COLUMNS, INDEX_COLUMNS, LANDMARK_COLUMNS, read_crop
 from data_prep.layouts import LayoutError, VideoRecord, find_videos
 from data_prep.pipeline import ReuseBoxes
@@ -203,24 +202,24 @@ def _write_video(out: Path, record: VideoRecord, result: VideoFaces | VideoError
         # Crops go to a fresh folder that replaces the old one in one rename: no half-written set is ever visible.
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for t in result.tracks:
-            jpegs = t.jpegs if t.jpegs is not None else [encode_jpeg(c, 95) for c in t.crops]
-            changes = (_face_changes(out, result.boxes_from, t.track, t.frames, jpegs, margin)
-                       if result.boxes_from else [""] * len(jpegs))
-            for frame, box, score, data, points, change in zip(t.frames, t.boxes, t.scores, jpegs,
-                                                               _landmark_texts(t.landmarks, len(jpegs)), changes):
-                name = f"t{t.track}_f{int(frame):06d}.jpg"
-                (tmp / name).write_bytes(data)
-                rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
-                             *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
-                             record.group or record.original, *points, change, record.dataset, record.method])
-        try:
+        try:  # whatever fails (a full disk), the temporary folder goes: it is gone after the rename anyway
+            tmp.mkdir(parents=True)
+            for t in result.tracks:
+                jpegs = t.jpegs if t.jpegs is not None else [encode_jpeg(c, 95) for c in t.crops]
+                changes = (_face_changes(out, result.boxes_from, t.track, t.frames, jpegs, margin)
+                           if result.boxes_from else [""] * len(jpegs))
+                for frame, box, score, data, points, change in zip(t.frames, t.boxes, t.scores, jpegs,
+                                                                   _landmark_texts(t.landmarks, len(jpegs)), changes):
+                    name = f"t{t.track}_f{int(frame):06d}.jpg"
+                    (tmp / name).write_bytes(data)
+                    rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
+                                 *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
+                                 record.group or record.original, *points, change, record.dataset, record.method])
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left only when it failed
+            shutil.rmtree(tmp, ignore_errors=True)
     elif final.exists():
         shutil.rmtree(final)
     atomic_write(csv_path, csv_text(rows, INDEX_COLUMNS))
@@ -240,32 +239,17 @@ def _write_failure(out: Path, video_id: str, reason: str) -> None:
 
 @contextlib.contextmanager
 def _run_lock(out: Path, shard: tuple[int, int]) -> Iterator[None]:
-    """Hold OUT_DIR's (or its shard's) lock for a run; DatasetError when another run holds it.
-
-    An OS file lock (flock), released by the OS when the process ends however it ends, so a killed run never
-    leaves a stale lock behind. Where the platform has no flock (Windows), runs are not guarded.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    """Hold OUT_DIR's (or its shard's) lock for a run (`data_prep.files.hold_lock`); DatasetError when another run
+    holds it."""
     k, n = shard
     name = ".extract.lock" if n == 1 else f".extract.shard-{k}-of-{n}.lock"
-    with open(out / name, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            what = f"shard {k}/{n} of {out}" if n > 1 else os.fspath(out)
-            raise DatasetError(f"another deepfake-extract ({holder}) is writing to {what}; wait for it to end, or "
-                               "use another OUT_DIR") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        yield
+    try:
+        with hold_lock(out / name, os.fspath(out)):
+            yield
+    except LockedError as err:
+        what = f"shard {k}/{n} of {out}" if n > 1 else os.fspath(out)
+        raise DatasetError(f"another deepfake-extract ({err.holder}) is writing to {what}; wait for it to end, or "
+                           "use another OUT_DIR") from None
 
 
 def _load_boxes(out: Path, video_id: str, stride: int) -> ReuseBoxes | None:
@@ -476,6 +460,8 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         DatasetError: SOURCE does not fit the layout, OUT_DIR holds crops made with other settings, or the
             extractor can't be made as asked (a GPU asked for without one, workers < 0).
     """
+    if not (os.fspath(source).strip() and os.fspath(out).strip()):  # Path("") would be the current folder
+        raise DatasetError("an empty path was given: name SOURCE and OUT_DIR")
     source, out = Path(source), Path(out)
     try:
         found = find_videos(source, layout)
@@ -489,7 +475,13 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
     if limit is not None:
         records = records[:max(0, limit)]
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / ".extract.write-test", "w"):
+            pass
+        os.unlink(out / ".extract.write-test")
+    except OSError as err:  # a file in the way, a read-only disk or folder: before any work, in one line
+        raise DatasetError(f"can't write to OUT_DIR {out}: {err.strerror or err}") from None
     with _run_lock(out, shard):
         return _extract_locked(out, config, records, found.records, shard, workers, reuse_original_boxes, progress,
                                warn)

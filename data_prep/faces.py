@@ -15,6 +15,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from data_prep.video import MAX_PIXELS
+
 __all__ = ["Detections", "ExtractConfig", "FaceTrack", "JpegCrops", "LANDMARKS", "VideoFaces", "damage_note",
            "decode_jpeg", "encode_jpeg"]
 
@@ -71,6 +73,8 @@ class ExtractConfig:
         decode_threads: FFmpeg decoding threads per video (0: FFmpeg decides; worker processes default to their
             share of the cores).
         quality: JPEG quality of the crops written by `deepfake-extract`.
+        max_pixels: frames with more pixels (width x height) are refused before decoding, in one line; 8K (DCI
+            8192x4320) by default (`data_prep.video.MAX_PIXELS`).
     """
 
     stride: int = 5
@@ -94,6 +98,7 @@ class ExtractConfig:
     chunk_mb: int = 128
     decode_threads: int = 0
     quality: int = 90
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -123,6 +128,8 @@ class ExtractConfig:
         need(self.batch_size >= 0 and self.chunk_mb >= 1 and self.decode_threads >= 0 and self.detect_threads >= 0,
              "batch_size, decode_threads and detect_threads must be >= 0, chunk_mb >= 1")
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
+        need(isinstance(self.max_pixels, int) and self.max_pixels >= 1,
+             f"max_pixels must be an integer >= 1 (pixels a frame), got {self.max_pixels!r}")
 
 
 @dataclass

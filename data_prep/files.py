@@ -5,6 +5,11 @@
 - Folder walking: videos under a folder, recursively, in sorted order, hidden files and folders left out. Links
   are followed, but each real folder is entered once (a link back to a parent cannot loop) and each real file is
   listed once (two links to one video give one entry).
+- Outputs: a path a user names as an output must not destroy anything. A regular file (or nothing yet) is replaced
+  atomically; a character device or FIFO (`/dev/null`, `/dev/stdout`, a pipe) is written directly, never renamed
+  over; a folder, socket or block device is refused in one line (`output_kind`). An output that is one of the
+  inputs is refused before any work (`refuse_input_as_output`), and one process at a time writes an output
+  (`hold_lock`: the second is refused, naming the first's PID). An empty path is an error (`check_path`).
 - CSV reading: user CSVs (labels.csv, index.csv, sample submissions) may start with a byte-order mark (Excel
   writes one); it is dropped, so a header reads the same with or without it.
 """
@@ -15,11 +20,14 @@ import contextlib
 import csv
 import io
 import os
+import socket
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write",
-           "atomic_path", "csv_text", "read_csv_dicts", "CsvError"]
+           "atomic_path", "csv_text", "read_csv_dicts", "CsvError", "OutputError", "LockedError", "check_path",
+           "output_kind", "refuse_input_as_output", "hold_lock"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 
@@ -34,6 +42,18 @@ class OneLineError(Exception):
 
 class CsvError(OneLineError, ValueError):
     """A CSV file that can't be read, or lacks a column; the message is one line naming the file."""
+
+
+class OutputError(OneLineError, ValueError):
+    """An output path that must not be written (a folder, a socket, a block device, one of the inputs, empty)."""
+
+
+class LockedError(OneLineError):
+    """Another process holds the lock on an output; the message names its PID (`holder`: "pid N on HOST")."""
+
+    def __init__(self, message: object = "", holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 # ------------------------------------------------------------------------------------------------ walking
@@ -95,17 +115,128 @@ def iter_videos(folder: str | os.PathLike, seen: set[str] | None = None) -> Iter
 # ------------------------------------------------------------------------------------------------ writing
 
 
+def check_path(path: str | os.PathLike | None, what: str = "path") -> Path:
+    """`path` as a Path; OutputError when it is empty (`Path("")` would silently mean the current folder)."""
+    if path is None or not os.fspath(path).strip():
+        raise OutputError(f"the {what} is empty: give a file or folder name")
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def output_kind(path: str | os.PathLike) -> str:
+    """How an output path is written: ``file`` (absent or a regular file: atomically, by rename) or ``stream`` (a
+    character device or FIFO such as /dev/null, /dev/stdout or a pipe: written directly, never renamed over).
+
+    Raises:
+        OutputError: empty, a folder, a socket or a block device, said in one line.
+    """
+    path = check_path(path, "output path")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file"
+    except OSError as err:
+        raise OutputError(f"can't write {path}: {err.strerror or err}") from None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return "stream"
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
+    raise OutputError(f"can't write {path}: it is {kind}; give a file name")
+
+
+def refuse_input_as_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str = "--output"
+                           ) -> None:
+    """OutputError when `output` is one of `inputs` (however reached: links, hard links, `..`, case on case-blind
+    disks).
+
+    Checked before any work: writing there would destroy an input before, or instead of, reading it.
+    """
+    if output_kind(output) == "stream":  # /dev/stdout and the like are no one's input file
+        return
+    key = real_key(output)
+    try:
+        st = os.stat(output)
+        ident = (st.st_dev, st.st_ino)
+    except OSError:
+        ident = None  # not there yet: no input can be it
+    for item in inputs:
+        same = real_key(item) == key
+        if not same and ident is not None:
+            with contextlib.suppress(OSError):
+                same = (os.stat(item).st_dev, os.stat(item).st_ino) == ident
+        if same:
+            raise OutputError(f"{what} {output} is one of the inputs ({item}); writing it would destroy it: give "
+                              "another output")
+
+
+@contextlib.contextmanager
+def hold_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (a lock file, created and removed here) while the block runs.
+
+    An OS file lock (flock): released by the OS when the process ends however it ends, so a killed run never
+    leaves a stale lock. Where the platform has no flock (Windows), runs are not guarded.
+
+    Args:
+        path: the lock file (e.g. `.results.jsonl.lock` beside the output it guards).
+        what: what the lock guards, for the message (e.g. "results.jsonl").
+
+    Raises:
+        LockedError: another process holds it; the message names its PID and host.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    while True:
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise LockedError(f"{what} is being written by another process ({holder}); wait for it to end, or give "
+                              "another output", holder) from None
+        try:
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the holder removed it between our open and our lock: take the new one
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before unlocking: a process waiting on this file re-checks and takes a fresh one
+        f.close()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed to `path` when the block ends without an exception.
 
     The temporary name keeps the file's extension, so writers that choose a format by it (matplotlib, PyAV,
-    OpenCV) still do. Its parent folder is created.
+    OpenCV) still do. Its parent folder is created. When `path` is a character device or FIFO (`output_kind`),
+    the block gets `path` itself: it is written directly, never replaced by a regular file.
+
+    Raises:
+        OutputError: `path` is empty, a folder, a socket or a block device.
 
     Example:
         >>> with atomic_path("out/plot.png") as tmp:
         ...     fig.savefig(tmp)
     """
+    if output_kind(path) == "stream":
+        yield Path(path)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")

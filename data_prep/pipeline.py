@@ -170,7 +170,8 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
     idxs: list[int] = []
     frames: list[DecodedFrame] = []
     smalls: list[np.ndarray] = []
-    for index, frame in iter_decoded(path, config.stride, threads=config.decode_threads, stats=stats):
+    for index, frame in iter_decoded(path, config.stride, threads=config.decode_threads, stats=stats,
+                                     max_pixels=config.max_pixels):
         idxs.append(index)
         frames.append(frame)
         if small_size is not None:
@@ -258,7 +259,7 @@ def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None
     all in this thread (what a worker process does when the other workers already keep every core busy: a
     decoding thread per worker then only adds switching).
     """
-    info = probe(path)
+    info = probe(path, config.max_pixels)
     reuse_map = None
     if reuse is not None and reuse.stride == config.stride and (reuse.n_frames, reuse.width, reuse.height) == (
             info.n_frames, info.width, info.height):

@@ -14,6 +14,7 @@ Every problem with a file is a `VideoError` whose message is one line a user can
 from __future__ import annotations
 
 import bisect
+import errno
 import math
 import os
 import re
@@ -25,7 +26,12 @@ import numpy as np
 
 from data_prep.files import VIDEO_EXTENSIONS
 
-__all__ = ["VideoError", "VideoInfo", "DecodedFrame", "probe", "iter_frames", "iter_decoded", "VIDEO_EXTENSIONS"]
+__all__ = ["VideoError", "VideoInfo", "DecodedFrame", "probe", "iter_frames", "iter_decoded", "VIDEO_EXTENSIONS",
+           "MAX_PIXELS", "check_frame_size"]
+
+# 8K (DCI, 8192x4320): a larger frame is refused before decoding. A 400 KB clip can declare 16384x8192 frames,
+# 400 MB of RGB each, so the limit is what bounds memory whatever the file's size.
+MAX_PIXELS = 8192 * 4320
 
 
 class VideoError(Exception):
@@ -68,16 +74,32 @@ class VideoInfo:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VideoError("missing: no such file")
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise VideoError("a link that loops (it leads back to itself): no file at its end") from None
+        if os.path.islink(path):
+            raise VideoError(f"a broken link: {os.readlink(path)} does not exist") from None
+        raise VideoError("missing: no such file" if err.errno == errno.ENOENT
+                         else f"can't read: {err.strerror or err}") from None
     if not path.is_file():
         raise VideoError("not a file")
     if path.stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
 
 
-def _open(path: Path):
-    """Open the container and its first video stream, mapping every FFmpeg complaint to a VideoError."""
+def check_frame_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """VideoError when frames of `width` x `height` are over `max_pixels` (the one rule, also for uploads)."""
+    if width * height > max_pixels:
+        raise VideoError(f"frames of {width}x{height} ({width * height / 1e6:.1f} megapixels) are over the limit of "
+                         f"{max_pixels / 1e6:.1f} megapixels (8K by default; --max-pixels raises it)")
+
+
+def _open(path: Path, max_pixels: int = MAX_PIXELS):
+    """Open the container and its first video stream, mapping every FFmpeg complaint to a VideoError; frames over
+    `max_pixels` are refused from the header, before decoding, and FFmpeg's decoder is held to the same limit (a
+    stream whose size grows later)."""
     import av
 
     try:
@@ -89,7 +111,14 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise VideoError("no video stream (audio only, or not a video)")
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    try:
+        check_frame_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
+    except VideoError:
+        container.close()
+        raise
+    stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(int(max_pixels))}
+    return container, stream
 
 
 def _rotation(frame) -> int:
@@ -186,11 +215,12 @@ class DecodedFrame:
         return rgb[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> VideoInfo:
     """Read a video's header and decode its first frame.
 
     Args:
         path: the video file.
+        max_pixels: frames with more pixels are refused before decoding (VideoError).
 
     Returns:
         Its `VideoInfo`.
@@ -200,7 +230,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     """
     path = Path(path)
     _check_file(path)
-    container, stream = _open(path)
+    container, stream = _open(path, max_pixels)
     try:
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         n_frames, exact = int(stream.frames or 0), True
@@ -213,6 +243,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                 duration = container.duration / 1_000_000  # AV_TIME_BASE
             n_frames = int(round(duration * fps)) if duration and fps else 0
         first = _first_frame(container, stream)
+        check_frame_size(first.width, first.height, max_pixels)
         rotation = _rotation(first)
         width, height = first.width, first.height
         if rotation in (90, 270):
@@ -250,19 +281,21 @@ def _first_frame(container, stream):
 
 
 def iter_frames(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, min_complete: float = 0.9,
-                stats: dict | None = None, skip_unneeded: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                stats: dict | None = None, skip_unneeded: bool = True,
+                max_pixels: int = MAX_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
     """Stream every `stride`-th frame of a video as RGB: `iter_decoded` with each kept frame converted whole.
 
     Yields:
         (frame index, upright (H, W, 3) uint8 RGB array).
     """
     for index, frame in iter_decoded(path, stride, threads=threads, min_complete=min_complete, stats=stats,
-                                     skip_unneeded=skip_unneeded):
+                                     skip_unneeded=skip_unneeded, max_pixels=max_pixels):
         yield index, frame.rgb()
 
 
 def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, min_complete: float = 0.9,
-                 stats: dict | None = None, skip_unneeded: bool = True) -> Iterator[tuple[int, DecodedFrame]]:
+                 stats: dict | None = None, skip_unneeded: bool = True,
+                 max_pixels: int = MAX_PIXELS) -> Iterator[tuple[int, DecodedFrame]]:
     """Stream every `stride`-th frame of a video (frames 0, stride, 2*stride, ...), decoding the file once.
 
     Kept frames come as `DecodedFrame`s, which convert to RGB only what is asked of them; frames are decoded one
@@ -285,6 +318,8 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
             ``stats["damaged_frames"]``, about how many could not be decoded (see Raises; with `stride` > 1 the
             count can include a few frames that were not needed anyway).
         skip_unneeded: skip decoding frames nothing needs (see above); False decodes every frame.
+        max_pixels: frames with more pixels are refused: from the header before decoding (VideoError), and by
+            FFmpeg's decoder for a stream whose frame size grows later.
 
     Yields:
         (frame index, `DecodedFrame`).
@@ -301,7 +336,7 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
         raise ValueError(f"stride must be >= 1, got {stride}")
     path = Path(path)
     _check_file(path)
-    container, stream = _open(path)
+    container, stream = _open(path, max_pixels)
     try:
         stream.thread_type = "SLICE" if threads == 1 else "AUTO"
         stream.thread_count = int(threads)
@@ -362,6 +397,7 @@ def iter_decoded(path: str | os.PathLike, stride: int = 1, *, threads: int = 0, 
                     resume = True
                     continue
                 for frame in decoded:
+                    check_frame_size(frame.width, frame.height, max_pixels)
                     n_out += 1
                     at = bisect.bisect_left(shown, frame.pts) if (timed and frame.pts is not None and shown) else None
                     if at is not None:

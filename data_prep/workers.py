@@ -13,9 +13,15 @@ detector). The parent's side of the protocol is `data_prep.extractor.FaceExtract
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,13 +34,35 @@ from data_prep.faces import Detections, ExtractConfig, VideoFaces
 from data_prep.pipeline import ReuseBoxes, _DetectRequest, _run_inline, _video_job
 from data_prep.video import VideoError
 
-__all__ = ["default_workers"]
+__all__ = ["default_workers", "die_with_parent"]
 
 
 def default_workers() -> int:
     """One extraction process per core (at most 16); none on a single core, where in-process is as fast."""
     cpus = cpu_count()
     return 0 if cpus < 2 else min(16, cpus)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process end when its parent does, however the parent ends: SIGTERM, SIGINT or SIGKILL.
+
+    On Linux the kernel sends SIGKILL at the parent's death (prctl(PR_SET_PDEATHSIG), through ctypes); elsewhere
+    a daemon thread checks every second whether the parent is still there. A parent that died before this call
+    is caught too (this process was then re-parented). The signal follows the parent *thread* that started this
+    process, so pools are started from a thread that lives as long as they do.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 @dataclass
@@ -56,12 +84,15 @@ class _RemoteDetector:
         return self.replies.get()
 
 
-def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, results, replies) -> None:
+def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, results, replies,
+                 parent_pid: int) -> None:
     """Worker process loop: take a video, decode, detect, track and crop it, send back its faces.
 
     With `replies` (GPU mode) the worker has no detector: it sends the detection copies of its frames to the main
-    process and waits for the boxes.
+    process and waits for the boxes. The worker ends with its parent (`die_with_parent`).
     """
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the pool
     cv2.setNumThreads(1)
     current: list = [None]
     # A decoding thread only pays when this worker has a core to spare or waits for the main process's detector.
@@ -122,7 +153,7 @@ class _Pool:
     def _start(self, wid: int) -> None:
         self.replies[wid] = self.ctx.Queue() if self.central else None
         proc = self.ctx.Process(target=_worker_main, daemon=True, args=(
-            wid, self.config, self.torch_threads, self.tasks, self.results, self.replies[wid]))
+            wid, self.config, self.torch_threads, self.tasks, self.results, self.replies[wid], os.getpid()))
         proc.start()
         self.procs[wid] = proc
         self.current[wid] = None

@@ -16,9 +16,11 @@ needs to feed the model the way it was trained (docs/architecture.md):
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from torch import nn
 from data_prep.files import atomic_path
 from deepfake.model import DeepfakeDetector
 
-__all__ = ["CheckpointError", "FORMAT", "META_KEYS", "build_meta", "save_detector", "load_detector"]
+__all__ = ["CheckpointError", "FORMAT", "META_KEYS", "build_meta", "save_detector", "load_detector",
+           "check_unpacked_size", "check_input_meta"]
 
 FORMAT = "deepfake-detector/1"
 META_KEYS = ("model", "img_size", "mean", "std", "seq_len", "margin", "stride")
@@ -117,6 +120,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     Raises:
         CheckpointError: refused (it asks to call something) or not a readable PyTorch file.
     """
+    check_unpacked_size(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -145,6 +149,7 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: detector settings lack {', '.join(missing)}")
+    check_input_meta(meta, path)
     try:
         model = DeepfakeDetector(**{**meta["model"], "pretrained": False, "pretrained_file": None})
         model.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in state.items()})
@@ -152,3 +157,55 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
         raise CheckpointError(f"{path}: weights don't fit the recorded model "
                               f"({' '.join(str(e).split())[:300]})") from e
     return model.to(map_location).eval(), meta
+
+
+def check_unpacked_size(path: str | os.PathLike, slack: int = 64 * 2**20, ratio: float = 4.0) -> None:
+    """Refuse a checkpoint that would unpack to far more than its size on disk, before anything is unpacked.
+
+    PyTorch writes its zip archives uncompressed, so a detector unpacks to about its own size; a deflated archive
+    can hold gigabytes of zeros in a few megabytes (a zip bomb), and `torch.load` allocates what the archive
+    declares. The declared sizes are what PyTorch's reader allocates and checks the data against, so summing them
+    bounds memory without unpacking anything. Files that are not zip archives (PyTorch's legacy format) load
+    what they hold and are not checked.
+
+    Raises:
+        CheckpointError: the entries declare more than `ratio` x the file's size + `slack` bytes.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        bound = ratio * os.path.getsize(path) + slack
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load says what is wrong with it
+    if unpacked > bound:
+        size = os.path.getsize(path)
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB from {size / 2**20:.1f} MiB on "
+                              f"disk (over the bound of {bound / 2**20:.0f} MiB): not a detector checkpoint, refused "
+                              "before loading")
+
+
+def check_input_meta(meta: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse settings that would make a detector fail later with a traceback (a string `mean`, a zero `std`, a
+    negative crop size): CheckpointError naming the file and the setting."""
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{path}: detector setting {key} is {str(meta.get(key))[:60]!r}; expected {want}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for key, positive in (("mean", False), ("std", True)):
+        value = meta.get(key)
+        if not (isinstance(value, (list, tuple)) and len(value) == 3
+                and all(number(v) and (v > 0 or not positive) for v in value)):
+            raise bad(key, "three " + ("positive numbers" if positive else "numbers") + " (one per RGB channel)")
+    if not (isinstance(meta.get("img_size"), int) and 16 <= meta["img_size"] <= 2048):
+        raise bad("img_size", "a crop side in pixels, 16 to 2048")
+    if not isinstance(meta.get("model"), dict):
+        raise bad("model", "the model's settings (a mapping)")
+    for key in ("seq_len", "stride"):
+        if meta.get(key) is not None and not (isinstance(meta[key], int) and meta[key] >= 1):
+            raise bad(key, "a whole number >= 1")
+    if meta.get("margin") is not None and not (number(meta["margin"]) and 0 <= meta["margin"] <= 2):
+        raise bad("margin", "a share of the face box in [0, 2]")

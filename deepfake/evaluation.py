@@ -182,6 +182,8 @@ def load_source(source: str | os.PathLike, layout: str = "auto", split: str | No
     Raises:
         EvaluationError: SOURCE missing, unreadable, of no known layout, or empty after the split filter.
     """
+    if not os.fspath(source).strip():  # Path("") is the current folder: never what was meant
+        raise EvaluationError("SOURCE is an empty path: name a folder of labelled videos or an index.csv")
     source = Path(source)
     if not source.exists():
         raise EvaluationError(f"{source}: no such file or folder")
@@ -515,7 +517,7 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise EvaluationError(f"can't create {out}: {err}") from None
+        raise EvaluationError(f"can't create {out}: {err.strerror or err}", 1) from None  # as any write: exit 1
 
     start = time.perf_counter()
     extra: list[dict] = []

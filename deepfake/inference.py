@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.files import is_video_name, iter_videos, real_key
+from data_prep.video import MAX_PIXELS
 from deepfake.calibration import apply_calibration, calibration_of
 from deepfake.scoring import (
     TrackScore,
@@ -68,6 +69,7 @@ class PredictConfig:
             or ``bf16``, ``fp16``, ``fp32`` (exact: the same scores on every machine).
         calibrated: apply the checkpoint's calibration (`deepfake.calibration`) when it has one; False gives the
             raw scores.
+        max_pixels: frames with more pixels are refused before decoding (`data_prep.video.MAX_PIXELS`: 8K).
     """
 
     threshold: float = 0.5
@@ -77,8 +79,11 @@ class PredictConfig:
     workers: int = 0
     precision: str = "auto"
     calibrated: bool = True
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise ValueError(f"--max-pixels must be an integer >= 1, got {self.max_pixels}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
@@ -433,7 +438,7 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     # Faces are found on the device asked for: the PyTorch model's, and still a GPU for MTCNN when an exported
     # model runs on ONNX Runtime's CPU.
     extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size,
-                                   device=resolve_device(config.device))
+                                   device=resolve_device(config.device), max_pixels=config.max_pixels)
     return detector, FaceExtractor(extract_config, workers=config.workers), path
 
 
@@ -476,7 +481,9 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
     for item in inputs:
         path = Path(os.path.expanduser(item))
-        if path.is_dir():
+        if not item.strip():  # Path("") is the current folder: never what was meant
+            out.append((item, "empty path"))
+        elif path.is_dir():
             found = list(iter_videos(path))
             if not found:
                 out.append((item, "folder holds no video files"))

@@ -6,11 +6,13 @@ A result is predict's JSON object (`deepfake.scoring.video_result`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +99,7 @@ class ResultLog:
             if kept != len(raw):
                 os.truncate(self.path, kept)
         self._file = open(self.path, "a" if kept else "w", encoding="utf-8", newline="")
+        self._sync = stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)  # fsync of a device or pipe: EINVAL
         if fmt == "csv" and not kept:
             self._file.write(csv_text([], CSV_COLUMNS))
         self._file.flush()
@@ -129,10 +132,13 @@ class ResultLog:
         self._file.write(csv_text([_csv_row(result, seconds)], CSV_COLUMNS, with_header=False) if self.fmt == "csv"
                          else write_results([result], self.fmt))
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._sync:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        """Close the file; a flush that fails here (a full disk) was already reported by `append`."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def __enter__(self) -> ResultLog:
         return self

@@ -33,6 +33,7 @@ still leaves a complete file. The report prints the time per video against DFDC'
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -41,7 +42,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.files import CsvError, OneLineError, atomic_write, csv_text, iter_videos, read_csv_dicts
+from data_prep.files import (
+    CsvError,
+    LockedError,
+    OneLineError,
+    OutputError,
+    atomic_write,
+    check_path,
+    csv_text,
+    hold_lock,
+    iter_videos,
+    output_kind,
+    read_csv_dicts,
+    refuse_input_as_output,
+)
+from data_prep.video import MAX_PIXELS
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission"]
@@ -78,6 +93,7 @@ class SubmissionConfig:
         flush_every_s: rewrite the (complete) file with the scores so far this often.
         expected_videos: the number of videos the timing projects to (Kaggle's hidden test set: about 4000).
         progress: a progress bar over videos on stderr.
+        max_pixels: videos with larger frames are refused before decoding (their rows get the prior).
     """
 
     prior: float = 0.5
@@ -92,6 +108,7 @@ class SubmissionConfig:
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
     progress: bool = True
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not (isinstance(self.prior, (int, float)) and 0.0 <= self.prior <= 1.0):
@@ -117,6 +134,8 @@ class SubmissionConfig:
             raise ValueError(f"time_limit_s must be > 0 seconds or None, got {self.time_limit_s}")
         if not self.flush_every_s > 0:
             raise ValueError(f"flush_every_s must be > 0 seconds, got {self.flush_every_s}")
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise ValueError(f"max_pixels must be an integer >= 1, got {self.max_pixels!r}")
         if not (isinstance(self.expected_videos, int) and self.expected_videos >= 1):
             raise ValueError(f"expected_videos must be an integer >= 1, got {self.expected_videos!r}")
 
@@ -187,9 +206,9 @@ class SubmissionReport:
                          f"{self.config.prior:g} !!!")
         counts = {k: self.count(k) for k in ("ok", "no_face", "error", "missing", "skipped", "prior")}
         lo, hi = self.config.clip
-        lines.append(f"{self.out_csv}: {len(self.rows)} rows; {counts['ok']} scored, "
-                     + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "ok" and v)
-                     + ("" if len(self.rows) == counts["ok"] else f" (those at the prior {self.config.prior:g})")
+        unscored = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if k != "ok" and v)
+        lines.append(f"{self.out_csv}: {len(self.rows)} rows; {counts['ok']} scored"
+                     + (f", {unscored} (those at the prior {self.config.prior:g})" if unscored else "")
                      + f"; labels clipped to [{lo:g}, {hi:g}]")
         t = self.timing()
         if t["mean_s"] is None:
@@ -218,7 +237,10 @@ def list_videos(test_dir: str | os.PathLike) -> dict[str, Path]:
     Raises:
         SubmissionError: `test_dir` is not a folder.
     """
-    root = Path(test_dir).expanduser()
+    try:
+        root = check_path(test_dir, "test folder")
+    except OutputError as err:
+        raise SubmissionError(str(err)) from None
     if not root.is_dir():
         raise SubmissionError(f"test folder {root} does not exist or is not a folder")
     return dict(sorted((path.relative_to(root).as_posix(), path) for path in iter_videos(root)))
@@ -230,15 +252,22 @@ def read_sample_submission(path: str | os.PathLike) -> list[str]:
     Raises:
         SubmissionError: missing file, no `filename` column, or no rows.
     """
-    path = Path(path).expanduser()
     try:
+        path = check_path(path, "sample submission")
         names = [row["filename"] for row in read_csv_dicts(path, need=["filename"])]
-    except CsvError as err:
+    except (CsvError, OutputError) as err:
         raise SubmissionError(str(err)) from None
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise SubmissionError(f"{path}: no filenames listed")
     return names
+
+
+def _repeated_names(path: str | os.PathLike, names: list[str]) -> str:
+    """A note on the names a sample submission lists more than once (Kaggle scores one row per video), or ""."""
+    listed = [row.get("filename", "") for row in read_csv_dicts(path)]
+    extra = len([n for n in listed if n]) - len(names)
+    return f"{path} lists {extra} filename(s) more than once" if extra else ""
 
 
 def _plan_rows(test_dir: str | os.PathLike, sample_submission: str | os.PathLike | None,
@@ -251,6 +280,10 @@ def _plan_rows(test_dir: str | os.PathLike, sample_submission: str | os.PathLike
     if sample_submission is not None:
         try:
             names = read_sample_submission(sample_submission)
+            repeated = _repeated_names(sample_submission, names)
+            if repeated:
+                warn(f"{repeated}; each gets one row")
+                notes.append(repeated)
         except SubmissionError as err:
             if not on_disk:
                 raise SubmissionError(f"{err}; and no video in {test_dir} to list the rows from instead") from None
@@ -383,17 +416,36 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         The report (`report.summary()` for the lines to print; they are printed too).
 
     Raises:
-        SubmissionError: there is no way to know the rows (no test videos and no readable sample submission).
+        SubmissionError: there is no way to know the rows (no test videos and no readable sample submission), or
+            `out_csv` can't be written as asked: empty, a folder, one of the inputs (a test video, the sample
+            submission), or being written by another run (the message names its PID).
         ValueError: bad settings.
     """
     start = time.perf_counter()
     config = config or SubmissionConfig(prior=prior, clip=clip, device=device, **settings)
-    out_csv = Path(out_csv).expanduser()
-    rows, notes = _plan_rows(test_dir, sample_submission, _warn)
+    try:
+        out_csv = check_path(out_csv, "output")
+        stream = output_kind(out_csv) == "stream"  # /dev/stdout: written once, at the end, never renamed over
+        rows, notes = _plan_rows(test_dir, sample_submission, _warn)
+        refuse_input_as_output(out_csv, [r.path for r in rows if r.path is not None]
+                               + [p for p in (sample_submission, weights) if p is not None], "--out")
+        if not stream:
+            out_csv.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.nullcontext() if stream else hold_lock(out_csv.with_name(f".{out_csv.name}.lock"),
+                                                               os.fspath(out_csv)):
+            return _make(rows, notes, weights, out_csv, stream, config, start)
+    except (OutputError, LockedError) as err:
+        raise SubmissionError(str(err)) from None
+
+
+def _make(rows: list[_Row], notes: list[str], weights: str | os.PathLike | None, out_csv: Path, stream: bool,
+          config: SubmissionConfig, start: float) -> SubmissionReport:
+    """`make_submission` once the rows are known and the output is checked and locked."""
     for row in rows:
         if row.path is None:
             row.status, row.reason = "missing", "not in the test folder"
-    _write(out_csv, rows, config)  # a complete prior-only file before anything can go wrong
+    write = (lambda: None) if stream else (lambda: _write(out_csv, rows, config))  # interim writes: files only
+    write()  # a complete prior-only file before anything can go wrong
 
     detector = extractor = None
     model_error = path = None
@@ -402,7 +454,8 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         from deepfake.inference import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
-                                workers=config.workers, precision=config.precision, calibrated=config.calibrated)
+                                workers=config.workers, precision=config.precision, calibrated=config.calibrated,
+                                max_pixels=config.max_pixels)
         detector, extractor, path = load_predictor(weights, pconfig)
         if detector.calibration is not None:
             notes.append(f"scores calibrated (temperature {detector.calibration[0]:.3f}, bias "
@@ -420,9 +473,9 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
                 row.status, row.reason = "prior", "model not loaded"
     else:
         try:
-            _score(rows, detector, extractor, config, lambda: _write(out_csv, rows, config), start)
+            _score(rows, detector, extractor, config, write, start)
         except KeyboardInterrupt:
-            _write(out_csv, rows, config)
+            write()
             _warn(f"interrupted: {out_csv} holds the scores so far and the prior for the rest")
             raise
     _write(out_csv, rows, config)

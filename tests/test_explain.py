@@ -203,7 +203,7 @@ def test_explain_video_needs_explain_and_a_failed_explanation_is_a_warning(synth
     status = predict_cli.main([str(clip), "--weights", str(tiny_weights), "--device", "cpu", "--format", "json",
                                "--explain", str(tmp_path / "x"), "--no-progress"])
     captured = capsys.readouterr()
-    assert status == 0 and json.loads(captured.out)[0]["status"] == "ok"
+    assert status == 1 and json.loads(captured.out)[0]["status"] == "ok"  # kept, but the failure shows (issue 31)
     assert "no explanation for" in captured.err and "out of paint" in captured.err and "(1 failed)" in captured.err
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -280,3 +281,141 @@ def test_a_video_gets_the_same_bytes_alone_in_a_folder_and_with_workers(synth_da
     assert mine and {k: v for k, v in _tree(alone).items() if k.startswith("crops/")} == mine
     rows = [r for r in read_csv_dicts(extracted_dataset / "index.csv") if r["video"] == "real/clip_0001.mp4"]
     assert read_csv_dicts(alone / "index.csv") == rows
+
+
+_POOL_PARENT = """
+import time
+from data_prep.extractor import FaceExtractor
+from data_prep.faces import ExtractConfig
+extractor = FaceExtractor(ExtractConfig(device="cpu"), workers=1)  # one: the rule is the same for each
+list(extractor.extract_many(["missing.mp4"]))  # the pool is up: its worker took a job
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` and that run a multiprocessing spawn (the workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _workers_outlive_parent(sig: int) -> list[int]:
+    """Start a process with a pool of extraction workers, send it `sig`, return the workers still alive 20 s on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _POOL_PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[1], start_new_session=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        pids = _spawned_children(parent.pid)
+        assert len(pids) == 1, pids
+        parent.send_signal(sig)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        return [p for p in pids if _alive(p)]
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # what a failed test leaves: the session it started
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_extraction_workers_die_with_a_killed_parent():
+    import signal
+
+    assert _workers_outlive_parent(signal.SIGKILL) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_extraction_workers_die_with_a_terminated_or_interrupted_parent(name):
+    import signal
+
+    assert _workers_outlive_parent(getattr(signal, name)) == []
+
+
+def _deflated(src: Path, dst: Path) -> Path:
+    """`src` (a PyTorch zip archive) rewritten with every entry deflated: loads the same, far smaller on disk."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    return dst
+
+
+def test_a_checkpoint_that_unpacks_to_far_more_than_its_size_is_refused_before_loading(tmp_path, capsys):
+    from tests.test_predict import make_weights
+
+    weights = make_weights(tmp_path / "detector.pt")
+    payload = torch.load(weights, weights_only=True)
+    payload["state_dict"]["padding"] = torch.zeros(20_000_000)  # 76 MiB of zeros: deflated to about 80 KB
+    torch.save(payload, tmp_path / "stored.pt")
+    bomb = _deflated(tmp_path / "stored.pt", tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match="would unpack to 7[0-9] MiB"):
+        load_detector(bomb)
+    load_detector(_deflated(weights, tmp_path / "small_deflated.pt"))  # an honest deflated detector still loads
+    assert predict_cli.main([str(tmp_path / "clip.mp4"), "--weights", str(bomb), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "refused before loading" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key, value", [("mean", "0.5"), ("std", [0.2, 0.0, 0.2]), ("img_size", -3),
+                                        ("seq_len", "8"), ("margin", float("nan"))])
+def test_a_checkpoint_with_a_bad_setting_is_refused_in_one_line(tmp_path, capsys, key, value):
+    from tests.test_predict import make_weights
+
+    weights = make_weights(tmp_path / "detector.pt")
+    payload = torch.load(weights, weights_only=True)
+    payload["meta"][key] = value
+    torch.save(payload, weights)
+    with pytest.raises(CheckpointError, match=f"detector setting {key} is"):
+        load_detector(weights)
+    assert predict_cli.main([str(tmp_path / "clip.mp4"), "--weights", str(weights), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"setting {key}" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    import av
+    import numpy as np
+
+    from data_prep.video import VideoError, iter_decoded, probe
+
+    big = tmp_path / "over_8k.mp4"
+    with av.open(str(big), "w") as container:  # one 8320x4352 frame: just over 8K (DCI 8192x4320)
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 8320, 4352, "gray"
+        stream.options = {"preset": "ultrafast"}
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(np.zeros((4352, 8320), np.uint8), "gray")),
+                       *stream.encode()]:
+            container.mux(packet)
+    for read in (probe, lambda p: next(iter_decoded(p))):
+        with pytest.raises(VideoError, match=r"frames of 8320x4352 \(36.2 megapixels\) are over the limit of 35.4"):
+            read(big)
+    assert probe(big, max_pixels=8320 * 4352).width == 8320  # --max-pixels raises it

@@ -15,7 +15,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 from deepfake.inference import PRECISIONS, PredictConfig
 
 __all__ = ["main"]
@@ -31,11 +31,12 @@ def _parser() -> argparse.ArgumentParser:
                "labels.csv) or an extracted index.csv, as `deepfake evaluate` takes it. Use videos the detector was "
                "not trained on. Exit status: 0 written, 1 nothing written (too few videos), 2 usage error.",
     )
-    p.add_argument("source", metavar="SOURCE", help="labelled folder of videos, or an extracted index.csv")
-    p.add_argument("--weights", metavar="CKPT",
+    p.add_argument("source", metavar="SOURCE", type=path_arg,
+                   help="labelled folder of videos, or an extracted index.csv")
+    p.add_argument("--weights", metavar="CKPT", type=path_arg,
                    help="detector weights to calibrate (default $DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt)")
     p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the weights")
-    p.add_argument("--out", metavar="NEW.pt", default=None,
+    p.add_argument("--out", metavar="NEW.pt", type=path_arg, default=None,
                    help="the new detector file (default: beside the weights, NAME.calibrated.pt)")
     p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
     p.add_argument("--split", default=None, help="use only this split of SOURCE (train, val, test)")

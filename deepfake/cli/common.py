@@ -20,6 +20,22 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def path_arg(value: str) -> str:
+    """An argparse `type` for a path: an empty one is a usage error (`Path("")` would mean the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path was given; name a file or folder")
+    return value
+
+
+def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """`--max-pixels`: the frame size over which a video is refused before decoding."""
+    from data_prep.video import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="refuse videos whose frames have more pixels (width x height) than this, before decoding "
+                        "(default %(default)s: 8K, 8192x4320)")
+
+
 def fail(prog: str, message: object, code: int = 2) -> int:
     """Print ``PROG: error: MESSAGE`` on stderr and return `code`, the command's exit status (2: a usage error)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -28,7 +44,7 @@ def fail(prog: str, message: object, code: int = 2) -> int:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `deepfake predict` and `deepfake evaluate`."""
-    p.add_argument("--weights", metavar="CKPT",
+    p.add_argument("--weights", metavar="CKPT", type=path_arg,
                    help="detector weights: a file (detector.pt or a Lightning .ckpt) or an https URL; default "
                         "$DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt")
     p.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the weights (checked; URL downloads also "

@@ -6,7 +6,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 from deepfake.demo import DemoConfig, DemoError, DemoFolderError, run_demo
 
 __all__ = ["main"]
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "extract, fit the tiny CPU detector, evaluate on the held-out set, predict one clip "
                                   "with a plot; then print metrics, time per stage and where everything is. "
                                   "Re-running reuses finished stages.")
-    p.add_argument("out_dir", nargs="?", default="demo_output", metavar="OUT_DIR",
+    p.add_argument("out_dir", nargs="?", default="demo_output", metavar="OUT_DIR", type=path_arg,
                    help="demo folder (default %(default)s): new, empty, or an earlier demo's")
     p.add_argument("--quick", action="store_true", help="a much smaller run (under a minute): checks the install")
     p.add_argument("--fresh", action="store_true", help="redo every stage")

@@ -55,11 +55,12 @@ def main(args: list[str] | None = None) -> int:
         arguments.
     """
     from data_prep.video import VideoError
+    from deepfake.cli.common import path_arg
 
     parser = argparse.ArgumentParser(prog="deepfake distort",
                                      description="Write DeeperForensics-1.0-style distorted copies of videos.")
-    parser.add_argument("src", nargs="+", help="video files or folders (searched recursively)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("src", nargs="+", type=path_arg, help="video files or folders (searched recursively)")
+    parser.add_argument("--out", required=True, type=path_arg, help="output folder")
     parser.add_argument("--perturb", required=True,
                         help="all | TYPE | TYPE:LEVEL | mix | mix:N | clean, comma-separated (e.g. GB:3,JPEG); "
                              "types CS CC BW GNC GB JPEG VC, levels 1-5, N 2-4")

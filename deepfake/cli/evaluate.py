@@ -15,7 +15,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
 from deepfake.evaluation import EvaluateConfig, EvaluationError, evaluate
 from deepfake.inference import PredictConfig
 
@@ -35,17 +35,18 @@ def _parser() -> argparse.ArgumentParser:
                "always left out and listed. The all-videos metrics count both at the prior (--no-face-prior, else "
                "0.5).",
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
+    p.add_argument("sources", nargs="+", metavar="SOURCE", type=path_arg,
                    help="labelled folder of videos, or an extracted index.csv; several: one table, a row a set "
                         "(OUT/cross.csv and cross.md; each set's files in OUT/<set>/)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (metrics.json, roc.png, "
+    p.add_argument("--out", required=True, metavar="DIR", type=path_arg, help="output folder (metrics.json, roc.png, "
                                                                "reliability.png, predictions.csv, robustness.*)")
     add_model_options(p)
+    add_max_pixels(p)
     p.add_argument("--layout", default="auto",
                    help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder, ffpp, dfd, celebdf, dfdcp, "
                         "dfdc-test (docs/benchmark.md)")
     p.add_argument("--split", default=None, help="evaluate only this split (train, val, test)")
-    p.add_argument("--split-file", default=None, metavar="CSV",
+    p.add_argument("--split-file", default=None, metavar="CSV", type=path_arg,
                    help="a training run's split.csv: its splits replace SOURCE's, so --split val scores exactly the "
                         "videos that run held out")
     p.add_argument("--no-face-prior", type=float, default=None, metavar="P",
@@ -66,7 +67,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
-                                workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration)
+                                workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration,
+                                max_pixels=ns.max_pixels)
         config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
                                 split=ns.split, split_file=ns.split_file, perturb=ns.perturb, seed=ns.seed)
         if config.perturb is not None:

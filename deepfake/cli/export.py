@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 
 __all__ = ["main"]
 
@@ -30,12 +30,13 @@ def _parser() -> OneLineParser:
         epilog="An exported model runs in float32 and can't explain its scores (--explain) or be recalibrated "
                "(deepfake calibrate): keep the .pt file for those.",
     )
-    p.add_argument("--weights", required=True, metavar="CKPT", help="the detector to export (detector.pt or a "
+    p.add_argument("--weights", required=True, metavar="CKPT", type=path_arg,
+                   help="the detector to export (detector.pt or a "
                                                                      "Lightning .ckpt from deepfake fit)")
     p.add_argument("--format", required=True, choices=FORMATS,
                    help="onnx: a .onnx file for ONNX Runtime (dynamic batch and window length); exported: a "
                         "torch.export .pt2 program (dynamic batch, windows of seq_len)")
-    p.add_argument("--output", "-o", metavar="OUT", default=None,
+    p.add_argument("--output", "-o", metavar="OUT", type=path_arg, default=None,
                    help="the file to write (default: the weights' name with .onnx or .pt2)")
     return p
 

@@ -8,8 +8,9 @@ The work is `data_prep.dataset.extract_dataset` (what OUT_DIR holds, resuming, s
 `data_prep.extractor.FaceExtractor`; this module parses the options, resolves ``--size auto`` from a training
 config or checkpoint (`deepfake.scaling.resolve_crop_size`, the reason the command sits on the `deepfake` side),
 shows a progress bar and prints the summary. Exit status: 0 when the run finished (failed videos are listed in
-failures.csv), 2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's), 130 when
-interrupted (run the same command again to resume).
+failures.csv), 1 when the index itself could not be written (a full disk: run the same command again to resume),
+2 for a usage error (bad option, unknown layout, settings differing from OUT_DIR's, an OUT_DIR that can't be
+written), 130 when interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="K/N",
                    help="process shard K of N (0-based); per-shard index files, merged when all are done")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into index.csv")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels, metavar="N",
+                   help="refuse videos whose frames have more pixels (width x height), before decoding "
+                        "(default %(default)s: 8K, 8192x4320)")
     p.add_argument("--limit", type=int, default=None, help="process at most this many videos (trying settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -105,6 +109,9 @@ def main(args: list[str] | None = None) -> int:
 
     parser = _parser()
     opts = parser.parse_args(args)
+    if not all(p.strip() for p in opts.paths):  # Path("") is the current folder: never what was meant
+        print("deepfake-extract: error: an empty path was given (SOURCE and OUT_DIR must be named)", file=sys.stderr)
+        return 2
     if opts.merge:
         if len(opts.paths) not in (1, 2):
             parser.error("--merge takes OUT_DIR (or SOURCE OUT_DIR)")
@@ -114,6 +121,10 @@ def main(args: list[str] | None = None) -> int:
         except DatasetError as err:
             print(f"deepfake-extract: {err}", file=sys.stderr)
             return 2
+        except OSError as err:
+            print(f"deepfake-extract: error: can't write the merged index in {out}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 1
         print(f"merged {shards} shards: {out / 'index.csv'} ({rows} crops), {failures} failures")
         return 0
     if len(opts.paths) != 2:
@@ -130,7 +141,7 @@ def main(args: list[str] | None = None) -> int:
                                min_score=opts.min_score, detect_every=opts.detect_every,
                                refine_between=opts.refine_between, min_track_len=opts.min_track_len,
                                min_track_score=opts.min_track_score,
-                               batch_size=opts.batch_size, quality=opts.quality)
+                               batch_size=opts.batch_size, quality=opts.quality, max_pixels=opts.max_pixels)
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2
@@ -161,6 +172,13 @@ def main(args: list[str] | None = None) -> int:
     except DatasetError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a disk that filled up or went read-only while the index was written
+        if bar is not None:
+            bar.close()
+        where = f": {err.filename}" if err.filename else ""
+        print(f"deepfake-extract: error: can't write {out}{where}: {err.strerror or err}; free space or fix the "
+              f"folder, then run the same command again to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if bar is None:  # before extraction started: nothing to resume
             raise

@@ -9,13 +9,18 @@ video's the most fake of its faces; `verdict` is ``fake`` when p(fake) >= `--thr
 ``real``; ``no face`` when no face was found (status ``no_face``, p_fake null: no made-up probability); ``error``
 when the file can't be read (status ``error``, with a one-line reason in `error`). `--explain` shows where in each
 face crop the score came from (`deepfake.explain`: Grad-CAM through the LSTM); a failed explanation or plot is a
-warning, never a lost prediction.
+warning, never a lost prediction (the exit status is then 1).
 
 Output (`--format`): ``table`` (default) with video, verdict, p(fake), faces, seconds (time taken on this video);
 ``json``: a list with one object per video, exactly
 ``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}``;
 ``csv``: one row per video with the columns of `deepfake.results.CSV_COLUMNS`. The exit status is 1 when any
-file errored, 2 for a usage error (bad option, missing weights), else 0.
+file errored or a plot or explanation failed, 2 for a usage error (bad option, missing weights, an output that
+can't be written as asked: a folder, one of the inputs, one another run is writing), else 0.
+
+`--output` never destroys a file: a device or pipe (/dev/null, /dev/stdout, a FIFO) is written directly, once; an
+output that is one of the inputs (a video, the weights) is refused before any work; one run at a time writes it
+(`.NAME.lock` beside it, naming the PID that holds it). See docs/robustness.md.
 
 Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without it, `$DEEPFAKE_WEIGHTS`, then
 `~/.cache/deepfake/detector.pt`. Scores are calibrated by the calibration stored in the weights, when they hold one
@@ -25,6 +30,7 @@ Weights: `--weights` is a file or an https URL (see `deepfake.weights`); without
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -32,8 +38,8 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from data_prep.files import atomic_write
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
+from data_prep.files import LockedError, OutputError, atomic_write, hold_lock, output_kind, refuse_input_as_output
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -45,21 +51,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="deepfake predict",
         description="Score videos: p(fake) per video, per face and per frame. A video's p(fake) is the most fake "
                     "of its faces; a face's is the mean over windows of seq_len crops of the last step's score.",
-        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why), 2 usage error.",
+        epilog="Exit status: 0 all files read, 1 some file could not be read (its row says why) or a plot or "
+               "explanation failed, 2 usage error.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (searched recursively) or glob "
-                                                            "patterns (quote them: 'clips/**/*.mp4')")
+    p.add_argument("paths", nargs="+", metavar="PATH", type=path_arg,
+                   help="video files, folders (searched recursively) or glob patterns (quote them: 'clips/**/*.mp4')")
     add_model_options(p)
+    add_max_pixels(p)
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="table (default), json, csv or jsonl (one JSON object a line); with --output, taken from the "
                         "file's extension when not given")
-    p.add_argument("--output", "-o", metavar="FILE",
+    p.add_argument("--output", "-o", metavar="FILE", type=path_arg,
                    help="write the results here instead of stdout; each is on disk as soon as it is made (.jsonl "
                         "and .csv are appended to per video, other formats are journaled beside the file)")
     p.add_argument("--resume", action="store_true",
                    help="with --output: skip the videos already in FILE (or its journal) from a killed run")
-    p.add_argument("--plot", metavar="DIR", help="write per video a PNG of p(fake) over time per face, with crops")
-    p.add_argument("--explain", metavar="DIR",
+    p.add_argument("--plot", metavar="DIR", type=path_arg,
+                   help="write per video a PNG of p(fake) over time per face, with crops")
+    p.add_argument("--explain", metavar="DIR", type=path_arg,
                    help="write per video DIR/<video>/track<k>.png (each face's crops with a Grad-CAM heat map of "
                         "where the fake score came from, and each step's score) and heatmaps.npz (the raw maps)")
     p.add_argument("--explain-video", action="store_true",
@@ -84,7 +93,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         ns = _parser().parse_args(args)
         config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                               stride=ns.stride, workers=ns.workers, precision=ns.precision,
+                               stride=ns.stride, workers=ns.workers, precision=ns.precision, max_pixels=ns.max_pixels,
                                calibrated=not ns.no_calibration)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
@@ -99,14 +108,41 @@ def main(args: list[str] | None = None) -> int:
     if ns.explain_video and not ns.explain:
         return _fail("--explain-video needs --explain DIR (where the video goes)")
     # Results reach the disk as they are made: JSON Lines and CSV outputs are appended to directly; the others
-    # go through a JSON Lines journal beside the output, replaced by the final file at the end.
-    journal = None
+    # go through a JSON Lines journal beside the output, replaced by the final file at the end. A device or pipe
+    # (/dev/null, /dev/stdout, a FIFO) is written directly, once, with no journal, lock or rename.
+    journal, lock = None, contextlib.nullcontext()
+    entries = collect_videos(ns.paths)
     if ns.output:
-        journal = Path(ns.output) if fmt in ("jsonl", "csv") else Path(ns.output).with_name(
-            f".{Path(ns.output).name}.partial.jsonl")
-        if ns.resume and not journal.is_file() and fmt == "json" and Path(ns.output).is_file():
-            return _fail(f"{ns.output} is a finished run: nothing to resume")
+        output = Path(ns.output)
+        try:
+            stream = output_kind(output) == "stream"
+            inputs = [p for p, reason in entries if reason is None] + ([ns.weights] if ns.weights else [])
+            refuse_input_as_output(output, inputs)
+        except OutputError as err:
+            return _fail(err)
+        if stream and ns.resume:
+            return _fail(f"--resume needs a file as --output, and {output} is a device or pipe")
+        if not stream:
+            journal = output if fmt in ("jsonl", "csv") else output.with_name(f".{output.name}.partial.jsonl")
+            if ns.resume and not journal.is_file() and fmt == "json" and output.is_file():
+                return _fail(f"{ns.output} is a finished run: nothing to resume")
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                return _fail(f"can't write {ns.output}: {err.strerror or err}", 1)
+            lock = hold_lock(output.with_name(f".{output.name}.lock"), os.fspath(output))
+    try:
+        with lock:
+            return _run(ns, fmt, config, entries, journal)
+    except LockedError as err:
+        return _fail(err)
+    except OSError as err:  # a read-only or full disk (the lock file, the journal): one line, never a traceback
+        return _fail(f"{err.filename or ns.output}: {err.strerror or err}", 1)
 
+
+def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[tuple[str, str | None]],
+         journal: Path | None) -> int:
+    """Predict once the output is checked and locked: load, score, write; returns the exit status."""
     from deepfake.weights import WeightsError
 
     try:
@@ -119,11 +155,10 @@ def main(args: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    entries = collect_videos(ns.paths)
     try:
         log = ResultLog(journal, "csv" if fmt == "csv" else "jsonl", resume=ns.resume) if journal else None
     except OSError as err:
-        return _fail(f"can't write {journal}: {err}", 1)
+        return _fail(f"can't write {journal}: {err.strerror or err}", 1)
     except ValueError as err:  # --resume on a file that is not a results log: left untouched
         return _fail(str(err))
     previous = list(log.done.values()) if log else []  # results of the run being resumed
@@ -152,7 +187,15 @@ def main(args: list[str] | None = None) -> int:
             results.append(pred.result)
             seconds.append(pred.seconds)
             if log is not None:
-                log.append(pred.result, pred.seconds)
+                try:
+                    log.append(pred.result, pred.seconds)
+                except OSError as err:  # a full disk: stop here, with what is on disk kept for --resume
+                    bar.close()
+                    kept = "; the results before it are kept: free space, then --resume" if (
+                        log.done or len(results) > 1) else ""
+                    if not kept and journal != Path(ns.output):
+                        journal.unlink(missing_ok=True)  # nothing in it: no temporary file left behind
+                    return _fail(f"can't write {journal}: {err.strerror or err}{kept}", 1)
             if pred.warning:
                 bar.write(f"deepfake predict: warning: {pred.warning}", file=sys.stderr)
             if plot_dir is not None and pred.result["status"] != "error":
@@ -196,9 +239,11 @@ def main(args: list[str] | None = None) -> int:
     elif journal != Path(ns.output):
         try:
             atomic_write(ns.output, write_results([*previous, *results], fmt, [None] * len(previous) + seconds))
-            journal.unlink(missing_ok=True)
         except OSError as err:
-            return _fail(f"can't write {ns.output}: {err}", 1)
+            kept = f"; the results are kept in {journal}: free space, then --resume" if journal else ""
+            return _fail(f"can't write {ns.output}: {err.strerror or err}{kept}", 1)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
     results = [*previous, *results]  # a resumed csv's rows: the fields counted below are there too
     counts = {k: sum(1 for r in results if r["verdict"] == k) for k in ("fake", "real", "no face", "error")}
     summary = (f"{len(results)} video(s): {counts['fake']} fake, {counts['real']} real, {counts['no face']} no face, "
@@ -210,7 +255,7 @@ def main(args: list[str] | None = None) -> int:
     if explain_dir is not None:
         summary += f"; explanations in {explain_dir}" + (f" ({explain_failures} failed)" if explain_failures else "")
     print(f"deepfake predict: {summary}", file=sys.stderr)
-    return 1 if counts["error"] else 0
+    return 1 if counts["error"] or plot_failures or explain_failures else 0
 
 
 if __name__ == "__main__":

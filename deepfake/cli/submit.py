@@ -11,7 +11,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, fail, path_arg
 from deepfake.submission import SubmissionConfig, SubmissionError, make_submission
 
 __all__ = ["main"]
@@ -28,12 +28,14 @@ def _parser() -> argparse.ArgumentParser:
                     "the prior; if the model can't be loaded, every row does.",
         epilog="Exit status: 0 written with the model, 1 written with the prior only (model not loaded), "
                "2 nothing written (usage error, no rows).")
-    p.add_argument("test_dir", metavar="TEST_DIR", help="folder of test videos (searched recursively)")
-    p.add_argument("--weights", metavar="CKPT", help="detector weights (default: $DEEPFAKE_WEIGHTS, else "
-                                                     "~/.cache/deepfake/detector.pt)")
-    p.add_argument("--out", "-o", default="submission.csv", metavar="CSV", help="output (default %(default)s)")
-    p.add_argument("--sample-submission", metavar="CSV", help="sample_submission.csv: its filename column is the "
-                                                              "row list (Kaggle scores exactly those)")
+    p.add_argument("test_dir", metavar="TEST_DIR", type=path_arg,
+                   help="folder of test videos (searched recursively)")
+    p.add_argument("--weights", metavar="CKPT", type=path_arg,
+                   help="detector weights (default: $DEEPFAKE_WEIGHTS, else ~/.cache/deepfake/detector.pt)")
+    p.add_argument("--out", "-o", default="submission.csv", metavar="CSV", type=path_arg,
+                   help="output (default %(default)s)")
+    p.add_argument("--sample-submission", metavar="CSV", type=path_arg,
+                   help="sample_submission.csv: its filename column is the row list (Kaggle scores exactly those)")
     p.add_argument("--prior", type=float, default=d.prior,
                    help="p(fake) of a video without a score (default %(default)s)")
     p.add_argument("--clip", type=float, nargs=2, default=list(d.clip), metavar=("LO", "HI"),
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop scoring after this long; the videos left get the prior (default: no limit)")
     p.add_argument("--expected-videos", type=int, default=d.expected_videos, metavar="N",
                    help="project the timing to N videos (default %(default)s, the DFDC hidden test set)")
+    add_max_pixels(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -64,7 +67,8 @@ def main(args: list[str] | None = None) -> int:
         config = SubmissionConfig(prior=ns.prior, clip=tuple(ns.clip), device=ns.device, batch_size=ns.batch_size,
                                   workers=ns.workers, stride=ns.stride, precision=ns.precision,
                                   calibrated=not ns.no_calibration, time_limit_s=ns.time_limit,
-                                  expected_videos=ns.expected_videos, progress=not ns.no_progress)
+                                  expected_videos=ns.expected_videos, progress=not ns.no_progress,
+                                  max_pixels=ns.max_pixels)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:

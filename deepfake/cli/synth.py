@@ -11,7 +11,7 @@ import time
 from functools import partial
 
 from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 
 __all__ = ["main"]
 
@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                "OUT_DIR/boxes.csv (video,frame,x1,y1,x2,y2).",
     )
     d = SynthConfig()
-    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (new, empty, or an earlier synth output)")
+    p.add_argument("out_dir", metavar="OUT_DIR", type=path_arg,
+                   help="output folder (new, empty, or an earlier synth output)")
     p.add_argument("--count", type=int, default=d.count,
                    help=f"total clips: half real, half self-blended fakes (default {d.count})")
     p.add_argument("--resolution", default=f"{d.width}x{d.height}",
