@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 __all__ = ["Detections", "ExtractConfig", "FaceTrack", "JpegCrops", "LANDMARKS", "VideoFaces", "damage_note",
-           "decode_jpeg", "encode_jpeg"]
+           "decode_jpeg", "encode_jpeg", "OUTPUT_SETTINGS", "output_settings"]
 
 # MTCNN's five landmarks, in its order; "1" is the one further left in the image (the person's right eye or
 # mouth corner when they face the camera).
@@ -123,6 +123,19 @@ class ExtractConfig:
         need(self.batch_size >= 0 and self.chunk_mb >= 1 and self.decode_threads >= 0 and self.detect_threads >= 0,
              "batch_size, decode_threads and detect_threads must be >= 0, chunk_mb >= 1")
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
+
+
+# The settings that change the crops (what `deepfake-extract` writes to extract_config.json, which a resumed run must
+# match, and what a detector records of its training crops); the others change only speed or memory.
+OUTPUT_SETTINGS = ("stride", "margin", "size", "quality", "detect_size", "min_face_size", "factor", "thresholds",
+                   "min_score", "detect_every", "refine_between", "min_track_len", "min_track_score")
+
+
+def output_settings(config: ExtractConfig) -> dict:
+    """`OUTPUT_SETTINGS` of `config` as JSON-able values, keyed as in extract_config.json."""
+    settings = {name: getattr(config, name) for name in OUTPUT_SETTINGS}
+    settings["thresholds"] = list(settings["thresholds"])
+    return settings
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from data_prep.faces import LANDMARKS
 from data_prep.files import OneLineError
-from data_prep.track import points_in_crop
+from data_prep.track import points_in_crop, resize_crop
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,7 +165,6 @@ def read_crop(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if img is None:
         raise OSError(f"cannot read face crop {path} (missing or not an image); re-run extraction")
-    if size is not None and (img.shape[0] != size or img.shape[1] != size):
-        shrink = img.shape[0] > size or img.shape[1] > size
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if size is not None:
+        img = resize_crop(img, size)  # the rule inference uses too (`data_prep.track.RESIZE_RULE`)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

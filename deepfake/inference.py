@@ -190,13 +190,13 @@ class Detector:
         return torch.sigmoid(apply_calibration(logits.float(), self.calibration))
 
     def _resize(self, crops: np.ndarray) -> np.ndarray:
-        """Crops of another size (an index extracted at another `--size`) to the model's input size."""
+        """Crops of another size (extracted at the training crops' size) to the model's input size, by the rule
+        training's loader uses (`data_prep.track.resize_crop`)."""
         if crops.shape[1:3] == (self.img_size, self.img_size):
             return crops
-        import cv2
+        from data_prep.track import resize_crop
 
-        interp = cv2.INTER_AREA if crops.shape[1] > self.img_size else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(c, (self.img_size, self.img_size), interpolation=interp) for c in crops])
+        return np.stack([resize_crop(c, self.img_size) for c in crops])
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
         """B windows of (T, S, S, 3) uint8 crops -> (B, T) per-step p(fake)."""
