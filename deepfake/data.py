@@ -21,7 +21,6 @@ fly from real sequences (`deepfake.fakes`, `data.fakes`) are blended in before t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from data_prep.files import atomic_write, csv_text
 from data_prep.index import (
-    EXTRACT_SETTINGS,
     INDEX_COLUMNS,
     SPLITS,
     FaceTrackRecord,
@@ -46,6 +44,7 @@ from data_prep.index import (
 )
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
+from deepfake.contract import index_extraction
 from deepfake.fakes import FakeConfig, fake_sequence, real_sequence
 from deepfake.scoring import track_windows
 
@@ -133,20 +132,6 @@ def label_untouched(tracks: list[FaceTrackRecord], rule: str, below: float = UNT
         if id(t) in untouched:
             t.label = 0
     return tracks
-
-
-def _extraction_settings(index_dir: Path, tracks: list[FaceTrackRecord]) -> dict[str, Any]:
-    """`margin` and `stride` the crops were made with: from `extract_config.json` (written by `deepfake-extract`
-    beside the index), else the stride is inferred from the frame steps in the index."""
-    try:
-        data = json.loads((index_dir / EXTRACT_SETTINGS).read_text())
-    except (OSError, ValueError):
-        data = {}
-    found = {k: data[k] for k in ("margin", "stride") if isinstance(data, dict) and data.get(k) is not None}
-    if "stride" not in found:
-        steps = np.concatenate([np.diff(t.frames) for t in tracks if len(t.frames) > 1] or [np.array([1])])
-        found["stride"] = int(max(1, np.median(steps)))
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------- dataset
@@ -424,6 +409,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         self.untouched_below = float(untouched_below)
         self.tracks: dict[str, list[FaceTrackRecord]] = {}
         self._datasets: dict[str, FaceSequenceDataset] = {}
+        self.extraction: dict[str, Any] | None = None  # the training crops' recipe, read in setup
 
     # ------------------------------------------------------------------------------------------------- setup
 
@@ -461,11 +447,10 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             tracks = [t for t in tracks if t.label == 0]
         self.tracks = {name: [t for t in tracks if t.split == name] for name in SPLITS}
         self._write_split()
-        settings = _extraction_settings(root, tracks)
-        if self.margin is None:
-            self.margin = float(settings.get("margin", DEFAULT_MARGIN))
-        if self.stride is None:
-            self.stride = int(settings["stride"])
+        # The training crops' recipe, for the detector to carry (`deepfake.contract`); the config's margin/stride win.
+        self.extraction = index_extraction(root, tracks, self.margin, self.stride)
+        self.margin = float(self.extraction.get("margin", DEFAULT_MARGIN))
+        self.stride = int(self.extraction["stride"])
         counts = {k: (sum(t.label == 0 for t in v), sum(t.label == 1 for t in v)) for k, v in self.tracks.items()}
         log.info("face tracks (real, fake): %s", counts)
         if not self.tracks["train"] and stage in (None, "fit"):
@@ -483,8 +468,9 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
     def extraction_meta(self) -> dict[str, Any]:
-        """What the exported detector records about the data: `seq_len`, `margin`, `stride`."""
-        return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride}
+        """What the exported detector records about the data: `seq_len`, `margin`, `stride`, `extraction`."""
+        return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride,
+                "extraction": self.extraction}
 
     # --------------------------------------------------------------------------------------------- loaders
 

@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 
 from data_prep.files import atomic_write
-from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail
+from deepfake.cli.common import OneLineParser, UsageError, add_model_options, fail, printed_warnings
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -110,7 +110,8 @@ def main(args: list[str] | None = None) -> int:
     from deepfake.weights import WeightsError
 
     try:
-        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+        with printed_warnings("deepfake predict"):  # e.g. a --stride unlike the detector's training crops'
+            detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
     except (WeightsError, ValueError) as err:
         return _fail(str(err))
     if ns.explain and detector.exported:

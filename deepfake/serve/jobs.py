@@ -156,6 +156,7 @@ class JobPool:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.device: str | None = None
+        self.load_warnings: list[str] = []  # what loading the detector warned (`deepfake.contract`), one line each
         self.restarts = 0
 
     # ----------------------------------------------------------------------------------------- life cycle
@@ -319,6 +320,7 @@ class JobPool:
             w = self._workers[index]
             w.ready, w.info = True, info
             self.device = info.get("device", self.device)
+            self.load_warnings = info.get("warnings", self.load_warnings)
         elif kind == "load_failed":  # a replacement worker could not load: keep serving with the others
             _, index, reason = event
             self._workers[index].ready = False
