@@ -38,8 +38,10 @@ from data_prep.index import (
     SPLITS,
     FaceTrackRecord,
     IndexFileError,
+    apply_groups,
     load_tracks,
     read_crop,
+    read_groups,
     read_index,
 )
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
@@ -84,11 +86,10 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def split_by_original(originals: Sequence[str], val_fraction: float, test_fraction: float = 0.0,
                       seed: int = 0) -> dict[str, str]:
-    """Deterministic split of groups of videos (their `group`: the people in them; an index without groups uses
-    each source video, `original`): {group: "train" | "val" | "test"}.
+    """Deterministic split of groups of videos (their `group`: a proxy for the people in them, or a user's
+    groups.csv; an index without groups uses each source video, `original`): {group: "train" | "val" | "test"}.
 
-    Each group goes by a hash of its name, so everything of one group (a person; a fake and the real video it was
-    made from) lands in one split, and adding videos to a dataset never moves the ones already there. Small sets
+    Each group goes by a hash of its name, so everything of one group (a fake and the real video it was made from) lands in one split, and adding videos to a dataset never moves the ones already there. Small sets
     are kept usable: when the hash leaves a requested split empty, the original with the lowest hash moves into it.
     """
     _check_fractions(val_fraction, test_fraction)
@@ -334,6 +335,9 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             track of a fake labelled fake, as before).
         untouched_below: a fake's track is untouched when its crops' median `face_change` is under this many grey
             levels.
+        groups: a `groups.csv` (``video,group``: who is in each video; `data_prep.index.read_groups`) that replaces
+            the index's groups for the videos it lists (a fake not listed takes its original's), so splits keep each
+            person on one side; the index's groups are proxies (docs/contract.md).
 
     Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength`
     between epochs: the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
@@ -362,6 +366,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         fakes: FakeConfig | None = None,
         untouched_tracks: Literal["drop", "real", "fake"] = "drop",
         untouched_below: float = UNTOUCHED_BELOW,
+        groups: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(augment, dict):
@@ -410,6 +415,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         self.tracks: dict[str, list[FaceTrackRecord]] = {}
         self._datasets: dict[str, FaceSequenceDataset] = {}
         self.extraction: dict[str, Any] | None = None  # the training crops' recipe, read in setup
+        self.groups = groups
 
     # ------------------------------------------------------------------------------------------------- setup
 
@@ -425,6 +431,11 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             return
         df, root = read_index(self.index)
         tracks = label_untouched(load_tracks(df, root), self.untouched_tracks, self.untouched_below)
+        if self.groups:
+            kept = apply_groups(tracks, read_groups(self.groups))
+            if kept:
+                log.warning("%d of %d video(s) are not in %s (nor their original): they keep the index's group, e.g. "
+                            "%s", len(kept), len({t.video for t in tracks}), self.groups, kept[0])
         given = {t.split for t in tracks} - {""}
         need = {"val": self.val_fraction if "val" not in given else 0.0,
                 "test": self.test_fraction if "test" not in given else 0.0}
