@@ -475,7 +475,11 @@ def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold:
 def iter_entries(entries: Sequence[tuple[str, str | None]], detector: Detector, extractor, threshold: float = 0.5,
                  progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """`iter_inputs` over entries `collect_videos` already made (e.g. filtered to the videos not done yet)."""
+    from deepfake.contract import extraction_record
+
     videos = [p for p, reason in entries if reason is None]
     preds = iter_predictions(videos, detector, extractor, threshold, progress=progress)
+    extraction = extraction_record(detector.meta, extractor.config)
     for item, reason in entries:
-        yield Prediction(error_result(item, reason), 0.0) if reason is not None else next(preds)
+        yield (Prediction({**error_result(item, reason), "extraction": extraction}, 0.0) if reason is not None
+               else next(preds))
