@@ -460,7 +460,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         self._write_split()
         # The training crops' recipe, for the detector to carry (`deepfake.contract`); the config's margin/stride win.
         self.extraction = index_extraction(root, tracks, self.margin, self.stride)
-        self.margin = float(self.extraction.get("margin", DEFAULT_MARGIN))
+        self.margin = float(self.extraction.setdefault("margin", DEFAULT_MARGIN))
         self.stride = int(self.extraction["stride"])
         counts = {k: (sum(t.label == 0 for t in v), sum(t.label == 1 for t in v)) for k, v in self.tracks.items()}
         log.info("face tracks (real, fake): %s", counts)
