@@ -119,15 +119,14 @@ def recipe_of(meta: dict[str, Any], name: str = "the detector") -> tuple[dict[st
 
 
 def extract_config_for(meta: dict[str, Any], name: str = "the detector", stride: int | None = None,
-                       device: str = "auto", **runtime: Any) -> tuple[ExtractConfig, list[str]]:
+                       device: str = "auto") -> tuple[ExtractConfig, list[str]]:
     """The extraction settings that feed this detector what it was trained on, and one-line notes to warn with.
 
     Args:
         meta: the detector's meta.
         name: what to call the detector in the notes.
         stride: a user's override of the recorded stride (None: the recorded one).
-        device: where faces are detected.
-        **runtime: other `ExtractConfig` fields that change speed only (batch_size, decode_threads, ...).
+        device: where faces are detected (the other settings that change only speed keep their defaults).
 
     Returns:
         (config, notes): a note says which defaults an old detector was given, and which override changes the
@@ -139,7 +138,7 @@ def extract_config_for(meta: dict[str, Any], name: str = "the detector", stride:
     recipe, defaulted = recipe_of(meta, name)
     notes = []
     if defaulted:
-        notes.append(f"{name} records no {', '.join(k for k in defaulted)} (written before the extraction recipe "
+        notes.append(f"{name} records no {', '.join(defaulted)} (written before the extraction recipe "
                      f"travelled with a detector): using the defaults it was trained with, "
                      + ", ".join(f"{k} {recipe[k]}" for k in defaulted))
     settings = {k: recipe[k] for k in OUTPUT_SETTINGS}
@@ -148,7 +147,7 @@ def extract_config_for(meta: dict[str, Any], name: str = "the detector", stride:
                      f"the model sees faces sampled unlike its training")
         settings["stride"] = stride
     settings["thresholds"] = tuple(settings["thresholds"])
-    return ExtractConfig(**settings, device=device, **runtime), notes
+    return ExtractConfig(**settings, device=device), notes
 
 
 def extraction_record(meta: dict[str, Any], settings: ExtractConfig | dict[str, Any] | None) -> dict[str, Any]:
