@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.extractor import FaceExtractor
-from data_prep.faces import ExtractConfig, VideoFaces, damage_note, decode_jpeg, encode_jpeg
+from data_prep.faces import ExtractConfig, VideoFaces, damage_note, decode_jpeg, encode_jpeg, output_settings
 from data_prep.files import LockedError, atomic_write, csv_text, hold_lock
 from data_prep.index import EXTRACT_SETTINGS, FAILURE_COLUMNS, INDEX_COLUMNS, LANDMARK_COLUMNS, read_crop
 from data_prep.layouts import LayoutError, VideoRecord, find_videos
@@ -59,10 +59,6 @@ from data_prep.video import VideoError
 from data_prep.workers import _Job, default_workers
 
 __all__ = ["DatasetError", "ExtractSummary", "extract_dataset", "merge_shards", "shard_name", "shard_of"]
-
-# Settings that change what is written; a resumed run must use the same ones.
-_OUTPUT_SETTINGS = ("stride", "margin", "size", "quality", "detect_size", "min_face_size", "factor", "thresholds",
-                    "min_score", "detect_every", "refine_between", "min_track_len", "min_track_score")
 
 
 class DatasetError(ValueError):
@@ -410,8 +406,7 @@ def merge_shards(out: str | os.PathLike, n_shards: int | None = None) -> tuple[i
 
 def _check_settings(out: Path, config: ExtractConfig) -> None:
     """Write OUT_DIR's settings file, or check that `config` matches the one there (DatasetError if not)."""
-    settings = {name: getattr(config, name) for name in _OUTPUT_SETTINGS}
-    settings["thresholds"] = list(settings["thresholds"])
+    settings = output_settings(config)
     settings_path = out / EXTRACT_SETTINGS
     if settings_path.is_file():
         try:

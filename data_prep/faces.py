@@ -18,7 +18,7 @@ import numpy as np
 from data_prep.video import MAX_PIXELS
 
 __all__ = ["Detections", "ExtractConfig", "FaceTrack", "JpegCrops", "LANDMARKS", "VideoFaces", "damage_note",
-           "decode_jpeg", "encode_jpeg"]
+           "decode_jpeg", "encode_jpeg", "OUTPUT_SETTINGS", "output_settings"]
 
 # MTCNN's five landmarks, in its order; "1" is the one further left in the image (the person's right eye or
 # mouth corner when they face the camera).
@@ -130,6 +130,19 @@ class ExtractConfig:
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
         need(isinstance(self.max_pixels, int) and self.max_pixels >= 1,
              f"max_pixels must be an integer >= 1 (pixels a frame), got {self.max_pixels!r}")
+
+
+# The settings that change the crops (what `deepfake-extract` writes to extract_config.json, which a resumed run must
+# match, and what a detector records of its training crops); the others change only speed or memory.
+OUTPUT_SETTINGS = ("stride", "margin", "size", "quality", "detect_size", "min_face_size", "factor", "thresholds",
+                   "min_score", "detect_every", "refine_between", "min_track_len", "min_track_score")
+
+
+def output_settings(config: ExtractConfig) -> dict:
+    """`OUTPUT_SETTINGS` of `config` as JSON-able values, keyed as in extract_config.json."""
+    settings = {name: getattr(config, name) for name in OUTPUT_SETTINGS}
+    settings["thresholds"] = list(settings["thresholds"])
+    return settings
 
 
 @dataclass

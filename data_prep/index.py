@@ -15,14 +15,15 @@ import cv2
 import numpy as np
 
 from data_prep.faces import LANDMARKS
-from data_prep.files import OneLineError
-from data_prep.track import points_in_crop
+from data_prep.files import CsvError, OneLineError, read_csv_dicts
+from data_prep.track import points_in_crop, resize_crop
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["INDEX_COLUMNS", "LANDMARK_COLUMNS", "FAILURE_COLUMNS", "REQUIRED_COLUMNS", "LABELS", "SPLITS",
-           "EXTRACT_SETTINGS", "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop"]
+           "EXTRACT_SETTINGS", "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "read_crop",
+           "GROUP_COLUMNS", "read_groups", "apply_groups"]
 
 # MTCNN's five landmarks per crop, in video pixels like the box: eye1_x, eye1_y, ..., mouth2_y (empty: unknown).
 LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
@@ -40,6 +41,8 @@ LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1, "0.0": 0, "1.0": 1}
 SPLITS = ("train", "val", "test")
 # Extraction settings `deepfake-extract` writes beside index.csv.
 EXTRACT_SETTINGS = "extract_config.json"
+# A user's groups.csv: who is in each video (`read_groups`), for splits that keep a person on one side.
+GROUP_COLUMNS = ("video", "group")
 
 
 class IndexFileError(OneLineError, ValueError):
@@ -60,7 +63,7 @@ class FaceTrackRecord:
     split: str
     frames: np.ndarray  # (N,) int, frame numbers in the video
     crops: list[str]  # N absolute paths
-    group: str = ""  # who is in it (splits never share a group); the original when the index does not say
+    group: str = ""  # a proxy for who is in it (splits never share a group); the original when the index does not say
     boxes: np.ndarray | None = None  # (N, 4) float32 face boxes in video pixels (None: the index has none)
     landmarks: np.ndarray | None = None  # (N, 5, 2) float32 MTCNN landmarks in video pixels (None: not recorded)
     face_change: np.ndarray | None = None  # (N,) float32 `data_prep.untouched.face_change` (None: not measured)
@@ -171,7 +174,50 @@ def read_crop(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if img is None:
         raise OSError(f"cannot read face crop {path} (missing or not an image); re-run extraction")
-    if size is not None and (img.shape[0] != size or img.shape[1] != size):
-        shrink = img.shape[0] > size or img.shape[1] > size
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if size is not None:
+        img = resize_crop(img, size)  # the rule inference uses too (`data_prep.track.RESIZE_RULE`)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------------------------------- groups
+
+
+def read_groups(path: str | os.PathLike) -> dict[str, str]:
+    """A user's `groups.csv` (``video,group``: the person, or people, in each video) as {video: group}.
+
+    `video` is the index's video id (the path relative to the extraction SOURCE, `/`-separated).
+
+    Raises:
+        IndexFileError: unreadable, a column missing, an empty group, or one video given two groups (one line).
+    """
+    try:
+        rows = read_csv_dicts(path, need=GROUP_COLUMNS)
+    except CsvError as err:
+        raise IndexFileError(str(err)) from None
+    groups: dict[str, str] = {}
+    for n, row in enumerate(rows, start=2):
+        video, group = row["video"].replace("\\", "/"), row["group"]
+        if not video or not group:
+            raise IndexFileError(f"{path}: line {n} has an empty video or group")
+        if groups.setdefault(video, group) != group:
+            raise IndexFileError(f"{path}: video {video} is given two groups ({groups[video]}, {group})")
+    if not groups:
+        raise IndexFileError(f"{path}: no rows (expected {','.join(GROUP_COLUMNS)})")
+    return groups
+
+
+def apply_groups(tracks: list[FaceTrackRecord], groups: dict[str, str]) -> list[str]:
+    """Sets each track's `group` from `groups` (`read_groups`): its video's entry, else its original's (a fake shows
+    the person of the real video it was made from); a video in neither keeps the index's group.
+
+    Returns:
+        The videos that kept the index's group, sorted.
+    """
+    kept = set()
+    for t in tracks:
+        group = groups.get(t.video, groups.get(t.original))
+        if group is None:
+            kept.add(t.video)
+        else:
+            t.group = group
+    return sorted(kept)

@@ -2,9 +2,12 @@
 
 Each layout turns a SOURCE folder into `VideoRecord`s: the file, its id (path relative to SOURCE, `/`-separated,
 the id of a video everywhere downstream), label (0 real, 1 fake), split (`train`, `val`, `test` or empty), and
-`original` (the id of the real video a fake was made from when known, else the video's own id) and `group` (who
-is in it: DFDC's part folder, DeeperForensics' actor, labels.csv's `group`; empty means `original`), which
-training splits by so that validation never shares a person with training.
+`original` (the id of the real video a fake was made from when known, else the video's own id) and `group`, which
+training splits by. A group is a proxy for who is in the video, not an identity: DFDC's part folder (the same
+actor may appear in several parts), DeeperForensics' actor (the identity a fake wears; the person of the driving
+FaceForensics++ clip is not recorded), labels.csv's `group` (whatever the user put there); empty means `original`.
+Splits by such groups keep a fake and its source together but may share people; a user's `groups.csv`
+(`data_prep.index.read_groups`, `data.groups`) gives real identities (docs/contract.md).
 
 Layouts:
 - ``dfdc``: one or more folders of ``*.mp4``, each with a ``metadata.json`` of the form
@@ -69,8 +72,8 @@ class VideoRecord:
         label: 0 real, 1 fake.
         split: ``train``, ``val``, ``test`` or empty.
         original: id of the real video the fake was made from, or the video's own id.
-        group: who is in it, for splits that never share a person between training and validation: the DFDC
-            part folder, the DeeperForensics actor, labels.csv's `group` column; empty: the same as `original`.
+        group: a proxy for who is in it, which splits keep on one side: the DFDC part folder, the DeeperForensics
+            actor, labels.csv's `group` column; empty: the same as `original` (module docstring: not an identity).
     """
 
     path: Path

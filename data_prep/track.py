@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box", "points_in_crop", "face_box_in_crop"]
+__all__ = ["Tracker", "iou_matrix", "greedy_match", "square_crop", "crop_box", "points_in_crop", "face_box_in_crop",
+           "RESIZE_RULE", "resize_crop"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -116,8 +117,23 @@ def square_crop(frame, box: np.ndarray, margin: float, size: int) -> np.ndarray:
     if (sx0, sy0, sx1, sy1) != (x0, y0, x0 + side, y0 + side):
         region = cv2.copyMakeBorder(region, sy0 - y0, y0 + side - sy1, sx0 - x0, x0 + side - sx1,
                                     cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(region, (size, size), interpolation=interp)
+    return resize_crop(region, size)
+
+
+# The one rule by which a face crop changes size, wherever it does: cut from a frame (`square_crop`), read by the
+# training loader (`data_prep.index.read_crop`) and fed to a detector (`deepfake.inference.Detector.prepare`).
+# A detector records it (`deepfake.contract`); a name a detector records that is not this one is refused.
+RESIZE_RULE = "area-down-linear-up"
+
+
+def resize_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """An image resized to `size` x `size` by `RESIZE_RULE`: area averaging to shrink, bilinear to enlarge; an
+    image already that size is returned as it is."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
 
 
 @dataclass

@@ -11,6 +11,8 @@ needs to feed the model the way it was trained (docs/architecture.md):
     model     DeepfakeDetector keyword arguments (pretrained off: nothing is downloaded to rebuild it)
     img_size  crop side; mean, std: normalisation of RGB in [0, 1]
     seq_len   T used in training; margin, stride: the extraction settings of the training crops
+    extraction  the whole recipe of the training crops (extract_config.json's keys, the resize rule, the
+              windowing: `deepfake.contract`); absent in detectors written before it travelled
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from data_prep.files import atomic_path
+from deepfake.contract import RecipeError, recipe_meta, recipe_of
 from deepfake.model import DeepfakeDetector
 
 __all__ = ["CheckpointError", "FORMAT", "META_KEYS", "build_meta", "save_detector", "load_detector",
@@ -42,7 +45,7 @@ class CheckpointError(ValueError):
 
 
 def build_meta(net: DeepfakeDetector, seq_len: int | None, margin: float | None, stride: int | None,
-               **extra: Any) -> dict[str, Any]:
+               extraction: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The meta of a detector: architecture, input format, and the data settings it was trained with.
 
     Args:
@@ -50,12 +53,15 @@ def build_meta(net: DeepfakeDetector, seq_len: int | None, margin: float | None,
         seq_len: frames per sequence in training.
         margin: face box margin of the training crops.
         stride: video frames between training crops.
+        extraction: the training crops' extract_config.json settings (`deepfake.contract.index_extraction`); the
+            ones it lacks are the extraction defaults, with crops at the model's input size.
         **extra: more JSON-able entries (e.g. validation metrics).
     """
     from deepfake import __version__
 
-    meta = {"model": net.kwargs(), **net.data_config, "seq_len": seq_len, "margin": margin, "stride": stride,
-            "deepfake_version": __version__, **extra}
+    recipe = recipe_meta(extraction, margin, stride, net.data_config["img_size"])
+    meta = {"model": net.kwargs(), **net.data_config, "seq_len": seq_len, "margin": recipe["margin"],
+            "stride": recipe["stride"], "extraction": recipe, "deepfake_version": __version__, **extra}
     return _plain(meta)
 
 
@@ -81,6 +87,7 @@ def save_detector(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"detector meta lacks {', '.join(missing)}")
+    recipe_of(meta, os.fspath(path))  # a recipe inference could not honour is refused before anything is written
     path = Path(path)
     state = {k.replace("_orig_mod.", ""): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "meta": _plain(meta)}
@@ -150,6 +157,10 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
     if missing:
         raise CheckpointError(f"{path}: detector settings lack {', '.join(missing)}")
     check_input_meta(meta, path)
+    try:
+        recipe_of(meta, os.fspath(path))
+    except RecipeError as err:
+        raise CheckpointError(str(err)) from None
     try:
         model = DeepfakeDetector(**{**meta["model"], "pretrained": False, "pretrained_file": None})
         model.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in state.items()})

@@ -21,7 +21,6 @@ fly from real sequences (`deepfake.fakes`, `data.fakes`) are blended in before t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,17 +34,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from data_prep.files import atomic_write, csv_text
 from data_prep.index import (
-    EXTRACT_SETTINGS,
     INDEX_COLUMNS,
     SPLITS,
     FaceTrackRecord,
     IndexFileError,
+    apply_groups,
     load_tracks,
     read_crop,
+    read_groups,
     read_index,
 )
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
+from deepfake.contract import index_extraction
 from deepfake.fakes import FakeConfig, fake_sequence, real_sequence
 from deepfake.scoring import track_windows
 
@@ -85,11 +86,10 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def split_by_original(originals: Sequence[str], val_fraction: float, test_fraction: float = 0.0,
                       seed: int = 0) -> dict[str, str]:
-    """Deterministic split of groups of videos (their `group`: the people in them; an index without groups uses
-    each source video, `original`): {group: "train" | "val" | "test"}.
+    """Deterministic split of groups of videos (their `group`: a proxy for the people in them, or a user's
+    groups.csv; an index without groups uses each source video, `original`): {group: "train" | "val" | "test"}.
 
-    Each group goes by a hash of its name, so everything of one group (a person; a fake and the real video it was
-    made from) lands in one split, and adding videos to a dataset never moves the ones already there. Small sets
+    Each group goes by a hash of its name, so everything of one group (a fake and the real video it was made from) lands in one split, and adding videos to a dataset never moves the ones already there. Small sets
     are kept usable: when the hash leaves a requested split empty, the original with the lowest hash moves into it.
     """
     _check_fractions(val_fraction, test_fraction)
@@ -133,20 +133,6 @@ def label_untouched(tracks: list[FaceTrackRecord], rule: str, below: float = UNT
         if id(t) in untouched:
             t.label = 0
     return tracks
-
-
-def _extraction_settings(index_dir: Path, tracks: list[FaceTrackRecord]) -> dict[str, Any]:
-    """`margin` and `stride` the crops were made with: from `extract_config.json` (written by `deepfake-extract`
-    beside the index), else the stride is inferred from the frame steps in the index."""
-    try:
-        data = json.loads((index_dir / EXTRACT_SETTINGS).read_text())
-    except (OSError, ValueError):
-        data = {}
-    found = {k: data[k] for k in ("margin", "stride") if isinstance(data, dict) and data.get(k) is not None}
-    if "stride" not in found:
-        steps = np.concatenate([np.diff(t.frames) for t in tracks if len(t.frames) > 1] or [np.array([1])])
-        found["stride"] = int(max(1, np.median(steps)))
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------- dataset
@@ -349,6 +335,9 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             track of a fake labelled fake, as before).
         untouched_below: a fake's track is untouched when its crops' median `face_change` is under this many grey
             levels.
+        groups: a `groups.csv` (``video,group``: who is in each video; `data_prep.index.read_groups`) that replaces
+            the index's groups for the videos it lists (a fake not listed takes its original's), so splits keep each
+            person on one side; the index's groups are proxies (docs/contract.md).
 
     Progressive learning (`deepfake.progressive`) may change `img_size`, `train_img_size` and `augment.strength`
     between epochs: the loaders are rebuilt from them on each `train_dataloader()` call (set the Trainer's
@@ -377,6 +366,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         fakes: FakeConfig | None = None,
         untouched_tracks: Literal["drop", "real", "fake"] = "drop",
         untouched_below: float = UNTOUCHED_BELOW,
+        groups: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(augment, dict):
@@ -424,6 +414,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         self.untouched_below = float(untouched_below)
         self.tracks: dict[str, list[FaceTrackRecord]] = {}
         self._datasets: dict[str, FaceSequenceDataset] = {}
+        self.extraction: dict[str, Any] | None = None  # the training crops' recipe, read in setup
+        self.groups = groups
 
     # ------------------------------------------------------------------------------------------------- setup
 
@@ -439,6 +431,11 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             return
         df, root = read_index(self.index)
         tracks = label_untouched(load_tracks(df, root), self.untouched_tracks, self.untouched_below)
+        if self.groups:
+            kept = apply_groups(tracks, read_groups(self.groups))
+            if kept:
+                log.warning("%d of %d video(s) are not in %s (nor their original): they keep the index's group, e.g. "
+                            "%s", len(kept), len({t.video for t in tracks}), self.groups, kept[0])
         given = {t.split for t in tracks} - {""}
         need = {"val": self.val_fraction if "val" not in given else 0.0,
                 "test": self.test_fraction if "test" not in given else 0.0}
@@ -461,11 +458,10 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             tracks = [t for t in tracks if t.label == 0]
         self.tracks = {name: [t for t in tracks if t.split == name] for name in SPLITS}
         self._write_split()
-        settings = _extraction_settings(root, tracks)
-        if self.margin is None:
-            self.margin = float(settings.get("margin", DEFAULT_MARGIN))
-        if self.stride is None:
-            self.stride = int(settings["stride"])
+        # The training crops' recipe, for the detector to carry (`deepfake.contract`); the config's margin/stride win.
+        self.extraction = index_extraction(root, tracks, self.margin, self.stride)
+        self.margin = float(self.extraction.setdefault("margin", DEFAULT_MARGIN))
+        self.stride = int(self.extraction["stride"])
         counts = {k: (sum(t.label == 0 for t in v), sum(t.label == 1 for t in v)) for k, v in self.tracks.items()}
         log.info("face tracks (real, fake): %s", counts)
         if not self.tracks["train"] and stage in (None, "fit"):
@@ -483,8 +479,9 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
     def extraction_meta(self) -> dict[str, Any]:
-        """What the exported detector records about the data: `seq_len`, `margin`, `stride`."""
-        return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride}
+        """What the exported detector records about the data: `seq_len`, `margin`, `stride`, `extraction`."""
+        return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride,
+                "extraction": self.extraction}
 
     # --------------------------------------------------------------------------------------------- loaders
 

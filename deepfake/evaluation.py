@@ -69,6 +69,7 @@ import numpy as np
 from data_prep.files import CsvError, atomic_write, csv_text, read_csv_dicts
 from data_prep.index import IndexFileError, read_crop, read_index
 from deepfake.calibration import uncalibrated_p
+from deepfake.contract import extraction_record, index_differences
 from deepfake.inference import Detector, PredictConfig, iter_predictions, load_predictor
 from deepfake.scoring import RULE, error_result, no_face_result, video_result
 
@@ -461,14 +462,11 @@ def _index_settings(folder: Path, detector: Detector, warn: Callable[[str], None
         return None
     if not isinstance(settings, dict):
         return None
-    trained = detector.meta.get("margin")
-    if trained is not None and settings.get("margin") is not None and \
-            abs(float(settings["margin"]) - float(trained)) > 1e-6:
-        warn(f"warning: the index's crops were cut with margin {settings['margin']}, the model was trained with "
-             f"{trained}: its scores may be off")
+    if (differences := index_differences(settings, detector.meta, f"the index {folder}")) is not None:
+        warn(f"warning: {differences}")
     if settings.get("size") is not None and int(settings["size"]) != detector.img_size:
         warn(f"note: the index's {settings['size']}-px crops are resized to the model's {detector.img_size} px")
-    return {k: settings.get(k) for k in ("stride", "margin", "size") if k in settings}
+    return settings
 
 
 def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | os.PathLike | None = None,
@@ -545,7 +543,9 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         "score_rule": RULE,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    report = {**metrics, "settings": settings}
+    # What the crops were made with: the extractor's settings, or the index's (null where it does not say).
+    report = {**metrics, "extraction": extraction_record(detector.meta, extractor.config if mode == "videos"
+                                                         else index_settings), "settings": settings}
     try:
         atomic_write(out / "predictions.csv",
                      csv_text(_prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))

@@ -5,34 +5,34 @@
     for pred in iter_inputs(["videos/", "more/*.mp4"], detector, extractor):
         pred.result, pred.seconds
 
-Each video goes through the extraction code that made the training data (`data_prep.extractor.FaceExtractor`,
-with the crop size, margin and stride the checkpoint was trained with), then through the detector. The crops are
-held as JPEG bytes, encoded as `deepfake-extract` encodes training crops at its default quality and decoded as the
-training loader decodes them: a model trained on crops extracted with the defaults scores what it was trained on,
-and a long video's crops fit in memory (240-px crops: 13 KB each instead of 173 KB).
+Each video goes through the extraction code that made the training data (`data_prep.extractor.FaceExtractor`) with
+the whole recipe the detector records (`deepfake.contract`: stride, margin, crop size, JPEG quality, detection and
+track settings, the resize rule), then through the detector. Crops are held as JPEG bytes, as `deepfake-extract`
+writes them, and decoded as the training loader reads them; a long video's crops then fit in memory.
 
 Scores follow `deepfake.scoring` (windows of `seq_len` -> track -> video). A result is one object of
-``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error"}`` where
-`frames` are the frame indices of the track's crops and `steps` their per-step p(fake); `deepfake.results` renders a
-list of them as a table, JSON, JSON Lines or CSV.
+``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error",
+"extraction"}`` where `frames` are the frame indices of the track's crops, `steps` their per-step p(fake) and
+`extraction` the settings used (`deepfake.contract.extraction_record`); `deepfake.results` renders a list of them
+as a table, JSON, JSON Lines or CSV.
 """
 
 from __future__ import annotations
 
-import glob
+import dataclasses
+
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data_prep.files import is_video_name, iter_videos, real_key
 from data_prep.video import MAX_PIXELS
 from deepfake.calibration import apply_calibration, calibration_of
+from deepfake.inputs import collect_videos
 from deepfake.scoring import (
     TrackScore,
     contributions_of,
@@ -195,13 +195,13 @@ class Detector:
         return torch.sigmoid(apply_calibration(logits.float(), self.calibration))
 
     def _resize(self, crops: np.ndarray) -> np.ndarray:
-        """Crops of another size (an index extracted at another `--size`) to the model's input size."""
+        """Crops of another size (extracted at the training crops' size) to the model's input size, by the rule
+        training's loader uses (`data_prep.track.resize_crop`)."""
         if crops.shape[1:3] == (self.img_size, self.img_size):
             return crops
-        import cv2
+        from data_prep.track import resize_crop
 
-        interp = cv2.INTER_AREA if crops.shape[1] > self.img_size else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(c, (self.img_size, self.img_size), interpolation=interp) for c in crops])
+        return np.stack([resize_crop(c, self.img_size) for c in crops])
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
         """B windows of (T, S, S, 3) uint8 crops -> (B, T) per-step p(fake)."""
@@ -283,12 +283,14 @@ def predict_video(path: str | os.PathLike, detector: Detector, extractor, thresh
         The per-video dict; unreadable input gives status ``error`` rather than an exception.
     """
     from data_prep.video import VideoError
+    from deepfake.contract import extraction_record
 
     try:
         faces = extractor.extract(os.path.abspath(path), jpeg=True)  # absolute: see iter_predictions
+        result = score_faces(os.fspath(path), faces, detector, threshold)
     except VideoError as err:
-        return error_result(os.fspath(path), str(err))
-    return score_faces(os.fspath(path), faces, detector, threshold)
+        result = error_result(os.fspath(path), str(err))
+    return {**result, "extraction": extraction_record(detector.meta, extractor.config)}
 
 
 @dataclass
@@ -334,8 +336,17 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
         progress: called as each video is read, with (its name, frames done, frames in the video).
 
     Yields:
-        A `Prediction` per path.
+        A `Prediction` per path; its result's `extraction` says what the crops were made with.
     """
+    from deepfake.contract import extraction_record
+
+    extraction = extraction_record(detector.meta, extractor.config)
+    for pred in _predictions(paths, detector, extractor, threshold, names, progress):
+        pred.result["extraction"] = extraction
+        yield pred
+
+
+def _predictions(paths, detector, extractor, threshold, names, progress) -> Iterator[Prediction]:
     from data_prep.video import VideoError
 
     names = list(names) if names is not None else [os.fspath(p) for p in paths]
@@ -398,7 +409,7 @@ def predict_paths(paths: Iterable[str | os.PathLike], detector: Detector, extrac
 
 def load_predictor(weights: str | os.PathLike | None = None, config: PredictConfig | None = None,
                    sha256: str | None = None, progress: bool = False):
-    """A `Detector` and a matching `FaceExtractor` (crop size, margin and stride from the checkpoint).
+    """A `Detector` and a matching `FaceExtractor`: the extraction recipe the detector records (`deepfake.contract`).
 
     The weights' suffix chooses how the model runs: `.onnx` on ONNX Runtime, `.pt2` as a torch.export program (both
     written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint.
@@ -415,30 +426,35 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     Raises:
         deepfake.weights.WeightsError: weights not found / not downloadable / not loadable.
         ValueError: bad settings (e.g. `--device cuda` without a GPU).
+
+    Warns:
+        deepfake.contract.ExtractionWarning: one line each: the defaults an old detector gets, a stride override.
     """
+    import warnings
+
     from data_prep.detector import resolve_device
     from data_prep.extractor import FaceExtractor
-    from data_prep.faces import ExtractConfig
+    from deepfake.contract import ExtractionWarning, extract_config_for, recipe_of
     from deepfake.weights import WeightsError, resolve_weights
 
     config = config or PredictConfig()
     path = resolve_weights(weights, sha256=sha256, progress=progress)
     try:
         model, meta = _load_model(path, config.device)
-    except (ImportError, ValueError) as err:  # Checkpoint/ExportError are ValueErrors whose message names the file
+        recipe_of(meta, os.fspath(path))  # a recipe the extractor can't honour: refused, one line naming the field
+    except (ImportError, ValueError) as err:  # Checkpoint/Export/RecipeError are ValueErrors naming the file
         raise WeightsError(f"can't load weights: {' '.join(str(err).split())}") from None
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:300]})") from None
     detector = Detector(model, meta, device=config.device, batch_size=config.batch_size, precision=config.precision,
                         calibrated=config.calibrated)
-    # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
-    stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
-    margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin
-    # Faces are found on the device asked for: the PyTorch model's, and still a GPU for MTCNN when an exported
-    # model runs on ONNX Runtime's CPU.
-    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size,
-                                   device=resolve_device(config.device), max_pixels=config.max_pixels)
+    # Extraction as in training (`deepfake.contract`); faces are found on the device asked for: the PyTorch model's,
+    # and still a GPU for MTCNN when an exported model runs on ONNX Runtime's CPU.
+    extract_config, notes = extract_config_for(meta, os.fspath(path), config.stride, resolve_device(config.device))
+    extract_config = dataclasses.replace(extract_config, max_pixels=config.max_pixels)  # a bound, not the recipe
+    for note in notes:  # once per load, one line each; commands print them (`deepfake.cli.common`)
+        warnings.warn(note, ExtractionWarning, stacklevel=2)
     return detector, FaceExtractor(extract_config, workers=config.workers), path
 
 
@@ -457,52 +473,6 @@ def _load_model(path: str | os.PathLike, device: str = "auto"):
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def collect_videos(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
-    """Expand files, folders (recursively, video extensions only) and glob patterns into video paths, in order.
-
-    A file named explicitly is kept whatever its extension (and whether or not it exists: decoding then says
-    what is wrong with it); a pattern keeps the video files it matches; duplicates are dropped.
-
-    Args:
-        inputs: what the user gave.
-
-    Returns:
-        Entries in input order: (video path, None), or (input, reason) for an input that gave no video (an empty
-        folder, a pattern that matches nothing).
-    """
-    out: list[tuple[str, str | None]] = []
-    seen: set[str] = set()  # real paths: a video reached twice (a link, two inputs) is scored once
-
-    def add(p: Path) -> None:
-        key = real_key(p)
-        if key not in seen:
-            seen.add(key)
-            out.append((os.fspath(p), None))
-
-    for item in inputs:
-        path = Path(os.path.expanduser(item))
-        if not item.strip():  # Path("") is the current folder: never what was meant
-            out.append((item, "empty path"))
-        elif path.is_dir():
-            found = list(iter_videos(path))
-            if not found:
-                out.append((item, "folder holds no video files"))
-            for p in found:
-                add(p)
-        elif path.exists() or not glob.has_magic(item):
-            add(path)  # a missing file is reported by decoding as "missing: no such file"
-        else:
-            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(item), recursive=True))]
-            found = []
-            for m in matches:
-                found.extend(iter_videos(m) if m.is_dir() else [m] if is_video_name(m) else [])
-            if not found:
-                out.append((item, "no video file matches this pattern"))
-            for p in found:
-                add(p)
-    return out
-
-
 def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold: float = 0.5,
                 progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """`iter_predictions` over what `collect_videos` finds, with inputs that gave no video as ``error`` results,
@@ -513,7 +483,11 @@ def iter_inputs(inputs: Sequence[str], detector: Detector, extractor, threshold:
 def iter_entries(entries: Sequence[tuple[str, str | None]], detector: Detector, extractor, threshold: float = 0.5,
                  progress: Callable[[str, int, int], None] | None = None) -> Iterator[Prediction]:
     """`iter_inputs` over entries `collect_videos` already made (e.g. filtered to the videos not done yet)."""
+    from deepfake.contract import extraction_record
+
     videos = [p for p, reason in entries if reason is None]
     preds = iter_predictions(videos, detector, extractor, threshold, progress=progress)
+    extraction = extraction_record(detector.meta, extractor.config)
     for item, reason in entries:
-        yield Prediction(error_result(item, reason), 0.0) if reason is not None else next(preds)
+        yield (Prediction({**error_result(item, reason), "extraction": extraction}, 0.0) if reason is not None
+               else next(preds))

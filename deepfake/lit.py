@@ -118,7 +118,7 @@ class DeepfakeLitModule(pl.LightningModule):
         """`deepfake.checkpoint` meta for this network and the data it is trained on."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data = dm.extraction_meta() if hasattr(dm, "extraction_meta") else self.data_meta
-        return build_meta(self.net, **{k: data.get(k) for k in ("seq_len", "margin", "stride")})
+        return build_meta(self.net, **{k: data.get(k) for k in ("seq_len", "margin", "stride", "extraction")})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets deepfake.checkpoint.load_detector rebuild the network from the .ckpt alone.

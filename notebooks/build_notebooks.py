@@ -77,15 +77,15 @@ except ImportError:
 print("deepfake", deepfake.__version__, "from", os.path.dirname(deepfake.__file__))"""),
     ("md", """## The model
 
-What the checkpoint says about itself: the network and the crops it was trained on (crop size, margin, frame
-stride, sequence length). `make_submission` loads it again and cuts faces the same way."""),
+What the checkpoint says about itself: the network and the crops it was trained on (`extraction`: the whole recipe,
+docs/contract.md). `make_submission` loads it again and cuts faces the same way."""),
     ("code", """import torch
 from deepfake.checkpoint import load_detector
 
 print("torch", torch.__version__, "| CUDA:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 try:
     _, meta = load_detector(WEIGHTS)
-    print({k: meta.get(k) for k in ("model", "img_size", "seq_len", "margin", "stride")})
+    print({k: meta.get(k) for k in ("model", "img_size", "seq_len", "extraction")})
 except Exception as err:  # make_submission still writes a (prior-only) file and says why
     print("WARNING: the weights can't be loaded:", err)"""),
     ("md", """## Score the test videos"""),

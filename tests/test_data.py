@@ -188,7 +188,8 @@ def test_datamodule_splits_by_original_and_batches(face_index):
     val_o = {t.original for t in dm.tracks["val"]}
     assert train_o and val_o and not train_o & val_o  # a fake and its source never straddle train and val
     assert {t.label for t in dm.tracks["val"]} == {0, 1}
-    assert dm.extraction_meta() == {"seq_len": 5, "margin": 0.3, "stride": 2}  # stride inferred from frames
+    assert dm.extraction_meta() == {"seq_len": 5, "margin": 0.3, "stride": 2,  # stride inferred from frames
+                                    "extraction": {"stride": 2, "margin": 0.3, "size": 64}}  # size: read from a crop
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (3, 5, 3, 48, 48) and batch["frames"].dtype == torch.uint8
     assert batch["length"].tolist() == [5, 5, 5]

@@ -28,7 +28,7 @@ def ffpp_mirror(root: Path, compressions=("c23", "c40"), methods=("Deepfakes", "
         for m in methods:
             touch(root, *(f"manipulated_sequences/{m}/{c}/videos/{t}_{s}.mp4"
                           for t, s in (("000", "003"), ("003", "000"), ("953", "974"), ("974", "953"))))
-        touch(root, f"manipulated_sequences/Deepfakes/masks/videos/000_003.mp4",  # masks: not videos to read
+        touch(root, "manipulated_sequences/Deepfakes/masks/videos/000_003.mp4",  # masks: not videos to read
               f"original_sequences/actors/{c}/videos/01__exit_phone_room.mp4",
               f"manipulated_sequences/DeepFakeDetection/{c}/videos/01_02__exit_phone_room__YVGY8LOK.mp4")
     (root / "splits").mkdir()

@@ -106,6 +106,7 @@ def test_upload_gives_predicts_json_plot_and_is_deleted_after_retention(server, 
     expected = predict_json(videos / "real.mp4", weights, capsys)
     assert job["result"]["video"] == "my clip.mp4"  # the uploaded file's name, as predict names a file
     assert {**job["result"], "video": expected["video"]} == expected
+    assert job["result"]["extraction"]["quality"] == 90  # what the crops were made with, as predict says it
 
     plot = client.get(job["plot_url"])
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png" and plot.content[:8] == PNG

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from deepfake.inference import PRECISIONS
 
@@ -40,6 +43,27 @@ def fail(prog: str, message: object, code: int = 2) -> int:
     """Print ``PROG: error: MESSAGE`` on stderr and return `code`, the command's exit status (2: a usage error)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
+
+
+@contextmanager
+def printed_warnings(prog: str) -> Iterator[None]:
+    """Inside the block, the library's one-line warnings (`deepfake.contract.ExtractionWarning`: what the model sees
+    differs from, or is assumed to be, its training's) are printed as ``PROG: warning: MESSAGE`` on stderr, each
+    time one is issued; other warnings are shown as usual."""
+    from deepfake.contract import ExtractionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ExtractionWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ExtractionWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

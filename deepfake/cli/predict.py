@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 
 from data_prep.files import LockedError, OutputError, atomic_write, hold_lock, output_kind, refuse_input_as_output
-from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, printed_warnings
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -146,7 +146,8 @@ def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[
     from deepfake.weights import WeightsError
 
     try:
-        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+        with printed_warnings("deepfake predict"):  # e.g. a --stride unlike the detector's training crops'
+            detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
     except (WeightsError, ValueError) as err:
         return _fail(str(err))
     if ns.explain and detector.exported:

@@ -118,6 +118,8 @@ def main(args: list[str] | None = None) -> int:
         print(f"deepfake serve: {url} ({pool.n_workers} {kind} on {pool.device}, {pool.threads} torch thread(s) "
               f"each; queue {config.queue}; uploads up to {config.max_upload_mb:g} MB; {auth}; {state}; API docs "
               f"{url}docs)", file=sys.stderr, flush=True)
+        for warning in getattr(pool, "load_warnings", ()):  # once, from the first worker that loaded the detector
+            print(f"deepfake serve: warning: {warning}", file=sys.stderr, flush=True)
 
     try:
         serve(config, weights, predict, sha256=ns.sha256, on_ready=ready, log_level=ns.log_level)

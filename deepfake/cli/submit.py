@@ -11,7 +11,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, fail, path_arg
+from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, fail, path_arg, printed_warnings
 from deepfake.submission import SubmissionConfig, SubmissionError, make_submission
 
 __all__ = ["main"]
@@ -74,8 +74,9 @@ def main(args: list[str] | None = None) -> int:
     except (UsageError, ValueError) as err:
         return _fail(err)
     try:
-        report = make_submission(ns.test_dir, ns.weights, ns.out, sample_submission=ns.sample_submission,
-                                 config=config)
+        with printed_warnings("deepfake submit"):
+            report = make_submission(ns.test_dir, ns.weights, ns.out, sample_submission=ns.sample_submission,
+                                     config=config)
     except SubmissionError as err:
         return _fail(err)
     except OSError as err:

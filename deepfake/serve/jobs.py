@@ -204,6 +204,7 @@ class JobPool:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.device: str | None = None
+        self.load_warnings: list[str] = []  # what loading the detector warned (`deepfake.contract`), one line each
         self.restarts = 0
 
     # ----------------------------------------------------------------------------------------- life cycle
@@ -401,6 +402,7 @@ class JobPool:
             w.ready, w.info = True, info
             self.device = info.get("device", self.device)
             self._start_failures = 0
+            self.load_warnings = info.get("warnings", self.load_warnings)
         elif kind == "load_failed":  # a replacement worker could not load: it exits; counted when found dead
             _, index, reason = event
             self._workers[index].ready = False

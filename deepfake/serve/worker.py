@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 from deepfake.inference import PredictConfig
@@ -41,17 +42,21 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+    from deepfake.contract import ExtractionWarning
     from deepfake.inference import load_predictor
 
     try:
         config = PredictConfig(**{**config.__dict__, "workers": 0})  # decode on a thread: one video at a time
-        detector, extractor, path = load_predictor(weights, config, sha256)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. a --stride unlike the training crops'
+            warnings.simplefilter("always", ExtractionWarning)
+            detector, extractor, path = load_predictor(weights, config, sha256)
     except Exception as err:  # noqa: BLE001 - WeightsError, ValueError (bad device), anything else: one line
         events.put(("load_failed", index, one_line(err)))
         return
     events.put(("ready", index, {"device": str(detector.device), "precision": detector.precision,
                                  "calibrated": detector.calibration is not None, "weights": Path(path).name,
-                                 "threads": torch.get_num_threads(), "pid": os.getpid()}))
+                                 "threads": torch.get_num_threads(), "pid": os.getpid(),
+                                 "warnings": [str(w.message) for w in caught if w.category is ExtractionWarning]}))
     try:
         while (task := inbox.get()) is not None:
             payload = run_job_safely(task, detector, extractor, config.threshold, events)
