@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from data_prep.faces import Detections, ExtractConfig
 if TYPE_CHECKING:
     from data_prep.pipeline import _DetectRequest
 
-__all__ = ["FaceDetector", "cpu_count", "resolve_device"]
+__all__ = ["FaceDetector", "cpu_count", "resolve_device", "gpu_driver_present"]
 
 
 def cpu_count() -> int:
@@ -28,8 +29,19 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpu_driver_present() -> bool:
+    """Whether this machine shows a GPU driver (NVIDIA's or ROCm's device nodes, WSL's GPU): when it doesn't,
+    ``auto`` means the CPU without importing torch (about 2 s of a 2-core CPU) to ask."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd",
+                                           "/dev/dxg")) or sys.platform not in ("linux", "darwin")
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ValueError."""
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ValueError.
+
+    ``cpu``, and ``auto`` on a machine without a GPU driver, are answered without importing torch."""
+    if device == "cpu" or (device == "auto" and not gpu_driver_present()):
+        return "cpu"
     import torch
 
     if device == "auto":

@@ -68,6 +68,8 @@ class PredictConfig:
             or ``bf16``, ``fp16``, ``fp32`` (exact: the same scores on every machine).
         calibrated: apply the checkpoint's calibration (`deepfake.calibration`) when it has one; False gives the
             raw scores.
+        runtime: ``auto`` (ONNX Runtime on the CPU when installed, else PyTorch), ``torch`` or ``onnx``
+            (`deepfake.fastpath`).
     """
 
     threshold: float = 0.5
@@ -77,8 +79,11 @@ class PredictConfig:
     workers: int = 0
     precision: str = "auto"
     calibrated: bool = True
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
@@ -131,15 +136,7 @@ class Detector:
 
         from data_prep.detector import resolve_device
 
-        for key in ("img_size", "mean", "std"):
-            if meta.get(key) is None:
-                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
-        self.meta = dict(meta)
-        self.calibration = calibration_of(meta) if calibrated else None
-        self.img_size = int(meta["img_size"])
-        # Without a recorded training length, a whole track is one window (the LSTM reads it all).
-        self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
-        self.batch_size = max(1, int(batch_size))
+        self.read_meta(meta, batch_size, calibrated)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         # An exported net (ONNX Runtime, torch.export) is a float32 graph on the device it was loaded for.
@@ -165,6 +162,19 @@ class Detector:
             self.model.set_channels_last(True)  # faster convolutions on tensor cores and oneDNN
         self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
         self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
+
+    def read_meta(self, meta: dict, batch_size: int, calibrated: bool) -> None:
+        """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them)."""
+        for key in ("img_size", "mean", "std"):
+            if meta.get(key) is None:
+                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
+        self.meta = dict(meta)
+        self.calibration = calibration_of(meta) if calibrated else None
+        self.img_size = int(meta["img_size"])
+        # Without a recorded training length, a whole track is one window (the LSTM reads it all).
+        self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
+        self.batch_size = max(1, int(batch_size))
+        self.runtime, self.runtime_note = "torch", None  # set by load_predictor (`deepfake.fastpath`)
 
     @classmethod
     def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
@@ -261,8 +271,9 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
     """
     tracks = [t for t in faces.tracks if len(t.frames)]
     scores = detector.score_tracks_in_detail([t.images() for t in tracks]) if tracks else []
-    return video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
-                        geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
+    result = video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
+                          geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
+    return {**result, "runtime": detector.runtime} if tracks else result  # which runtime scored
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -392,17 +403,19 @@ def predict_paths(paths: Iterable[str | os.PathLike], detector: Detector, extrac
 
 
 def load_predictor(weights: str | os.PathLike | None = None, config: PredictConfig | None = None,
-                   sha256: str | None = None, progress: bool = False):
+                   sha256: str | None = None, progress: bool = False, needs_torch: str | None = None):
     """A `Detector` and a matching `FaceExtractor` (crop size, margin and stride from the checkpoint).
 
     The weights' suffix chooses how the model runs: `.onnx` on ONNX Runtime, `.pt2` as a torch.export program (both
-    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint.
+    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint, scored by an ONNX
+    copy of it where `config.runtime` and `deepfake.fastpath` say so (`detector.runtime`, `detector.runtime_note`).
 
     Args:
         weights: file, URL or None for the default place (`deepfake.weights.resolve_weights`).
         config: device, batch size, stride override, workers.
         sha256: expected hash of the weights.
         progress: download progress bar.
+        needs_torch: what the caller will do that needs the PyTorch model (e.g. ``--explain``), or None.
 
     Returns:
         (detector, extractor, weights path).
@@ -414,19 +427,25 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     from data_prep.detector import resolve_device
     from data_prep.extractor import FaceExtractor
     from data_prep.faces import ExtractConfig
+    from deepfake.fastpath import NumpyDetector, load_model
     from deepfake.weights import WeightsError, resolve_weights
 
     config = config or PredictConfig()
     path = resolve_weights(weights, sha256=sha256, progress=progress)
     try:
-        model, meta = _load_model(path, config.device)
+        loaded = load_model(path, config.runtime, config.device, config.precision, needs_torch)
     except (ImportError, ValueError) as err:  # Checkpoint/ExportError are ValueErrors whose message names the file
         raise WeightsError(f"can't load weights: {' '.join(str(err).split())}") from None
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:300]})") from None
-    detector = Detector(model, meta, device=config.device, batch_size=config.batch_size, precision=config.precision,
-                        calibrated=config.calibrated)
+    meta = loaded.meta
+    if loaded.runtime == "onnx" and loaded.model.device == "cpu" and config.precision in ("auto", "fp32"):
+        detector = NumpyDetector(loaded.model, meta, batch_size=config.batch_size, calibrated=config.calibrated)
+    else:
+        detector = Detector(loaded.model, meta, device=config.device, batch_size=config.batch_size,
+                            precision=config.precision, calibrated=config.calibrated)
+    detector.runtime, detector.runtime_note = loaded.runtime, loaded.note
     # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
     stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin

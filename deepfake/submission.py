@@ -88,6 +88,7 @@ class SubmissionConfig:
     stride: int | None = None
     precision: str = "auto"
     calibrated: bool = True
+    runtime: str = "auto"
     time_limit_s: float | None = None
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
@@ -402,8 +403,11 @@ def make_submission(test_dir: str | os.PathLike, weights: str | os.PathLike | No
         from deepfake.inference import PredictConfig, load_predictor
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
-                                workers=config.workers, precision=config.precision, calibrated=config.calibrated)
+                                workers=config.workers, precision=config.precision, calibrated=config.calibrated,
+                                runtime=config.runtime)
         detector, extractor, path = load_predictor(weights, pconfig)
+        if detector.runtime_note:
+            notes.append(detector.runtime_note)
         if detector.calibration is not None:
             notes.append(f"scores calibrated (temperature {detector.calibration[0]:.3f}, bias "
                          f"{detector.calibration[1]:+.3f}) before the clip")

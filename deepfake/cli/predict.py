@@ -85,7 +85,7 @@ def main(args: list[str] | None = None) -> int:
         ns = _parser().parse_args(args)
         config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
                                stride=ns.stride, workers=ns.workers, precision=ns.precision,
-                               calibrated=not ns.no_calibration)
+                               calibrated=not ns.no_calibration, runtime=ns.runtime)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
@@ -110,9 +110,12 @@ def main(args: list[str] | None = None) -> int:
     from deepfake.weights import WeightsError
 
     try:
-        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+        detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress,
+                                                      needs_torch="--explain" if ns.explain else None)
     except (WeightsError, ValueError) as err:
         return _fail(str(err))
+    if detector.runtime_note:
+        print(f"deepfake predict: {detector.runtime_note}", file=sys.stderr)
     if ns.explain and detector.exported:
         return _fail(f"--explain needs the PyTorch weights (detector.pt): {weights} is an exported model, which has no "
                      f"gradients or layers to explain with")

@@ -85,7 +85,8 @@ def main(args: list[str] | None = None) -> int:
                              allow_dirs=ns.allow_dir, insecure=ns.insecure, queue=ns.queue,
                              retention_s=ns.retention_s)
         predict = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                                stride=ns.stride, precision=ns.precision, calibrated=not ns.no_calibration)
+                                stride=ns.stride, precision=ns.precision, calibrated=not ns.no_calibration,
+                                runtime=ns.runtime)
         weights = resolve_weights(ns.weights, sha256=ns.sha256, progress=not ns.no_progress)
     except (ValueError, WeightsError) as err:
         return _fail(str(err))
