@@ -9,6 +9,7 @@ for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from data_prep.pipeline import _DetectRequest
 
 __all__ = ["FaceDetector", "cpu_count", "resolve_device", "gpu_driver_present"]
+
+log = logging.getLogger(__name__)
 
 
 def cpu_count() -> int:
@@ -62,13 +65,28 @@ class FaceDetector:
         from data_prep.mtcnn import MTCNNCascade
 
         self.device = resolve_device(config.device)
-        self.mtcnn = MTCNNCascade(config.min_face_size, config.thresholds, config.factor, self.device)
+        self.runtime = config.runtime if self.device == "cpu" else "torch"
+        settings = (config.min_face_size, config.thresholds, config.factor, self.device)
+        self.note = None
+        try:
+            self.mtcnn = MTCNNCascade(*settings, runtime=self.runtime, threads=config.detect_threads)
+        except (ImportError, OSError, ValueError) as err:  # no ONNX Runtime, a read-only cache, a failed check
+            if self.runtime == "torch":
+                raise
+            self.note = f"MTCNN runs on PyTorch: its ONNX nets can't be used ({type(err).__name__}: {err})"
+            log.warning(self.note)
+            self.runtime = "torch"
+            self.mtcnn = MTCNNCascade(*settings)
         self.batch_size = config.batch_size or (128 if self.device.startswith("cuda") else 1)
-        self.threads = 0 if self.device.startswith("cuda") else config.detect_threads
+        # torch's threads are set around each call; ONNX Runtime's sessions have their own.
+        self.threads = 0 if self.device.startswith("cuda") or self.runtime == "onnx" else config.detect_threads
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:
         """Run on `threads` torch threads (when set), restoring the caller's setting afterwards."""
+        if not self.threads:
+            yield
+            return
         import torch
 
         before = torch.get_num_threads()

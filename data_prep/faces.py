@@ -71,6 +71,9 @@ class ExtractConfig:
         decode_threads: FFmpeg decoding threads per video (0: FFmpeg decides; worker processes default to their
             share of the cores).
         quality: JPEG quality of the crops written by `deepfake-extract`.
+        runtime: what runs MTCNN's networks on the CPU: ``torch``, or ``onnx`` (ONNX Runtime, exported once into
+            the cache, no torch imported: `data_prep.mtcnn_onnx`; the same cascade, boxes within 1e-3 px). A GPU
+            always runs them on PyTorch. Not an extraction setting: it does not change what a model sees.
     """
 
     stride: int = 5
@@ -94,6 +97,7 @@ class ExtractConfig:
     chunk_mb: int = 128
     decode_threads: int = 0
     quality: int = 90
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -123,6 +127,7 @@ class ExtractConfig:
         need(self.batch_size >= 0 and self.chunk_mb >= 1 and self.decode_threads >= 0 and self.detect_threads >= 0,
              "batch_size, decode_threads and detect_threads must be >= 0, chunk_mb >= 1")
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
+        need(self.runtime in ("torch", "onnx"), f"runtime must be torch or onnx, got {self.runtime!r}")
 
 
 @dataclass

@@ -451,8 +451,10 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin
     # Faces are found on the device asked for: the PyTorch model's, and still a GPU for MTCNN when an exported
     # model runs on ONNX Runtime's CPU.
-    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size,
-                                   device=resolve_device(config.device))
+    # MTCNN on ONNX Runtime too where the detector runs there on the CPU: such a process never imports torch.
+    device = resolve_device(config.device)
+    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size, device=device,
+                                   runtime="onnx" if detector.runtime == "onnx" and device == "cpu" else "torch")
     return detector, FaceExtractor(extract_config, workers=config.workers), path
 
 
