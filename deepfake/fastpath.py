@@ -42,7 +42,8 @@ from data_prep.files import atomic_write, cache_folder, sha256_of
 from deepfake.calibration import apply_calibration
 from deepfake.inference import Detector
 
-__all__ = ["RUNTIMES", "Loaded", "NumpyDetector", "export_cache", "load_model", "onnx_runtime_installed"]
+__all__ = ["RUNTIMES", "Loaded", "NumpyDetector", "export_cache", "load_model", "load_by_suffix", "detector_for",
+           "onnx_runtime_installed"]
 
 RUNTIMES = ("auto", "torch", "onnx")
 log = logging.getLogger(__name__)
@@ -113,9 +114,9 @@ def load_model(weights: str | os.PathLike, runtime: str = "auto", device: str = 
     if runtime == "onnx" and why_torch:
         note = f"{why_torch} needs PyTorch: scoring with the PyTorch weights instead of ONNX Runtime"
     elif runtime != "torch" and not why_torch and onnx_runtime_installed():
-        found, note = _onnx_copy(path)
+        found, note, net = _onnx_copy(path, resolved)
         if found is not None:
-            net, meta = load_exported(found, resolved)
+            net, meta = (net, net.meta) if net is not None else load_exported(found, resolved)
             return Loaded(net, meta, "onnx", found, note)
     from deepfake.checkpoint import load_detector
 
@@ -123,23 +124,25 @@ def load_model(weights: str | os.PathLike, runtime: str = "auto", device: str = 
     return Loaded(model, meta, "torch", path, note)
 
 
-def _onnx_copy(weights: Path) -> tuple[Path | None, str | None]:
-    """An ONNX copy of `weights` that may be used (beside it, cached, or exported now), and a note; or (None, why)."""
+def _onnx_copy(weights: Path, device: str) -> tuple[Path | None, str | None, Any]:
+    """An ONNX copy of `weights` that may be used (beside it, cached, or exported now), a note, and the net when it
+    was loaded on the way (the one beside the weights, to read whose weights it is); or (None, why, None)."""
     from deepfake.runtime import ExportError, load_exported
 
     sha = sha256_of(weights)
     beside = weights.with_suffix(".onnx")
     if beside.is_file():
         try:
-            if load_exported(beside, "cpu")[1].get("export", {}).get("source_sha256") == sha:
-                return beside, None
+            net, meta = load_exported(beside, device)
+            if meta.get("export", {}).get("source_sha256") == sha:
+                return beside, None, net
         except ExportError as err:
             log.info("not using %s: %s", beside, err)
     folder = export_cache()
     onnx, record = folder / f"{sha}.onnx", folder / f"{sha}.json"
     if onnx.is_file():
         if _record_of(record).get("onnx_sha256") == sha256_of(onnx):
-            return onnx, None
+            return onnx, None, None
         # Not known to have passed the check (no record, or the file changed since): check it now.
         from deepfake.export import check_export
 
@@ -148,9 +151,10 @@ def _onnx_copy(weights: Path) -> tuple[Path | None, str | None]:
         except ExportError as err:
             _remove(onnx, record)
             return None, (f"the cached ONNX copy {onnx} failed its check against PyTorch ({err}); deleted it; "
-                          f"scoring with PyTorch")
-        return (onnx, None) if _write_record(onnx, record, sha, weights, error) else (
-            None, f"can't write the ONNX cache {folder}: scoring with PyTorch")
+                          f"scoring with PyTorch"), None
+        if not _write_record(onnx, record, sha, weights, error):
+            return None, f"can't write the ONNX cache {folder}: scoring with PyTorch", None
+        return onnx, None, None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
@@ -159,14 +163,14 @@ def _onnx_copy(weights: Path) -> tuple[Path | None, str | None]:
 
         result = export_detector(weights, "onnx", onnx)
     except OSError as err:
-        return None, f"can't write the ONNX cache {folder} ({err.strerror or err}): scoring with PyTorch"
+        return None, f"can't write the ONNX cache {folder} ({err.strerror or err}): scoring with PyTorch", None
     except ExportError as err:
-        return None, f"{weights.name} can't run on ONNX Runtime ({err}): scoring with PyTorch"
+        return None, f"{weights.name} can't run on ONNX Runtime ({err}): scoring with PyTorch", None
     if not _write_record(onnx, record, sha, weights, result.max_error):
         _remove(onnx)
-        return None, f"can't write the ONNX cache {folder}: scoring with PyTorch"
+        return None, f"can't write the ONNX cache {folder}: scoring with PyTorch", None
     return onnx, (f"exported {weights.name} to ONNX once (logits within {result.max_error:.1e} of PyTorch's): "
-                  f"{onnx}; later runs start from it (--runtime torch: PyTorch)")
+                  f"{onnx}; later runs start from it (--runtime torch: PyTorch)"), None
 
 
 def _record_of(path: Path) -> dict:
@@ -193,6 +197,31 @@ def _remove(*paths: Path) -> None:
     for p in paths:
         with contextlib.suppress(OSError):
             p.unlink()
+
+
+def load_by_suffix(path: str | os.PathLike, device: str = "auto"):
+    """(model, meta) of a weights file by its suffix alone: .onnx / .pt2 -> an exported net (`deepfake.runtime`,
+    without timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`); `Detector.load`'s."""
+    from deepfake.runtime import exported_format, load_exported
+
+    if exported_format(path):
+        return load_exported(path, device)
+    from deepfake.checkpoint import load_detector
+
+    return load_detector(path)
+
+
+def detector_for(loaded: Loaded, config) -> Detector:
+    """The `Detector` over a loaded network with a `deepfake.inference.PredictConfig`'s settings: a `NumpyDetector`
+    (no torch) for ONNX Runtime on the CPU, else `Detector`; `runtime` and `runtime_note` say how it runs."""
+    if loaded.runtime == "onnx" and loaded.model.device == "cpu" and config.precision in ("auto", "fp32"):
+        detector: Detector = NumpyDetector(loaded.model, loaded.meta, batch_size=config.batch_size,
+                                           calibrated=config.calibrated)
+    else:
+        detector = Detector(loaded.model, loaded.meta, device=config.device, batch_size=config.batch_size,
+                            precision=config.precision, calibrated=config.calibrated)
+    detector.runtime, detector.runtime_note = loaded.runtime, loaded.note
+    return detector
 
 
 class NumpyDetector(Detector):

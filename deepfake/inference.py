@@ -68,8 +68,7 @@ class PredictConfig:
             or ``bf16``, ``fp16``, ``fp32`` (exact: the same scores on every machine).
         calibrated: apply the checkpoint's calibration (`deepfake.calibration`) when it has one; False gives the
             raw scores.
-        runtime: ``auto`` (ONNX Runtime on the CPU when installed, else PyTorch), ``torch`` or ``onnx``
-            (`deepfake.fastpath`).
+        runtime: ``auto`` (ONNX Runtime on a CPU where installed), ``torch`` or ``onnx`` (`deepfake.fastpath`).
     """
 
     threshold: float = 0.5
@@ -181,8 +180,10 @@ class Detector:
              precision: str = "auto", calibrated: bool = True) -> Detector:
         """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading) or an exported
         detector (.onnx, .pt2: `deepfake.runtime.load_exported`)."""
-        model, meta = _load_model(weights, device)
-        return cls(model, meta, device=device, batch_size=batch_size, precision=precision, calibrated=calibrated)
+        from deepfake.fastpath import load_by_suffix
+
+        return cls(*load_by_suffix(weights, device), device=device, batch_size=batch_size, precision=precision,
+                   calibrated=calibrated)
 
     def prepare(self, crops: np.ndarray):
         """(B, T, S, S, 3) uint8 RGB crops -> the model's input, (B, T, 3, img_size, img_size) float on the device."""
@@ -407,8 +408,8 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     """A `Detector` and a matching `FaceExtractor` (crop size, margin and stride from the checkpoint).
 
     The weights' suffix chooses how the model runs: `.onnx` on ONNX Runtime, `.pt2` as a torch.export program (both
-    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint, scored by an ONNX
-    copy of it where `config.runtime` and `deepfake.fastpath` say so (`detector.runtime`, `detector.runtime_note`).
+    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint, run by its ONNX copy
+    where `config.runtime` allows (`deepfake.fastpath`; `detector.runtime`, `detector.runtime_note` say how).
 
     Args:
         weights: file, URL or None for the default place (`deepfake.weights.resolve_weights`).
@@ -427,7 +428,7 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     from data_prep.detector import resolve_device
     from data_prep.extractor import FaceExtractor
     from data_prep.faces import ExtractConfig
-    from deepfake.fastpath import NumpyDetector, load_model
+    from deepfake.fastpath import detector_for, load_model
     from deepfake.weights import WeightsError, resolve_weights
 
     config = config or PredictConfig()
@@ -439,35 +440,16 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:300]})") from None
-    meta = loaded.meta
-    if loaded.runtime == "onnx" and loaded.model.device == "cpu" and config.precision in ("auto", "fp32"):
-        detector = NumpyDetector(loaded.model, meta, batch_size=config.batch_size, calibrated=config.calibrated)
-    else:
-        detector = Detector(loaded.model, meta, device=config.device, batch_size=config.batch_size,
-                            precision=config.precision, calibrated=config.calibrated)
-    detector.runtime, detector.runtime_note = loaded.runtime, loaded.note
+    detector, meta = detector_for(loaded, config), loaded.meta
     # Extraction as in training; ExtractConfig's defaults where the checkpoint doesn't say.
     stride = config.stride or int(meta.get("stride") or ExtractConfig.stride)
     margin = float(meta["margin"]) if meta.get("margin") is not None else ExtractConfig.margin
-    # Faces are found on the device asked for: the PyTorch model's, and still a GPU for MTCNN when an exported
-    # model runs on ONNX Runtime's CPU.
-    # MTCNN on ONNX Runtime too where the detector runs there on the CPU: such a process never imports torch.
-    device = resolve_device(config.device)
-    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size, device=device,
-                                   runtime="onnx" if detector.runtime == "onnx" and device == "cpu" else "torch")
+    # Faces are found on the device asked for (a GPU for MTCNN even when an exported model runs on ONNX Runtime's
+    # CPU); on a CPU, MTCNN runs on ONNX Runtime where the detector does: such a process never imports torch.
+    extract_config = ExtractConfig(stride=stride, margin=margin, size=detector.img_size,
+                                   device=resolve_device(config.device), runtime="onnx" if detector.runtime == "onnx"
+                                   else "torch")
     return detector, FaceExtractor(extract_config, workers=config.workers), path
-
-
-def _load_model(path: str | os.PathLike, device: str = "auto"):
-    """(model, meta) of a weights file by its suffix: .onnx / .pt2 -> an exported net (`deepfake.runtime`, without
-    timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`)."""
-    from deepfake.runtime import exported_format, load_exported
-
-    if exported_format(path):
-        return load_exported(path, device)
-    from deepfake.checkpoint import load_detector
-
-    return load_detector(path)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
