@@ -52,7 +52,7 @@ from deepfake.cli.extract import main as extract_main  # noqa: E402
 
 def make_clips(work: Path, count: int, seconds: float, resolution: str, fps: float, seed: int) -> Path:
     """`deepfake synth` clips under `work` (made once per setting)."""
-    from data_prep import synth
+    from deepfake.cli import synth
 
     out = work / f"synth-{resolution}-{seconds:g}s-{fps:g}fps-{count}-seed{seed}"
     if (out / "boxes.csv").is_file() and (out / "labels.csv").is_file():

@@ -3,6 +3,7 @@
     python bench/predict.py                                  # 10-s 1080p clip at 30 fps, CPU, EfficientNet-B1
     python bench/predict.py --device cuda --clips 64 --workers 4
     python bench/predict.py --resolution 640x360 --seconds 2 --clips 3 --repeat 1   # a quick check that it runs
+    python bench/predict.py --folder                          # 20 clips, 10-s 720p: 1 and 2 workers vs decode floor
 
 What is measured, on one clip made by `deepfake synth` (a real face moving over a background; H.264):
 - ``end_to_end``: `deepfake.inference.predict_video` (decode, detect, track, crop, model), median of `--repeat`
@@ -48,7 +49,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 def _sync(device) -> None:
     import torch
 
-    if device.type == "cuda":
+    if str(device).startswith("cuda"):
         torch.cuda.synchronize(device)
 
 
@@ -117,7 +118,7 @@ def stage_times(clip: Path, detector, extractor, repeat: int) -> dict[str, float
     extractor.detector.detect(np.stack([frames[0]] * 2) if scale == 1 else
                               np.stack([cv2.resize(frames[0], size)] * 2))  # warm-up
     detect_s, dets = _timed(detect, device, repeat)
-    boxes = [(b / scale if len(b) else b) for b, _ in dets]
+    boxes = [(d.boxes / scale if len(d.boxes) else d.boxes) for d in dets]
     box = next((b[0] for b in boxes if len(b)), None)
     if box is None:
         raise SystemExit("bench: no face detected in the benchmark clip")
@@ -177,7 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--no-explain", dest="explain", action="store_false",
                    help="skip the explain stage (`deepfake predict --explain`)")
+    p.add_argument("--folder", action="store_true",
+                   help="folder throughput instead (bench/folder.py): --clips clips (default 20) of --resolution "
+                        "(default 1280x720) for 1 and 2 workers beside the decode floor, per stage")
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                   help="with --folder: the detector's runtime, as predict's --runtime (default auto)")
     args = p.parse_args(argv)
+    if args.folder:
+        return folder_main(args, sys.argv[1:] if argv is None else argv)
 
     import torch
 
@@ -276,6 +284,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def folder_main(args, argv: list[str]) -> int:
+    """`--folder`: bench/folder.py, with its own defaults for what the command line leaves unset."""
+    import platform as _platform
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import folder as folder_bench  # bench/folder.py, beside this file
+
+    given = " ".join(argv)
+    args.clips = args.clips if "--clips" in given else 20
+    args.resolution = args.resolution if "--resolution" in given else "1280x720"
+    tmp = None
+    data = Path(args.data) if args.data else Path(tmp := tempfile.mkdtemp(prefix="bench-folder-"))
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        report = folder_bench.run(args, data, make_clip, stage_times)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["machine"] = {"cpu": _cpu_name() or _platform.processor(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                           time.gmtime())}
+    print(f"{report['machine']['cpu']}, {report['machine']['date']}")
+    folder_bench.print_report(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+def _cpu_name() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 if __name__ == "__main__":

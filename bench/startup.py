@@ -11,10 +11,16 @@ starts (``main_s``: the interpreter and `deepfake.cli` imported) and when the fi
 Beside them, in the same run and in alternation, `python -c "import torch"` (``import_torch``): the issue-18
 target is `predict` with B1 in at most 2x its time. The variants:
 
-- ``pytorch``: `--weights detector.pt` (a random-init `DeepfakeDetector` of `--backbone`, saved as `deepfake fit`
-  saves one; timm is imported to rebuild it);
-- ``onnx``: the same detector after `deepfake export --format onnx` (ONNX Runtime, no timm, no torchvision);
+- ``pytorch``: `--weights detector.pt --runtime torch` (a random-init `DeepfakeDetector` of `--backbone`, saved as
+  `deepfake fit` saves one; timm is imported to rebuild it): the path every user got before issue 29;
+- ``pt_auto``: `--weights detector.pt` as a user runs it now (`--runtime auto`, `deepfake.fastpath`): the ONNX copy
+  beside it (`deepfake fit` writes one) or in the cache, found by the file's SHA-256 before torch is imported;
+  predict then imports no torch at all (MTCNN on ONNX Runtime too);
+- ``onnx``: `--weights detector.onnx` (ONNX Runtime, no timm, no torchvision);
 - ``exported``: after `deepfake export --format exported` (.pt2, torch.export; with `--exported`).
+
+Every variant runs once untimed first (the one-time exports into the cache: MTCNN's nets, a `detector.pt`'s copy),
+in a cache folder of its own under `--data` (`DEEPFAKE_CACHE`).
 
 Rounds alternate the variants (a different one first each round); medians of `--repeat`. `--importtime` also runs
 each variant once under `python -X importtime` and prints the modules that cost most to import.
@@ -59,10 +65,10 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_predict(clip: Path, weights: Path, marks: Path, out: Path, env: dict) -> dict:
+def run_predict(clip: Path, weights: Path, marks: Path, out: Path, env: dict, extra: tuple = ()) -> dict:
     """One whole `deepfake predict` process: its wall time and marks, seconds from before it was started."""
     args = [str(clip), "--weights", str(weights), "--device", "cpu", "--format", "json", "-o", str(out),
-            "--no-progress"]
+            "--no-progress", *extra]
     start = time.time()
     done = subprocess.run([sys.executable, "-c", CHILD, str(marks), *args], capture_output=True, text=True, env=env)
     whole = time.time() - start
@@ -74,7 +80,7 @@ def run_predict(clip: Path, weights: Path, marks: Path, out: Path, env: dict) ->
     if result["status"] != "ok":
         raise SystemExit(f"bench: the clip gave status {result['status']}: {result['error']}")
     return {"whole_s": whole, "main_s": m["main"] - start, "first_frame_s": m.get("first_frame", m["end"]) - start,
-            "p_fake": result["p_fake"]}
+            "p_fake": result["p_fake"], "runtime": result.get("runtime")}
 
 
 def run_import_torch(env: dict) -> dict:
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     data = Path(args.data) if args.data else Path(tmp := tempfile.mkdtemp(prefix="bench-startup-"))
     data.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, "DEEPFAKE_CACHE": str(data / "cache")}
     try:
         clip = make_clip(data / f"clip_{args.resolution}_{args.seconds:g}s_{args.fps:g}fps", args.resolution,
                          args.seconds, args.fps)
@@ -134,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             net = DeepfakeDetector(backbone=args.backbone, pretrained=False, img_size=args.img_size)
             save_detector(weights, net, build_meta(net, seq_len=args.seq_len, margin=0.3, stride=args.stride))
-        files = {"pytorch": weights}
+        files = {"pytorch": weights, "pt_auto": weights}
         for fmt in ["onnx"] + (["exported"] if args.exported else []):
             target = default_output(weights, fmt)
             files[fmt] = target if target.exists() else export_detector(weights, fmt, target).path
+        extra = {"pytorch": ("--runtime", "torch")}
+        for name, path in files.items():  # untimed: the one-time exports into the cache
+            run_predict(clip, path, data / "marks.json", data / "out.json", env, extra.get(name, ()))
 
         runs: dict[str, list[dict]] = {name: [] for name in ["import_torch", *files]}
         names = list(runs)
@@ -146,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "import_torch":
                     runs[name].append(run_import_torch(env))
                 else:
-                    runs[name].append(run_predict(clip, files[name], data / "marks.json", data / "out.json", env))
+                    runs[name].append(run_predict(clip, files[name], data / "marks.json", data / "out.json", env,
+                                                  extra.get(name, ())))
                 print(f"round {r + 1}: {name} {runs[name][-1]['whole_s']:.2f} s", file=sys.stderr)
         median = {name: {k: statistics.median(run[k] for run in rs) for k in rs[0] if k.endswith("_s")}
                   for name, rs in runs.items()}
@@ -159,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_s": median, "runs": runs,
             "ratio_to_import_torch": {n: m["whole_s"] / base for n, m in median.items()},
             "p_fake": {n: rs[0]["p_fake"] for n, rs in runs.items() if n != "import_torch"},
+            "runtime": {n: rs[0]["runtime"] for n, rs in runs.items() if n != "import_torch"},
         }
         if args.importtime:
             report["imports"] = {name: import_costs(clip, path, env) for name, path in files.items()}

@@ -9,7 +9,9 @@ for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,9 @@ from data_prep.faces import Detections, ExtractConfig
 if TYPE_CHECKING:
     from data_prep.pipeline import _DetectRequest
 
-__all__ = ["FaceDetector", "cpu_count", "resolve_device"]
+__all__ = ["FaceDetector", "cpu_count", "resolve_device", "gpu_driver_present"]
+
+log = logging.getLogger(__name__)
 
 
 def cpu_count() -> int:
@@ -28,8 +32,19 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpu_driver_present() -> bool:
+    """Whether this machine shows a GPU driver (NVIDIA's or ROCm's device nodes, WSL's GPU): when it doesn't,
+    ``auto`` means the CPU without importing torch (about 2 s of a 2-core CPU) to ask."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd",
+                                           "/dev/dxg")) or sys.platform not in ("linux", "darwin")
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ValueError."""
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ValueError.
+
+    ``cpu``, and ``auto`` on a machine without a GPU driver, are answered without importing torch."""
+    if device == "cpu" or (device == "auto" and not gpu_driver_present()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -50,13 +65,28 @@ class FaceDetector:
         from data_prep.mtcnn import MTCNNCascade
 
         self.device = resolve_device(config.device)
-        self.mtcnn = MTCNNCascade(config.min_face_size, config.thresholds, config.factor, self.device)
+        self.runtime = config.runtime if self.device == "cpu" else "torch"
+        settings = (config.min_face_size, config.thresholds, config.factor, self.device)
+        self.note = None
+        try:
+            self.mtcnn = MTCNNCascade(*settings, runtime=self.runtime, threads=config.detect_threads)
+        except (ImportError, OSError, ValueError) as err:  # no ONNX Runtime, a read-only cache, a failed check
+            if self.runtime == "torch":
+                raise
+            self.note = f"MTCNN runs on PyTorch: its ONNX nets can't be used ({type(err).__name__}: {err})"
+            log.warning(self.note)
+            self.runtime = "torch"
+            self.mtcnn = MTCNNCascade(*settings)
         self.batch_size = config.batch_size or (128 if self.device.startswith("cuda") else 1)
-        self.threads = 0 if self.device.startswith("cuda") else config.detect_threads
+        # torch's threads are set around each call; ONNX Runtime's sessions have their own.
+        self.threads = 0 if self.device.startswith("cuda") or self.runtime == "onnx" else config.detect_threads
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:
         """Run on `threads` torch threads (when set), restoring the caller's setting afterwards."""
+        if not self.threads:
+            yield
+            return
         import torch
 
         before = torch.get_num_threads()

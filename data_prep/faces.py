@@ -75,6 +75,9 @@ class ExtractConfig:
         quality: JPEG quality of the crops written by `deepfake-extract`.
         max_pixels: frames with more pixels (width x height) are refused before decoding, in one line; 8K (DCI
             8192x4320) by default (`data_prep.video.MAX_PIXELS`).
+        runtime: what runs MTCNN's networks on the CPU: ``torch``, or ``onnx`` (ONNX Runtime, exported once into
+            the cache, no torch imported: `data_prep.mtcnn_onnx`; the same cascade, boxes within 1e-3 px). A GPU
+            always runs them on PyTorch. Not an extraction setting: it does not change what a model sees.
     """
 
     stride: int = 5
@@ -99,6 +102,7 @@ class ExtractConfig:
     decode_threads: int = 0
     quality: int = 90
     max_pixels: int = MAX_PIXELS
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -130,6 +134,7 @@ class ExtractConfig:
         need(1 <= self.quality <= 100, f"quality must be in [1, 100], got {self.quality}")
         need(isinstance(self.max_pixels, int) and self.max_pixels >= 1,
              f"max_pixels must be an integer >= 1 (pixels a frame), got {self.max_pixels!r}")
+        need(self.runtime in ("torch", "onnx"), f"runtime must be torch or onnx, got {self.runtime!r}")
 
 
 # The settings that change the crops (what `deepfake-extract` writes to extract_config.json, which a resumed run must

@@ -27,7 +27,9 @@ from pathlib import Path
 
 __all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write",
            "atomic_path", "csv_text", "read_csv_dicts", "CsvError", "OutputError", "LockedError", "check_path",
-           "output_kind", "refuse_input_as_output", "hold_lock"]
+           "output_kind", "refuse_input_as_output", "hold_lock", "ENV_CACHE", "cache_folder", "sha256_of"]
+
+ENV_CACHE = "DEEPFAKE_CACHE"  # overrides the cache folder (`cache_folder`)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 
@@ -110,6 +112,29 @@ def iter_videos(folder: str | os.PathLike, seen: set[str] | None = None) -> Iter
             if key not in seen:
                 seen.add(key)
                 yield path
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def cache_folder() -> Path:
+    """The cache folder (default weights, downloads, ONNX exports): `$DEEPFAKE_CACHE`, else
+    `$XDG_CACHE_HOME/deepfake`, else `~/.cache/deepfake`. Not created here."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "deepfake"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ writing

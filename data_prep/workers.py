@@ -98,9 +98,10 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
     # A decoding thread only pays when this worker has a core to spare or waits for the main process's detector.
     overlap = replies is not None or torch_threads > 1
     if replies is None:
-        import torch
+        if config.runtime != "onnx":  # MTCNN on ONNX Runtime: this worker never imports torch
+            import torch
 
-        torch.set_num_threads(torch_threads)
+            torch.set_num_threads(torch_threads)
         try:
             detector = FaceDetector(config)
         except Exception as err:  # e.g. CUDA out of memory: every video of this worker would fail the same way

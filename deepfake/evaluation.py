@@ -512,6 +512,8 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         raise EvaluationError("--perturb needs videos to distort; SOURCE is an extracted index (crops). Give "
                               "the labelled video folder instead")
     detector, extractor, weights = predictor or load_predictor(weights, pconfig, sha256, progress=progress)
+    if detector.runtime_note:
+        warn(detector.runtime_note)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -537,7 +539,7 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
         "source": os.fspath(source), "mode": mode, "notes": notes, "split": config.split,
         "weights": os.fspath(weights), "threshold": config.threshold, "no_face_prior": config.no_face_prior,
         "seq_len": detector.seq_len, "img_size": detector.img_size, "device": str(detector.device),
-        "precision": detector.precision,
+        "precision": detector.precision, "runtime": detector.runtime,
         **({"stride": extractor.config.stride, "margin": extractor.config.margin} if mode == "videos"
            else {"index_extraction": index_settings}),
         "score_rule": RULE,

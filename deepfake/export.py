@@ -37,7 +37,7 @@ from deepfake.checkpoint import load_detector
 from deepfake.runtime import FORMATS, INPUT, META_FILE, META_KEY, OUTPUT, ExportError, load_exported
 from deepfake.weights import sha256_of
 
-__all__ = ["ExportResult", "export_detector", "default_output", "OPSET"]
+__all__ = ["ExportResult", "export_detector", "check_export", "default_output", "OPSET", "TOLERANCE"]
 
 OPSET = 17
 TOLERANCE = 1e-4  # largest |logit difference| from PyTorch accepted when checking an export (float32)
@@ -174,3 +174,21 @@ def export_detector(weights: str | os.PathLike, fmt: str = "onnx", out: str | os
         net, stored = load_exported(tmp, "cpu")
         error = _check(net, module, stored, seq_len, tolerance)
     return ExportResult(out, fmt, meta, error)
+
+
+def check_export(weights: str | os.PathLike, exported: str | os.PathLike, tolerance: float = TOLERANCE) -> float:
+    """The check `export_detector` makes before keeping a file, on a file already written: its logits against the
+    PyTorch model's of `weights` on random windows.
+
+    Returns:
+        The largest |logit difference|.
+
+    Raises:
+        ExportError: the file can't be loaded, records no seq_len, or differs by more than `tolerance`.
+    """
+    model, meta = load_detector(weights)
+    net, stored = load_exported(exported, "cpu")
+    steps = int(stored.get("seq_len") or meta.get("seq_len") or 0)
+    if not steps:
+        raise ExportError(f"{exported} records no seq_len (frames per window)")
+    return _check(net, _Windows(model.float().eval()).eval(), stored, steps, tolerance)

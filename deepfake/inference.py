@@ -70,6 +70,7 @@ class PredictConfig:
         calibrated: apply the checkpoint's calibration (`deepfake.calibration`) when it has one; False gives the
             raw scores.
         max_pixels: frames with more pixels are refused before decoding (`data_prep.video.MAX_PIXELS`: 8K).
+        runtime: ``auto`` (ONNX Runtime on a CPU where installed), ``torch`` or ``onnx`` (`deepfake.fastpath`).
     """
 
     threshold: float = 0.5
@@ -80,10 +81,13 @@ class PredictConfig:
     precision: str = "auto"
     calibrated: bool = True
     max_pixels: int = MAX_PIXELS
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
             raise ValueError(f"--max-pixels must be an integer >= 1, got {self.max_pixels}")
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
@@ -136,15 +140,7 @@ class Detector:
 
         from data_prep.detector import resolve_device
 
-        for key in ("img_size", "mean", "std"):
-            if meta.get(key) is None:
-                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
-        self.meta = dict(meta)
-        self.calibration = calibration_of(meta) if calibrated else None
-        self.img_size = int(meta["img_size"])
-        # Without a recorded training length, a whole track is one window (the LSTM reads it all).
-        self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
-        self.batch_size = max(1, int(batch_size))
+        self.read_meta(meta, batch_size, calibrated)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         # An exported net (ONNX Runtime, torch.export) is a float32 graph on the device it was loaded for.
@@ -171,13 +167,28 @@ class Detector:
         self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
         self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
 
+    def read_meta(self, meta: dict, batch_size: int, calibrated: bool) -> None:
+        """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them)."""
+        for key in ("img_size", "mean", "std"):
+            if meta.get(key) is None:
+                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
+        self.meta = dict(meta)
+        self.calibration = calibration_of(meta) if calibrated else None
+        self.img_size = int(meta["img_size"])
+        # Without a recorded training length, a whole track is one window (the LSTM reads it all).
+        self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
+        self.batch_size = max(1, int(batch_size))
+        self.runtime, self.runtime_note = "torch", None  # set by load_predictor (`deepfake.fastpath`)
+
     @classmethod
     def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
              precision: str = "auto", calibrated: bool = True) -> Detector:
         """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading) or an exported
         detector (.onnx, .pt2: `deepfake.runtime.load_exported`)."""
-        model, meta = _load_model(weights, device)
-        return cls(model, meta, device=device, batch_size=batch_size, precision=precision, calibrated=calibrated)
+        from deepfake.fastpath import load_by_suffix
+
+        return cls(*load_by_suffix(weights, device), device=device, batch_size=batch_size, precision=precision,
+                   calibrated=calibrated)
 
     def prepare(self, crops: np.ndarray):
         """(B, T, S, S, 3) uint8 RGB crops -> the model's input, (B, T, 3, img_size, img_size) float on the device."""
@@ -266,8 +277,9 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
     """
     tracks = [t for t in faces.tracks if len(t.frames)]
     scores = detector.score_tracks_in_detail([t.images() for t in tracks]) if tracks else []
-    return video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
-                        geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
+    result = video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
+                          geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
+    return {**result, "runtime": detector.runtime} if tracks else result  # which runtime scored
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -408,17 +420,19 @@ def predict_paths(paths: Iterable[str | os.PathLike], detector: Detector, extrac
 
 
 def load_predictor(weights: str | os.PathLike | None = None, config: PredictConfig | None = None,
-                   sha256: str | None = None, progress: bool = False):
+                   sha256: str | None = None, progress: bool = False, needs_torch: str | None = None):
     """A `Detector` and a matching `FaceExtractor`: the extraction recipe the detector records (`deepfake.contract`).
 
     The weights' suffix chooses how the model runs: `.onnx` on ONNX Runtime, `.pt2` as a torch.export program (both
-    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint.
+    written by `deepfake export`; neither imports timm), anything else as a PyTorch checkpoint, run by its ONNX copy
+    where `config.runtime` allows (`deepfake.fastpath`; `detector.runtime`, `detector.runtime_note` say how).
 
     Args:
         weights: file, URL or None for the default place (`deepfake.weights.resolve_weights`).
         config: device, batch size, stride override, workers.
         sha256: expected hash of the weights.
         progress: download progress bar.
+        needs_torch: what the caller will do that needs the PyTorch model (e.g. ``--explain``), or None.
 
     Returns:
         (detector, extractor, weights path).
@@ -435,39 +449,29 @@ def load_predictor(weights: str | os.PathLike | None = None, config: PredictConf
     from data_prep.detector import resolve_device
     from data_prep.extractor import FaceExtractor
     from deepfake.contract import ExtractionWarning, extract_config_for, recipe_of
+    from deepfake.fastpath import detector_for, load_model
     from deepfake.weights import WeightsError, resolve_weights
 
     config = config or PredictConfig()
     path = resolve_weights(weights, sha256=sha256, progress=progress)
     try:
-        model, meta = _load_model(path, config.device)
-        recipe_of(meta, os.fspath(path))  # a recipe the extractor can't honour: refused, one line naming the field
+        loaded = load_model(path, config.runtime, config.device, config.precision, needs_torch)
+        recipe_of(loaded.meta, os.fspath(path))  # a recipe the extractor can't honour: refused, one line naming it
     except (ImportError, ValueError) as err:  # Checkpoint/Export/RecipeError are ValueErrors naming the file
         raise WeightsError(f"can't load weights: {' '.join(str(err).split())}") from None
     except Exception as err:  # pickle/zip errors of a file that is not a checkpoint, missing keys, ...
         raise WeightsError(f"weights {path}: not a detector checkpoint ({type(err).__name__}: "
                            f"{' '.join(str(err).split())[:300]})") from None
-    detector = Detector(model, meta, device=config.device, batch_size=config.batch_size, precision=config.precision,
-                        calibrated=config.calibrated)
-    # Extraction as in training (`deepfake.contract`); faces are found on the device asked for: the PyTorch model's,
-    # and still a GPU for MTCNN when an exported model runs on ONNX Runtime's CPU.
+    detector, meta = detector_for(loaded, config), loaded.meta
+    # Extraction as in training (`deepfake.contract`). Faces are found on the device asked for (a GPU for MTCNN even
+    # when an exported model runs on ONNX Runtime's CPU); on a CPU, MTCNN runs on ONNX Runtime where the detector
+    # does: such a process never imports torch.
     extract_config, notes = extract_config_for(meta, os.fspath(path), config.stride, resolve_device(config.device))
-    extract_config = dataclasses.replace(extract_config, max_pixels=config.max_pixels)  # a bound, not the recipe
+    extract_config = dataclasses.replace(extract_config, max_pixels=config.max_pixels,  # a bound and a backend,
+                                         runtime="onnx" if detector.runtime == "onnx" else "torch")  # not the recipe
     for note in notes:  # once per load, one line each; commands print them (`deepfake.cli.common`)
         warnings.warn(note, ExtractionWarning, stacklevel=2)
     return detector, FaceExtractor(extract_config, workers=config.workers), path
-
-
-def _load_model(path: str | os.PathLike, device: str = "auto"):
-    """(model, meta) of a weights file by its suffix: .onnx / .pt2 -> an exported net (`deepfake.runtime`, without
-    timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`)."""
-    from deepfake.runtime import exported_format, load_exported
-
-    if exported_format(path):
-        return load_exported(path, device)
-    from deepfake.checkpoint import load_detector
-
-    return load_detector(path)
 
 
 # ------------------------------------------------------------------------------------------------ inputs

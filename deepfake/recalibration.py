@@ -146,7 +146,8 @@ def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, ou
     config = config or PredictConfig()
     mode, items, notes = load_source(source, layout, split)
     raw = replace(config, calibrated=False)
-    detector, extractor, path = load_predictor(weights, raw, sha256, progress=progress)
+    detector, extractor, path = load_predictor(weights, raw, sha256, progress=progress,
+                                              needs_torch="a calibration refit")
     if detector.exported:
         from deepfake.weights import WeightsError
 

@@ -106,7 +106,13 @@ class OnnxNet:
         import torch
 
         x = windows.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x})[0])
+        return torch.from_numpy(self.run(x))
+
+    def run(self, windows):
+        """(B, T, 3, S, S) float32 NumPy array -> (B, T) float32 logits, a NumPy array (no torch involved)."""
+        import numpy as np
+
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(windows, dtype=np.float32)})[0]
 
 
 def check_program(path: str | os.PathLike) -> None:

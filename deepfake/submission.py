@@ -104,6 +104,7 @@ class SubmissionConfig:
     stride: int | None = None
     precision: str = "auto"
     calibrated: bool = True
+    runtime: str = "auto"
     time_limit_s: float | None = None
     flush_every_s: float = 60.0
     expected_videos: int = KAGGLE_VIDEOS
@@ -455,8 +456,10 @@ def _make(rows: list[_Row], notes: list[str], weights: str | os.PathLike | None,
 
         pconfig = PredictConfig(batch_size=config.batch_size, device=config.device, stride=config.stride,
                                 workers=config.workers, precision=config.precision, calibrated=config.calibrated,
-                                max_pixels=config.max_pixels)
+                                max_pixels=config.max_pixels, runtime=config.runtime)
         detector, extractor, path = load_predictor(weights, pconfig)
+        if detector.runtime_note:
+            notes.append(detector.runtime_note)
         if detector.calibration is not None:
             notes.append(f"scores calibrated (temperature {detector.calibration[0]:.3f}, bias "
                          f"{detector.calibration[1]:+.3f}) before the clip")

@@ -162,6 +162,27 @@ class DeepfakeCLI(LightningCLI):
         where = f" (best {callback.monitor} {float(score):.4f}: {best})" if score is not None and best else ""
         print(f"deepfake fit: detector weights in {path}{where}")
         print(f"deepfake fit: calibration: {describe(calibration)}")
+        onnx = write_onnx_copy(path)
+        if onnx:
+            print(f"deepfake fit: {onnx}")
+
+
+def write_onnx_copy(weights: Path) -> str | None:
+    """`detector.onnx` beside `detector.pt` when the export extra is installed (what predict, evaluate, serve and
+    submit score with on a CPU: `deepfake.fastpath`), checked against PyTorch; a line saying what happened, or None
+    without ONNX Runtime. A model that can't be exported keeps its detector.pt (the fast path exports nothing)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    from deepfake.export import export_detector as export_file
+    from deepfake.runtime import ExportError
+
+    try:
+        result = export_file(weights, "onnx")
+    except (ExportError, OSError) as err:
+        return f"no detector.onnx written ({err}); predict scores with the PyTorch weights"
+    return f"ONNX copy for CPU inference in {result.path} (logits within {result.max_error:.1e} of PyTorch's)"
 
 
 def lightning_cli(args: list[str], trainer_defaults: dict[str, Any] | None = None) -> DeepfakeCLI:

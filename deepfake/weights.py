@@ -15,7 +15,6 @@ the file name in torch.hub's convention, `name-<first 8 or more hex digits of th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -24,13 +23,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from data_prep.files import atomic_path
+from data_prep.files import ENV_CACHE, atomic_path, cache_folder, sha256_of
 
 __all__ = ["WeightsError", "ENV_WEIGHTS", "ENV_CACHE", "cache_dir", "default_weights", "resolve_weights",
            "download", "install", "sha256_of", "hash_from_name", "HOW_TO_GET"]
 
 ENV_WEIGHTS = "DEEPFAKE_WEIGHTS"
-ENV_CACHE = "DEEPFAKE_CACHE"
 DEFAULT_NAME = "detector.pt"
 # torch.hub's convention: the file name ends in -<hash prefix>.<ext>.
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
@@ -48,11 +46,9 @@ class WeightsError(Exception):
 
 
 def cache_dir() -> Path:
-    """The cache folder: `$DEEPFAKE_CACHE`, else `$XDG_CACHE_HOME/deepfake`, else `~/.cache/deepfake`."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "deepfake"
+    """The cache folder: `$DEEPFAKE_CACHE`, else `$XDG_CACHE_HOME/deepfake`, else `~/.cache/deepfake`
+    (`data_prep.files.cache_folder`)."""
+    return cache_folder()
 
 
 def default_weights() -> Path | None:
@@ -69,15 +65,6 @@ def default_weights() -> Path | None:
         return path
     path = cache_dir() / DEFAULT_NAME
     return path if path.is_file() else None
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_from_name(name: str) -> str | None:

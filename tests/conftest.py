@@ -13,6 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """The cache folder (`data_prep.files.cache_folder`: ONNX copies of detectors, MTCNN's ONNX nets) in a
+    temporary folder, never the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["DEEPFAKE_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
     """A small labelled demo set from `deepfake synth`: 3 real + 3 self-blended fake clips, 320x240, 3 s at 10 fps."""

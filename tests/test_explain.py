@@ -24,7 +24,9 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(tiny_weights):
-    detector, extractor, _ = load_predictor(tiny_weights, PredictConfig(device="cpu", precision="fp32"))
+    # Explanations need the PyTorch model (predict --explain asks for it the same way).
+    detector, extractor, _ = load_predictor(tiny_weights, PredictConfig(device="cpu", precision="fp32",
+                                                                        runtime="torch"))
     return detector, extractor
 
 
@@ -291,7 +293,7 @@ def test_a_trained_detector_heats_the_blended_region(tmp_path):
     heldout = tmp_path / "heldout"
     assert synth.main([str(heldout), "--count", "24", "--resolution", "320x240", "--seconds", "3", "--fps", "10",
                        "--seed", "1234", "--no-progress"]) == 0
-    detector, extractor, _ = load_predictor(weights, PredictConfig(device="cpu", precision="fp32"))
+    detector, extractor, _ = load_predictor(weights, PredictConfig(device="cpu", precision="fp32", runtime="torch"))
     torch.manual_seed(0)
     untrained = Detector(DeepfakeDetector(**detector.meta["model"]), detector.meta, device="cpu", precision="fp32")
     trained_ratios, untrained_ratios = [], []

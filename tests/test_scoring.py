@@ -69,7 +69,8 @@ def test_validation_scores_videos_as_evaluate_does(extracted_dataset, tmp_path):
 
     weights = save_detector(tmp_path / "detector.pt", lit.net, lit.detector_meta())
     evaluate(extracted_dataset / "index.csv", tmp_path / "eval", weights,
-             predict_config=PredictConfig(device="cpu", precision="fp32", batch_size=2), say=lambda line: None)
+             predict_config=PredictConfig(device="cpu", precision="fp32", batch_size=2, runtime="torch"),
+             say=lambda line: None)
     with open(tmp_path / "eval" / "predictions.csv", newline="") as f:
         evaluated = {row["video"]: float(row["p_fake"]) for row in csv.DictReader(f)}
     assert set(validation) <= set(evaluated)

@@ -74,8 +74,9 @@ def wait_done(client, job_id: str, timeout: float = 120.0, headers=None) -> dict
 
 
 def predict_json(path: Path, weights: Path, capsys) -> dict:
+    # The server's workers keep PyTorch under --runtime auto (jobs may ask for explanations; docs/speed.md).
     assert predict_cli.main([str(path), "--weights", str(weights), "--device", "cpu", "--format", "json",
-                             "--no-progress"]) == 0
+                             "--no-progress", "--runtime", "torch"]) == 0
     return json.loads(capsys.readouterr().out)[0]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep import mtcnn, mtcnn_nets
+from data_prep import mtcnn, mtcnn_nets, nms
 from data_prep.mtcnn import MTCNNCascade
 
 
@@ -33,12 +33,14 @@ def test_nms_is_torchvisions_to_the_index():
         if trial % 3 == 0:
             boxes = boxes.round()  # integer boxes: many IoUs fall exactly on a threshold
         scores = torch.rand(n, generator=g)
-        if trial % 4 == 0:
-            scores = (scores * 5).round() / 5  # ties: the order among equal scores must match too
+        if trial % 4 == 0 and n * 4 <= 4000:
+            # Ties: the order among equal scores must match too (above 4000 coordinates torchvision orders the kept
+            # boxes with torch's unstable sort, whose order among ties is arbitrary).
+            scores = (scores * 5).round() / 5
         owner = torch.randint(0, 3, (n,), generator=g)
         threshold = (0.5, 0.7, 0.3, 0.6)[trial % 4]
-        assert torch.equal(mtcnn_nets.batched_nms(boxes, scores, owner, threshold),
-                           batched_nms(boxes, scores, owner, threshold)), trial
+        assert np.array_equal(nms.batched_nms(boxes.numpy(), scores.numpy(), owner.numpy(), threshold),
+                              batched_nms(boxes, scores, owner, threshold).numpy()), trial
 
 
 def test_nets_are_facenet_pytorchs():
@@ -63,10 +65,14 @@ def test_boxes_are_those_of_facenet_pytorch_and_torchvision(hopper, opencv, monk
     ours = MTCNNCascade(min_face_size=20)
     ours.opencv_resampling = opencv
     got = ours.detect(frames)
-    monkeypatch.setattr(mtcnn, "batched_nms", batched_nms)
+
+    def torchvisions(boxes, scores, owner, threshold):
+        return batched_nms(*(torch.from_numpy(np.asarray(a)) for a in (boxes, scores, owner)), threshold).numpy()
+
+    monkeypatch.setattr(mtcnn, "batched_nms", torchvisions)
     theirs = MTCNNCascade(min_face_size=20)
-    theirs.pnet, theirs.rnet, theirs.onet = (net.to(memory_format=torch.channels_last).eval()
-                                             for net in (PNet(), RNet(), ONet()))
+    theirs.nets.pnet_, theirs.nets.rnet_, theirs.nets.onet_ = (net.to(memory_format=torch.channels_last).eval()
+                                                               for net in (PNet(), RNet(), ONet()))
     theirs.opencv_resampling = opencv
     want = theirs.detect(frames)
     assert sum(len(w[0]) for w in want) >= 4  # both faces in both frames

@@ -55,6 +55,12 @@ def test_fit_writes_checkpoint_config_and_detector(first_run, capsys):
     ckpts = folder / "checkpoints"
     best = list(ckpts.glob("best-*.ckpt"))
     assert len(best) == 1 and (ckpts / "last.ckpt").is_file() and (ckpts / "detector.pt").is_file()
+    # detector.onnx beside it (the export extra is installed here): what predict scores with on a CPU.
+    from deepfake.runtime import load_exported
+    from deepfake.weights import sha256_of
+
+    assert load_exported(ckpts / "detector.onnx", "cpu")[1]["export"]["source_sha256"] == sha256_of(
+        ckpts / "detector.pt")
     assert (folder / "metrics.csv").is_file() and list(folder.glob("events.out.tfevents.*"))  # CSV + TensorBoard
     assert "balanced_logloss" in best[0].name  # the best by the balanced log loss
     split = list(csv.DictReader(open(folder / "split.csv")))  # the split this run used

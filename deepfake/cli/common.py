@@ -84,6 +84,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto: bfloat16 where the hardware has it (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), "
                         "float16 on older GPUs, else float32; fp32 for scores that are the same on every machine "
                         "(default auto)")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+                   help="what runs the detector: auto (default: ONNX Runtime on the CPU when installed, from "
+                        "detector.onnx beside the weights or an ONNX copy exported once into the cache; PyTorch on a "
+                        "GPU, for bf16/fp16 and for --explain), torch, or onnx")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="decode processes for many files (default 0: decode on a thread, overlapped with detection)")
     p.add_argument("--no-calibration", action="store_true",

@@ -68,7 +68,7 @@ def main(args: list[str] | None = None) -> int:
         ns = _parser().parse_args(args)
         pconfig = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device, stride=ns.stride,
                                 workers=ns.workers, precision=ns.precision, calibrated=not ns.no_calibration,
-                                max_pixels=ns.max_pixels)
+                                max_pixels=ns.max_pixels, runtime=ns.runtime)
         config = EvaluateConfig(threshold=ns.threshold, no_face_prior=ns.no_face_prior, layout=ns.layout,
                                 split=ns.split, split_file=ns.split_file, perturb=ns.perturb, seed=ns.seed)
         if config.perturb is not None:

@@ -94,7 +94,7 @@ def main(args: list[str] | None = None) -> int:
         ns = _parser().parse_args(args)
         config = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
                                stride=ns.stride, workers=ns.workers, precision=ns.precision, max_pixels=ns.max_pixels,
-                               calibrated=not ns.no_calibration)
+                               calibrated=not ns.no_calibration, runtime=ns.runtime)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:
@@ -147,9 +147,12 @@ def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[
 
     try:
         with printed_warnings("deepfake predict"):  # e.g. a --stride unlike the detector's training crops'
-            detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress)
+            detector, extractor, weights = load_predictor(ns.weights, config, ns.sha256, progress=not ns.no_progress,
+                                                          needs_torch="--explain" if ns.explain else None)
     except (WeightsError, ValueError) as err:
         return _fail(str(err))
+    if detector.runtime_note:
+        print(f"deepfake predict: {detector.runtime_note}", file=sys.stderr)
     if ns.explain and detector.exported:
         return _fail(f"--explain needs the PyTorch weights (detector.pt): {weights} is an exported model, which has no "
                      f"gradients or layers to explain with")

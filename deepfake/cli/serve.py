@@ -105,7 +105,8 @@ def main(args: list[str] | None = None) -> int:
                              retention_s=ns.retention_s, upload_timeout_s=ns.upload_timeout_s,
                              max_start_failures=ns.max_start_failures, state_dir=ns.state_dir, ray=ns.ray)
         predict = PredictConfig(threshold=ns.threshold, batch_size=ns.batch_size, device=ns.device,
-                                stride=ns.stride, precision=ns.precision, calibrated=not ns.no_calibration)
+                                stride=ns.stride, precision=ns.precision, calibrated=not ns.no_calibration,
+                                runtime=ns.runtime)
         weights = resolve_weights(ns.weights, sha256=ns.sha256, progress=not ns.no_progress)
     except (ValueError, WeightsError) as err:
         return _fail(str(err))

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's training stride)")
     p.add_argument("--precision", default=d.precision, help="auto (default), bf16, fp16 or fp32")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=d.runtime,
+                   help="auto (default): ONNX Runtime on the CPU when installed, else PyTorch; torch; onnx")
     p.add_argument("--no-calibration", action="store_true",
                    help="write raw scores: ignore the calibration (temperature) stored in the weights")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
@@ -68,7 +70,7 @@ def main(args: list[str] | None = None) -> int:
                                   workers=ns.workers, stride=ns.stride, precision=ns.precision,
                                   calibrated=not ns.no_calibration, time_limit_s=ns.time_limit,
                                   expected_videos=ns.expected_videos, progress=not ns.no_progress,
-                                  max_pixels=ns.max_pixels)
+                                  max_pixels=ns.max_pixels, runtime=ns.runtime)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as err:

@@ -47,9 +47,12 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
 
     try:
         config = PredictConfig(**{**config.__dict__, "workers": 0})  # decode on a thread: one video at a time
+        # Jobs may ask for explanations, which need PyTorch: `--runtime auto` keeps it; `--runtime onnx` is faster
+        # and answers such jobs without explanations (a note), as with an exported model (docs/speed.md).
         with warnings.catch_warnings(record=True) as caught:  # e.g. a --stride unlike the training crops'
             warnings.simplefilter("always", ExtractionWarning)
-            detector, extractor, path = load_predictor(weights, config, sha256)
+            detector, extractor, path = load_predictor(weights, config, sha256,
+                                                       needs_torch="explanations" if config.runtime == "auto" else None)
     except Exception as err:  # noqa: BLE001 - WeightsError, ValueError (bad device), anything else: one line
         events.put(("load_failed", index, one_line(err)))
         return
