@@ -15,7 +15,6 @@ start of every `deepfake predict`, for three small networks and a non-maximum su
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
