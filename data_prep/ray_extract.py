@@ -16,8 +16,8 @@ writer. How the work runs (`stream_videos`, also behind `deepfake predict --ray`
 - Ray Data's streaming executor bounds what is in flight (its backpressure on the object store), and the results
   reach the caller as each video ends: memory does not grow with the number of videos.
 - A video that fails is its result (a `VideoError` with the reason); an actor that dies on a video (a crash in a
-  decoder) costs that video only: Ray restarts the actor, the video is reported as lost with the reason, and
-  the run goes on (a task is not retried: a video that kills its worker would kill the next one too).
+  decoder) costs that video only: Ray restarts the actor, the run goes on, and the videos that were queued on the
+  dead actor run once more at the end; one that kills its worker again is reported as lost, with that reason.
 
 The videos' paths must be readable on every node (a shared file system), as for SLURM shards.
 """
@@ -114,13 +114,13 @@ def ray_session(address: str = "local", num_cpus: int | None = None) -> Iterator
     """
     ray = _import_ray()
     started = False
+    address = address or "local"
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    if address == "auto" and not target:
+        target = "auto"  # a cluster started on this machine with `ray start`
+    if target not in ("local", "auto"):
+        _check_reachable(target)
     if not ray.is_initialized():
-        address = address or "local"
-        target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
-        if address == "auto" and not target:
-            target = "auto"  # a cluster started on this machine with `ray start`
-        if target not in ("local", "auto"):
-            _check_reachable(target)
         # ERROR: Ray's notices (token authentication, deprecations) are not the command's output.
         options = dict(include_dashboard=False, logging_level=logging.ERROR, configure_logging=True)
         try:
@@ -150,7 +150,7 @@ def _quiet_ray_data(ray) -> None:
 
 
 def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[bool], type], workers: int | None,
-                  device: str) -> Iterator[tuple[int, object]]:
+                  device: str, retry: bool = True) -> Iterator[tuple[int, object]]:
     """Map videos through a pool of actors, one video a task; results as they come, then the lost ones.
 
     Args:
@@ -162,10 +162,11 @@ def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[
             returns ``{"key": [key], "out": [bytes]}`` with the result pickled.
         workers: actors (None: one per CPU slot of the cluster).
         device: ``cpu`` keeps the actors off GPUs.
+        retry: run the videos of actors that died once more, in a new pool (a task is never retried in place).
 
     Yields:
-        (key, result unpickled) per video in completion order; a video whose actor died gives (key, None) after
-        the others.
+        (key, result unpickled) per video in completion order; a video whose actor died (twice, with `retry`)
+        gives (key, None) after the others.
     """
     if not items:
         return
@@ -175,12 +176,14 @@ def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[
     _quiet_ray_data(ray)
     actors, gpus = session.actors(workers, device)
     actors = min(actors, len(items))
+    # One video in flight per actor: none waits behind a long one on a busy actor while another is idle, and an
+    # actor that dies takes only its own video with it.
     actor_class = make_actor(gpus > 0)  # settings travel in the class: no constructor arguments to keep
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # a block per video: the pool balances videos
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray's notice that `max_task_retries` will be renamed
         ds = ds.map_batches(actor_class, batch_size=1, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1 if not gpus else 0.5,
+                            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), num_cpus=1 if not gpus else 0.5,
                             num_gpus=gpus or None, max_restarts=-1, max_task_retries=0)
     seen: set[int] = set()
     try:
@@ -190,9 +193,13 @@ def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[
             yield key, pickle.loads(row["out"])
     except Exception as err:  # the pool could not start (a constructor failed on every node), or Ray itself broke
         raise RayError(f"the Ray run failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
-    for item in items:
-        if int(item["key"]) not in seen:
-            yield int(item["key"]), None
+    lost = [item for item in items if int(item["key"]) not in seen]
+    if lost and retry and len(lost) < len(items):
+        # The videos queued on a dying actor go with it; run them once more: only one that kills its worker
+        # again is lost.
+        yield from stream_videos(session, lost, make_actor, workers, device, retry=False)
+    else:
+        yield from ((int(item["key"]), None) for item in lost)
 
 
 def extract_one(extractor, path: str, jpeg: bool, reuse: ReuseBoxes | None = None) -> VideoFaces | VideoError:
