@@ -33,6 +33,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -182,9 +183,9 @@ def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # a block per video: the pool balances videos
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray's notice that `max_task_retries` will be renamed
-        ds = ds.map_batches(actor_class, batch_size=1, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), num_cpus=1 if not gpus else 0.5,
-                            num_gpus=gpus or None, max_restarts=-1, max_task_retries=0)
+        ds = ds.map_batches(actor_class, batch_size=1, batch_format="numpy", num_cpus=1, num_gpus=gpus or None,
+                            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+                            max_restarts=-1, max_task_retries=0)
     seen: set[int] = set()
     try:
         for row in ds.iter_rows():
@@ -273,7 +274,7 @@ class RayFaceExtractor:
             for job in wave:
                 reuse = reuse_lookup(job) if reuse_lookup else None
                 items.append({"key": job.key, "path": job.path, "reuse": pickle.dumps(reuse) if reuse else b""})
-            for key, result in stream_videos(self.session, items, lambda gpu: _extract_actor(self.config, jpeg, gpu),
+            for key, result in stream_videos(self.session, items, partial(_extract_actor, self.config, jpeg),
                                              self.workers, self.config.device):
                 result = VideoError(LOST) if result is None else result
                 if keep_boxes and isinstance(result, VideoFaces):

@@ -22,6 +22,7 @@ import os
 import pickle
 import tempfile
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +99,8 @@ def iter_entries_on_ray(entries: Sequence[tuple[str, str | None]], weights: str 
     weights_ref = ray.put(weights.read_bytes())
     items = [{"key": k, "path": os.path.abspath(path), "name": path}  # absolute: see iter_predictions
              for k, (path, reason) in enumerate(entries) if reason is None]
-    make = lambda gpu: _predict_actor(weights_ref, weights.suffix, config, extract_config, keep_crops, gpu)  # noqa: E731
-    results = stream_videos(session, items, make, config.workers or None, config.device)
+    results = stream_videos(session, items, partial(_predict_actor, weights_ref, weights.suffix, config,
+                                                    extract_config, keep_crops), config.workers or None, config.device)
     pending: dict[int, Prediction] = {}
     for key, (item, reason) in enumerate(entries):
         if reason is not None:

@@ -86,7 +86,8 @@ def test_extract_on_ray_writes_the_files_of_extract_without_it(ray_instance, syn
     for name in ("index.csv", "failures.csv", "extract_config.json"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name
     crops = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain" / "crops").rglob("*.jpg"))
-    assert crops and crops == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray" / "crops").rglob("*.jpg"))
+    assert crops == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray" / "crops").rglob("*.jpg"))
+    assert crops
     assert all((tmp_path / "ray" / c).read_bytes() == (tmp_path / "plain" / c).read_bytes() for c in crops)
 
 
