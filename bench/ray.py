@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", default="640x360")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--backbone", default="efficientnet_b1")
+    p.add_argument("--ray-first", action="store_true",
+                   help="run --ray before the plain command (alternate between runs on a shared machine)")
     p.add_argument("--out", help="also write the figures here as JSON")
     args = p.parse_args(argv)
 
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--weights", str(weights), "--device", "cpu", "--precision", "fp32", "--no-progress",
                   "--workers", str(args.workers), "--format", "csv"]
         modes = {"plain": [], "ray": ["--ray", "local"]}
+        if args.ray_first:
+            modes = dict(reversed(modes.items()))
         report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible",
                         "date": datetime.date.today().isoformat(), "clips": args.clips, "workers": args.workers,
                         "resolution": args.resolution, "seconds": args.seconds, "backbone": args.backbone}
