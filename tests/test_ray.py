@@ -126,12 +126,18 @@ def test_a_video_whose_worker_dies_is_reported_and_the_rest_go_on(ray_instance):
 
 
 @pytest.mark.slow
-def test_extract_on_ray_resumes_and_matches_a_full_run(ray_instance, synth_dataset, extracted_dataset, tmp_path):
+def test_extract_on_ray_matches_a_plain_run_and_resumes(ray_instance, synth_dataset, extracted_dataset, tmp_path,
+                                                        capsys):
     out = tmp_path / "ray"
     options = ["--layout", "folder", "--stride", "2", "--size", "64", "--device", "cpu", "--no-progress", "--ray"]
-    assert extract_cli.main([str(synth_dataset), str(out), "--limit", "3", *options]) == 0
     assert extract_cli.main([str(synth_dataset), str(out), *options]) == 0
     assert (out / "index.csv").read_bytes() == (extracted_dataset / "index.csv").read_bytes()
-    # the fakes were cropped with their originals' boxes (labels.csv's `original`), from this run or the first one
+    # the fakes were cropped with their originals' boxes (labels.csv's `original`), in the second wave
     fakes = [json.loads(p.read_text()) for p in (out / "parts" / "fake").glob("*.json")]
     assert fakes and all(f["status"] == "ok" and f["boxes_from"].startswith("real/") for f in fakes)
+    # a run killed before clip_0000 was marked done: the next run does that video only, to the same index
+    (out / "parts" / "real" / "clip_0000.mp4.json").unlink()
+    capsys.readouterr()
+    assert extract_cli.main([str(synth_dataset), str(out), *options]) == 0
+    assert "extracted 1 now (5 already done)" in capsys.readouterr().out
+    assert (out / "index.csv").read_bytes() == (extracted_dataset / "index.csv").read_bytes()
