@@ -81,8 +81,9 @@ class RaySession:
 def _import_ray():
     try:
         import ray
-    except ImportError:
-        raise RayError("--ray needs Ray: pip install 'deepfake[ray]' (ray[data])") from None
+        import ray.data  # noqa: F401 - Ray Data's own dependencies (pyarrow) too
+    except ImportError as err:
+        raise RayError(f"--ray needs Ray Data: pip install 'deepfake[ray]' ({err})") from None
     return ray
 
 
@@ -172,8 +173,6 @@ def stream_videos(session: RaySession, items: list[dict], make_actor: Callable[[
     if not items:
         return
     ray = _import_ray()
-    import ray.data
-
     _quiet_ray_data(ray)
     actors, gpus = session.actors(workers, device)
     actors = min(actors, len(items))

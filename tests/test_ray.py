@@ -141,3 +141,13 @@ def test_extract_on_ray_matches_a_plain_run_and_resumes(ray_instance, synth_data
     assert extract_cli.main([str(synth_dataset), str(out), *options]) == 0
     assert "extracted 1 now (5 already done)" in capsys.readouterr().out
     assert (out / "index.csv").read_bytes() == (extracted_dataset / "index.csv").read_bytes()
+
+
+def test_ray_is_imported_only_with_the_option():
+    import subprocess
+    import sys
+
+    code = ("import sys, deepfake.cli.predict, deepfake.cli.extract, data_prep.ray_extract, deepfake.raybatch; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
