@@ -12,7 +12,7 @@ DEMO_DIR ?= demo_output
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.10+ is needed (python3.11 or python3 on PATH)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq -c requirements/lock.txt -e ".[dev,serve,export]"
+	$(BIN)/python -m pip install -qq -c requirements/lock.txt -e ".[dev,serve,export,ray]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -431,7 +431,7 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
                     layout: str = "auto", shard: tuple[int, int] = (0, 1), limit: int | None = None,
                     workers: int | None = None, reuse_original_boxes: bool = True,
                     progress: Callable[[int, int, int, int], None] | None = None,
-                    warn: Callable[[str], None] | None = None) -> ExtractSummary:
+                    warn: Callable[[str], None] | None = None, engine: Callable = FaceExtractor) -> ExtractSummary:
     """Extract the faces of a dataset's videos into OUT_DIR, resuming what an earlier run left (module docstring).
 
     Args:
@@ -447,6 +447,7 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
             0 videos done when extraction starts (the detector loaded), then after each video.
         warn: called with one-line remarks, ``note: ...`` (about the dataset) or ``warning: ...`` (about a
             video: damaged data skipped).
+        engine: makes the extractor from (config, workers): `FaceExtractor`, or `data_prep.ray_extract`'s on Ray.
 
     Returns:
         What was done, and where the index is.
@@ -479,13 +480,13 @@ def extract_dataset(source: str | os.PathLike, out: str | os.PathLike, config: E
         raise DatasetError(f"can't write to OUT_DIR {out}: {err.strerror or err}") from None
     with _run_lock(out, shard):
         return _extract_locked(out, config, records, found.records, shard, workers, reuse_original_boxes, progress,
-                               warn)
+                               warn, engine)
 
 
 def _extract_locked(out: Path, config: ExtractConfig, records: list[VideoRecord], all_records: list[VideoRecord],
                     shard: tuple[int, int], workers: int | None, reuse_original_boxes: bool,
                     progress: Callable[[int, int, int, int], None] | None,
-                    warn: Callable[[str], None] | None) -> ExtractSummary:
+                    warn: Callable[[str], None] | None, engine: Callable = FaceExtractor) -> ExtractSummary:
     """`extract_dataset` once OUT_DIR's lock is held."""
     k, n = shard
     _check_settings(out, config)
@@ -496,7 +497,7 @@ def _extract_locked(out: Path, config: ExtractConfig, records: list[VideoRecord]
     todo = [r for r in records if r.video not in clashes and not _is_done(out, r.video)]
     workers = default_workers() if workers is None else workers
     try:
-        extractor = FaceExtractor(config, workers=min(workers, len(todo)) if todo else 0)
+        extractor = engine(config, min(workers, len(todo)) if todo else 0)
     except ValueError as err:
         raise DatasetError(str(err)) from None
     try:

@@ -72,7 +72,8 @@ class FaceExtractor:
         except Exception:  # interpreter shutdown: the daemon workers go with it
             pass
 
-    def extract(self, path: str | os.PathLike, *, jpeg: bool = False, progress: Progress | None = None) -> VideoFaces:
+    def extract(self, path: str | os.PathLike, *, jpeg: bool = False, progress: Progress | None = None,
+                reuse: ReuseBoxes | None = None) -> VideoFaces:
         """Face tracks of one video.
 
         Args:
@@ -82,11 +83,13 @@ class FaceExtractor:
                 memory (1 h of one face at stride 5, 240 px: about 0.3 GB of JPEG against 3.7 GB of arrays).
             progress: called as the video goes, every 16 sampled frames or so, with (frames of the video done, frames
                 in it): for a progress display on long videos.
+            reuse: crop with these boxes (a DFDC fake's original's) instead of detecting, when they fit the video.
 
         Raises:
             VideoError: the video can't be read (missing, empty, not a video, truncated, corrupt).
         """
-        return _run_inline(_video_job(os.fspath(path), self.config, jpeg=jpeg, progress=progress), self.detector)
+        return _run_inline(_video_job(os.fspath(path), self.config, reuse, jpeg=jpeg, progress=progress),
+                           self.detector)
 
     def extract_many(self, paths: Iterable[str | os.PathLike], *, jpeg: bool = False,
                      progress: Callable[[str, int, int], None] | None = None,

@@ -16,6 +16,7 @@ written), 130 when interrupted (run the same command again to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -96,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(default %(default)s: 8K, 8192x4320)")
     p.add_argument("--limit", type=int, default=None, help="process at most this many videos (trying settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="extract on Ray (the ray extra): `local` (the default when ADDRESS is left out) starts Ray "
+                        "here with --workers CPUs, HOST:PORT joins a cluster, auto uses $RAY_ADDRESS; SOURCE and "
+                        "OUT_DIR must be on a disk every node sees (docs/scale.md)")
     return p
 
 
@@ -106,6 +111,8 @@ def main(args: list[str] | None = None) -> int:
     """
     # Imported here, not above: the worker processes re-import this module (spawn) and need none of it (pandas).
     from data_prep.dataset import DatasetError, extract_dataset, merge_shards
+    from data_prep.extractor import FaceExtractor
+    from data_prep.ray_extract import RayError  # Ray itself is imported only with --ray
 
     parser = _parser()
     opts = parser.parse_args(args)
@@ -164,12 +171,19 @@ def main(args: list[str] | None = None) -> int:
     def warn(message: str) -> None:  # above the bar, which is redrawn under it
         tqdm.write(f"deepfake-extract: {message}", file=sys.stderr)
 
+    stack = contextlib.ExitStack()  # the Ray session, with --ray
     try:
         layout = LayoutOptions(opts.layout, opts.compression, opts.splits)
+        engine = FaceExtractor
+        if opts.ray:
+            from data_prep.ray_extract import RayFaceExtractor, ray_session
+
+            session = stack.enter_context(ray_session(opts.ray, num_cpus=opts.workers or None))
+            engine = lambda config, _workers: RayFaceExtractor(config, session, opts.workers)  # noqa: E731
         summary = extract_dataset(source, out, config, layout=layout, shard=opts.shard, limit=opts.limit,
                                   workers=opts.workers, reuse_original_boxes=opts.reuse_original_boxes,
-                                  progress=progress, warn=warn)
-    except DatasetError as err:
+                                  progress=progress, warn=warn, engine=engine)
+    except (DatasetError, RayError) as err:  # RayError: with --ray, the cluster can't be reached or used
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a disk that filled up or went read-only while the index was written
@@ -185,6 +199,8 @@ def main(args: list[str] | None = None) -> int:
         bar.close()
         print("deepfake-extract: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        stack.close()
     written = f"{summary.index}"
     if summary.merged is not None:
         written += f" (all {summary.shards} shards done: merged into {summary.merged})"

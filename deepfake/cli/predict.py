@@ -40,6 +40,7 @@ from pathlib import Path
 
 from data_prep.files import LockedError, OutputError, atomic_write, hold_lock, output_kind, refuse_input_as_output
 from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, printed_warnings
+from data_prep.ray_extract import RayError  # Ray itself is imported only with --ray
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
 
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-video", action="store_true",
                    help="with --explain: also DIR/<video>/explained.mp4, the video with each face's box coloured "
                         "by its current score and the heat overlaid")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="score on Ray (the ray extra): `local` (the default when ADDRESS is left out) starts Ray here "
+                        "with --workers CPUs (default: all), HOST:PORT joins a cluster, auto uses $RAY_ADDRESS; one "
+                        "actor per CPU slot (or sharing the GPUs); same rows as without --ray (docs/scale.md)")
     return p
 
 
@@ -185,9 +190,19 @@ def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[
         step = "scoring" if done >= total else f"reading {done / max(total, 1):.0%}"
         bar.set_postfix_str(f"{Path(name).name}: {step}")
 
+    stack = contextlib.ExitStack()  # the Ray session, with --ray
     try:
-        for pred in iter_entries(entries, detector, extractor, config.threshold,
-                                 progress=None if ns.no_progress else show):
+        if ns.ray:
+            from data_prep.ray_extract import ray_session
+            from deepfake.raybatch import iter_entries_on_ray
+
+            session = stack.enter_context(ray_session(ns.ray, num_cpus=ns.workers or None))
+            preds = iter_entries_on_ray(entries, weights, config, extractor.config, session,
+                                        keep_crops=bool(plot_dir or explain_dir))
+        else:
+            preds = iter_entries(entries, detector, extractor, config.threshold,
+                                 progress=None if ns.no_progress else show)
+        for pred in preds:
             results.append(pred.result)
             seconds.append(pred.seconds)
             if log is not None:
@@ -231,7 +246,11 @@ def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[
         print("deepfake predict: interrupted" + (f"; the results so far are in {journal}, --resume goes on"
                                                  if journal else ""), file=sys.stderr)
         return 130
+    except RayError as err:  # with --ray: the cluster can't be reached or its workers can't start (one line)
+        bar.close()
+        return _fail(str(err), 1 if results else 2)
     finally:
+        stack.close()
         if log is not None:
             log.close()
     bar.close()
