@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_prep.extractor import FaceExtractor  # noqa: E402
 from data_prep.faces import ExtractConfig  # noqa: E402
-from data_prep.pipeline import _run_inline, _video_job  # noqa: E402
+from data_prep.pipeline import run_inline, video_job  # noqa: E402
 from data_prep.track import iou_matrix, square_crop  # noqa: E402
 from data_prep.video import VideoError, iter_frames  # noqa: E402
 from data_prep.workers import default_workers  # noqa: E402
@@ -206,7 +206,7 @@ def sent_to_detector(path: str, config, detector) -> dict[str, int]:
             sizes[f"{kind} (as sent)"] += len(pickle.dumps(request.for_sending()))
             return detector.run(request)
 
-    _run_inline(_video_job(path, config), Recording())
+    run_inline(video_job(path, config), Recording())
     return dict(sizes)
 
 

@@ -56,7 +56,7 @@ from data_prep.layouts import LayoutError, VideoRecord, find_videos
 from data_prep.pipeline import ReuseBoxes
 from data_prep.untouched import face_change
 from data_prep.video import VideoError
-from data_prep.workers import _Job, default_workers
+from data_prep.workers import VideoJob, default_workers
 
 __all__ = ["DatasetError", "ExtractSummary", "extract_dataset", "merge_shards", "shard_name", "shard_of"]
 
@@ -293,26 +293,26 @@ class _BoxReuse:
         return r.original if (self.enabled and r.label == 1 and r.original != r.video and r.original in by_id
                               and by_id[r.original].label == 0) else None
 
-    def order(self, todo: list[VideoRecord]) -> list[_Job]:
+    def order(self, todo: list[VideoRecord]) -> list[VideoJob]:
         """Sort `todo` in place, originals first, and the jobs for it (keyed by position in `todo`)."""
         todo.sort(key=lambda r: self.source_of(r) is not None)
         self.todo = todo
         todo_ids = {r.video for r in todo}
         keys = {r.video: i for i, r in enumerate(todo)}
-        jobs = [_Job(i, os.fspath(r.path), keys.get(self.source_of(r)) if self.source_of(r) in todo_ids else None)
+        jobs = [VideoJob(i, os.fspath(r.path), keys.get(self.source_of(r)) if self.source_of(r) in todo_ids else None)
                 for i, r in enumerate(todo)]
         for r in todo:
             if self.source_of(r):
                 self.dependents[self.source_of(r)] = self.dependents.get(self.source_of(r), 0) + 1
         return jobs
 
-    def keep(self, job: _Job, faces: VideoFaces) -> None:
+    def keep(self, job: VideoJob, faces: VideoFaces) -> None:
         vid = self.todo[job.key].video
         if self.dependents.get(vid) and faces.tracks:  # an original without a face: its fakes detect for themselves
             self.cache[vid] = _as_recorded(faces, self.stride)
             self.cache[vid].source = vid  # the id, not the path, goes to the fake's status file
 
-    def lookup(self, job: _Job) -> ReuseBoxes | None:
+    def lookup(self, job: VideoJob) -> ReuseBoxes | None:
         orig = self.source_of(self.todo[job.key])
         if orig is None:
             return None

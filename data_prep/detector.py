@@ -1,6 +1,6 @@
 """The face detector of extraction: MTCNN (`data_prep.mtcnn`) on the configured device, and the device choice.
 
-`FaceDetector` serves the detection requests a video job makes (`data_prep.pipeline._DetectRequest`): full
+`FaceDetector` serves the detection requests a video job makes (`data_prep.detection.DetectRequest`, the protocol): full
 detections on batches of frames, and O-Net re-fits of boxes already found. torch is imported only when a detector
 is made, so processes that never detect (extraction workers when the main process detects on a GPU) do not pay
 for it.
@@ -20,7 +20,7 @@ import numpy as np
 from data_prep.faces import Detections, ExtractConfig
 
 if TYPE_CHECKING:
-    from data_prep.pipeline import _DetectRequest
+    from data_prep.detection import DetectRequest
 
 __all__ = ["FaceDetector", "cpu_count", "resolve_device", "gpu_driver_present"]
 
@@ -125,7 +125,7 @@ class FaceDetector:
         with self._torch_threads():
             return self.mtcnn.refine_inputs(squares, crops, counts)
 
-    def run(self, request: _DetectRequest) -> list[Detections]:
+    def run(self, request: DetectRequest) -> list[Detections]:
         """Serve a video job's request: a detection, or a refinement when it carries boxes."""
         if request.boxes is None:
             return self.detect(request.frames)

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from data_prep.detector import FaceDetector
+from data_prep.detection import DetectRequest, make_detector
 from data_prep.faces import ExtractConfig, VideoFaces
-from data_prep.pipeline import Progress, ReuseBoxes, _DetectRequest, _run_inline, _video_job
+from data_prep.pipeline import Progress, ReuseBoxes, run_inline, video_job
 from data_prep.video import VideoError
-from data_prep.workers import _Job, _Pool
+from data_prep.workers import VideoJob, WorkerPool
 
 __all__ = ["FaceExtractor", "extract_faces"]
 
@@ -47,11 +47,11 @@ class FaceExtractor:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.workers = workers
-        self.detector = FaceDetector(self.config)
+        self.detector = make_detector(self.config)
         self.device = self.detector.device
         # With workers: detect in this process for all of them (default on a GPU) or in each worker (CPU).
         self.detect_in_main = self.device.startswith("cuda") if detect_in_main is None else detect_in_main
-        self._pool: _Pool | None = None  # started on first use, kept for later calls (workers load MTCNN once)
+        self._pool: WorkerPool | None = None  # started on first use, kept for later calls (workers load MTCNN once)
         self._run_id = 0
 
     def close(self) -> None:
@@ -88,7 +88,7 @@ class FaceExtractor:
         Raises:
             VideoError: the video can't be read (missing, empty, not a video, truncated, corrupt).
         """
-        return _run_inline(_video_job(os.fspath(path), self.config, reuse, jpeg=jpeg, progress=progress),
+        return run_inline(video_job(os.fspath(path), self.config, reuse, jpeg=jpeg, progress=progress),
                            self.detector)
 
     def extract_many(self, paths: Iterable[str | os.PathLike], *, jpeg: bool = False,
@@ -104,7 +104,7 @@ class FaceExtractor:
         Yields:
             (path as given, VideoFaces or VideoError).
         """
-        jobs = [_Job(i, os.fspath(p)) for i, p in enumerate(paths)]
+        jobs = [VideoJob(i, os.fspath(p)) for i, p in enumerate(paths)]
         pending: dict[int, VideoFaces | VideoError] = {}
         next_key = 0
         for job, result in self.run_jobs(jobs, jpeg=jpeg, progress=progress):
@@ -113,11 +113,11 @@ class FaceExtractor:
                 yield jobs[next_key].path, pending.pop(next_key)
                 next_key += 1
 
-    def run_jobs(self, jobs: list[_Job], jpeg: bool,
-                 keep_boxes: Callable[[_Job, VideoFaces], None] | None = None,
-                 reuse_lookup: Callable[[_Job], ReuseBoxes | None] | None = None,
+    def run_jobs(self, jobs: list[VideoJob], jpeg: bool,
+                 keep_boxes: Callable[[VideoJob, VideoFaces], None] | None = None,
+                 reuse_lookup: Callable[[VideoJob], ReuseBoxes | None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
-                 ) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
+                 ) -> Iterator[tuple[VideoJob, VideoFaces | VideoError]]:
         """Run jobs, results in completion order; a job with `reuse_from` waits for that job and crops with its boxes.
 
         The engine behind `extract_many` and `data_prep.dataset.extract_dataset`.
@@ -134,8 +134,8 @@ class FaceExtractor:
                 reuse = reuse_lookup(job) if reuse_lookup else None
                 report = (lambda done, total, path=job.path: progress(path, done, total)) if progress else None
                 try:
-                    result: VideoFaces | VideoError = _run_inline(
-                        _video_job(job.path, self.config, reuse, jpeg, progress=report), self.detector)
+                    result: VideoFaces | VideoError = run_inline(
+                        video_job(job.path, self.config, reuse, jpeg, progress=report), self.detector)
                 except VideoError as err:
                     result = err
                 except Exception as err:  # keep a batch going; the reason says what happened
@@ -148,9 +148,9 @@ class FaceExtractor:
         yield from self._run_pool(jobs, jpeg, keep_boxes, reuse_lookup, progress)
 
     def _run_pool(self, jobs, jpeg, keep_boxes, reuse_lookup,
-                  progress=None) -> Iterator[tuple[_Job, VideoFaces | VideoError]]:
+                  progress=None) -> Iterator[tuple[VideoJob, VideoFaces | VideoError]]:
         if self._pool is None:
-            self._pool = _Pool(self.workers, self.config, central_detection=self.detect_in_main)
+            self._pool = WorkerPool(self.workers, self.config, central_detection=self.detect_in_main)
         pool = self._pool
         self._run_id += 1
         run = self._run_id  # results of an earlier call stopped midway carry another run id and are ignored
@@ -213,9 +213,9 @@ class FaceExtractor:
             if unfinished:
                 pool.cancel_queued()
 
-    def _serve(self, pool: _Pool, requests: list[tuple[int, _DetectRequest]]) -> None:
+    def _serve(self, pool: WorkerPool, requests: list[tuple[int, DetectRequest]]) -> None:
         """Detect for workers (GPU mode): the frames of all pending requests of one kind and size go in one batch."""
-        groups: dict[tuple, list[tuple[int, _DetectRequest]]] = {}
+        groups: dict[tuple, list[tuple[int, DetectRequest]]] = {}
         for wid, request in requests:  # detections by frame size, and re-fits the workers prepared (`_RemoteDetector`)
             key = ("detect", request.frames.shape[1:]) if request.boxes is None else ("refit",)
             groups.setdefault(key, []).append((wid, request))

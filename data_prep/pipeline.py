@@ -1,7 +1,7 @@
 """One video's face extraction: decode -> detect -> track -> crop, as a generator that asks for its detections.
 
-A video job (`_video_job`) yields detection requests (`_DetectRequest`) and receives their results, so the same
-code runs with the detector in this process (`_run_inline`) or in another one (`data_prep.workers`, where on a GPU
+A video job (`video_job`) yields detection requests (`DetectRequest`) and receives their results, so the same
+code runs with the detector in this process (`run_inline`) or in another one (`data_prep.workers`, where on a GPU
 the main process batches the requests of many workers). Per video:
 
 1. Decode every `stride`-th frame once (`data_prep.video.iter_decoded`), in chunks of at most `chunk_mb` of
@@ -36,18 +36,15 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data_prep.detection import DetectRequest, FaceDetectorProtocol
 from data_prep.faces import ExtractConfig, FaceTrack, VideoFaces, encode_jpeg
 from data_prep.track import Tracker, greedy_match, square_crop
 from data_prep.video import DecodedFrame, iter_decoded, probe
 
-if TYPE_CHECKING:
-    from data_prep.detector import FaceDetector
-
-__all__ = ["Progress", "ReuseBoxes"]
+__all__ = ["Progress", "ReuseBoxes", "video_job", "run_inline"]
 
 Progress = Callable[[int, int], None]  # (frames of the video done, frames in it)
 # boxes (N, 4), scores (N,), detected (N,) bool, landmarks (N, 5, 2)
@@ -79,38 +76,6 @@ class ReuseBoxes:
             for f, b, s, p in zip(frames, boxes, scores, points):
                 out.setdefault(int(f), []).append((track, b, float(s), p))
         return out
-
-
-@dataclass
-class _DetectRequest:
-    """Frames to detect faces in, or boxes to re-fit; or a re-fit prepared for O-Net (`prepared`).
-
-    A prepared request carries no frames, only O-Net's inputs: the squared boxes of all its frames and their 48x48
-    resamplings (`data_prep.resample.onet_inputs`), about 7 KB a face instead of a 640x360 frame (691 KB) to send
-    from a worker to the process that detects.
-    """
-
-    frames: np.ndarray | None  # (B, h, w, 3) uint8 detection copies of sampled frames (None when prepared)
-    boxes: list[np.ndarray] | None = None  # per frame, boxes to refine (None: detect)
-    squares: np.ndarray | None = None  # prepared: (N, 4) float32, the boxes squared
-    crops: np.ndarray | None = None  # prepared: (N, 48, 48, 3) uint8 O-Net inputs
-
-    @property
-    def prepared(self) -> bool:
-        return self.squares is not None
-
-    def __len__(self) -> int:
-        """Frames the request is about: one result each."""
-        return len(self.boxes) if self.boxes is not None else len(self.frames)
-
-    def for_sending(self) -> _DetectRequest:
-        """The request to send to another process: a re-fit becomes a prepared one (O-Net's inputs, not frames)."""
-        if self.boxes is None or self.prepared:
-            return self
-        from data_prep.resample import onet_inputs
-
-        squares, crops = onet_inputs(self.frames, self.boxes)
-        return _DetectRequest(None, self.boxes, squares, crops)
 
 
 _END = object()
@@ -185,7 +150,7 @@ def _chunks(path: str, config: ExtractConfig, chunk_len: int, small_size: tuple[
 
 def _detect_chunk(small: np.ndarray, config: ExtractConfig,
                   carry: tuple[np.ndarray, _Detections] | None = None
-                  ) -> Generator[_DetectRequest, list, list[_Detections]]:
+                  ) -> Generator[DetectRequest, list, list[_Detections]]:
     """Boxes for every frame of a chunk, detecting in full only where the frames around can't be trusted.
 
     Args:
@@ -208,10 +173,10 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
     if offset:
         dets[0] = carry[1]
 
-    def run(indices: list[int]) -> Generator[_DetectRequest, list, None]:
+    def run(indices: list[int]) -> Generator[DetectRequest, list, None]:
         if not indices:
             return
-        results = yield _DetectRequest(small[indices])
+        results = yield DetectRequest(small[indices])
         for i, (boxes, scores, points) in zip(indices, results):
             keep = scores >= config.min_score
             dets[i] = (boxes[keep], scores[keep], np.ones(int(keep.sum()), bool), points[keep])
@@ -239,7 +204,7 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
     if config.refine_between and between:
         # O-Net re-fits each interpolated box where the face is in this frame; a frame where it no longer sees a
         # face there (the face turned, left or moved unlike the interpolation) is detected in full instead.
-        results = yield _DetectRequest(small[between], [dets[i][0] for i in between])
+        results = yield DetectRequest(small[between], [dets[i][0] for i in between])
         for i, (boxes, scores, points) in zip(between, results):
             if (scores >= config.min_score).all():
                 dets[i] = (boxes, scores, np.ones(len(boxes), bool), points)
@@ -249,8 +214,8 @@ def _detect_chunk(small: np.ndarray, config: ExtractConfig,
     return dets[offset:]  # type: ignore[return-value]
 
 
-def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None, jpeg: bool = False,
-               overlap: bool = True, progress: Progress | None = None) -> Generator[_DetectRequest, list, VideoFaces]:
+def video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None, jpeg: bool = False,
+               overlap: bool = True, progress: Progress | None = None) -> Generator[DetectRequest, list, VideoFaces]:
     """Extract the faces of one video; yields detection requests, receives their results, returns VideoFaces.
 
     `progress`, when given, is called after each chunk of frames with (frames of the video done, frames in it).
@@ -335,7 +300,7 @@ def _video_job(path: str, config: ExtractConfig, reuse: ReuseBoxes | None = None
                       damaged_frames=int(stats.get("damaged_frames", 0)))
 
 
-def _run_inline(job: Generator, detector: FaceDetector) -> VideoFaces:
+def run_inline(job: Generator, detector: FaceDetectorProtocol) -> VideoFaces:
     """Drive a video job in this process."""
     try:
         request = next(job)

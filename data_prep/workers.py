@@ -6,7 +6,7 @@ workers decode, track and crop while the parent process detects for all of them 
 detection requests to the parent and waits for the answer), batching their frames: one process drives the GPU.
 
 Messages on the shared results queue are ``(kind, worker id, tag, payload)``: ``start`` (a worker took the job
-tagged so), ``progress`` ((frames done, frames)), ``detect`` (a `_DetectRequest` to serve, answered on that
+tagged so), ``progress`` ((frames done, frames)), ``detect`` (a `DetectRequest` to serve, answered on that
 worker's own replies queue), ``done`` (VideoFaces or VideoError) and ``fatal`` (the worker could not make its
 detector). The parent's side of the protocol is `data_prep.extractor.FaceExtractor`.
 """
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import cv2
 
-from data_prep.detector import FaceDetector, cpu_count
+from data_prep.detection import DetectRequest, make_detector
+from data_prep.detector import cpu_count
 from data_prep.faces import Detections, ExtractConfig, VideoFaces
-from data_prep.pipeline import ReuseBoxes, _DetectRequest, _run_inline, _video_job
+from data_prep.pipeline import ReuseBoxes, run_inline, video_job
 from data_prep.video import VideoError
 
 __all__ = ["default_workers", "die_with_parent"]
@@ -66,7 +67,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 @dataclass
-class _Job:
+class VideoJob:
     key: int
     path: str
     reuse_from: int | None = None  # key of the job whose boxes this one reuses (a DFDC fake's original)
@@ -78,7 +79,7 @@ class _RemoteDetector:
     def __init__(self, wid: int, key_of: Callable[[], object], results, replies) -> None:
         self.wid, self.key_of, self.results, self.replies = wid, key_of, results, replies
 
-    def run(self, request: _DetectRequest) -> list[Detections]:
+    def run(self, request: DetectRequest) -> list[Detections]:
         # A re-fit goes as O-Net's inputs (7 KB a face), not as the frames (691 KB each at 640x360).
         self.results.put(("detect", self.wid, self.key_of(), request.for_sending()))
         return self.replies.get()
@@ -103,7 +104,7 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
 
             torch.set_num_threads(torch_threads)
         try:
-            detector = FaceDetector(config)
+            detector = make_detector(config)
         except Exception as err:  # e.g. CUDA out of memory: every video of this worker would fail the same way
             results.put(("fatal", wid, None, f"{type(err).__name__}: {err}"))
             return
@@ -118,7 +119,7 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
         results.put(("start", wid, key, None))
         progress = (lambda done, total, key=key: results.put(("progress", wid, key, (done, total)))) if report else None
         try:
-            result: VideoFaces | VideoError = _run_inline(_video_job(path, config, reuse, jpeg, overlap, progress),
+            result: VideoFaces | VideoError = run_inline(video_job(path, config, reuse, jpeg, overlap, progress),
                                                           detector)
         except VideoError as err:
             result = err
@@ -128,7 +129,7 @@ def _worker_main(wid: int, config: ExtractConfig, torch_threads: int, tasks, res
         results.put(("done", wid, key, result))
 
 
-class _Pool:
+class WorkerPool:
     """N worker processes (spawned) extracting whole videos from one task queue.
 
     With `central_detection` (a GPU) the workers have no detector and send their requests to the process that

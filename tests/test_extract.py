@@ -16,10 +16,11 @@ import pytest
 from skimage import data as skdata
 
 from data_prep.dataset import shard_of
+from data_prep.detection import DetectRequest
 from data_prep.extractor import FaceExtractor
 from data_prep.faces import ExtractConfig, VideoFaces
 from data_prep.index import INDEX_COLUMNS
-from data_prep.pipeline import _detect_chunk, _DetectRequest
+from data_prep.pipeline import _detect_chunk
 from data_prep.track import Tracker, crop_box, greedy_match, iou_matrix, square_crop
 from data_prep.video import VideoError, iter_frames
 from data_prep.video_writer import write_video
@@ -156,7 +157,7 @@ def _scripted(frames_boxes: list[list[list[float]]], config: ExtractConfig,
     try:
         request = next(job)
         while True:
-            assert isinstance(request, _DetectRequest)
+            assert isinstance(request, DetectRequest)
             indices = [int(f[0, 0, 0]) for f in request.frames]
             if request.boxes is None:
                 asked += indices
@@ -329,10 +330,10 @@ def test_a_refit_sent_to_another_process_goes_as_onet_inputs(extractor, videos):
     small = np.stack([cv2.resize(f, (480, 240)) for f in frames])
     detector = extractor.detector
     boxes = [d.boxes for d in detector.detect(small)]
-    request = _DetectRequest(small, boxes)
+    request = DetectRequest(small, boxes)
     sent = request.for_sending()
     assert sent.prepared and not request.prepared and len(sent) == len(request) == len(small)
-    assert sent.for_sending() is sent and _DetectRequest(small).for_sending().crops is None  # detections go as they are
+    assert sent.for_sending() is sent and DetectRequest(small).for_sending().crops is None  # detections go as they are
     assert len(pickle.dumps(sent)) < 0.05 * len(pickle.dumps(request))
     for (b1, p1, _), (b2, p2, _) in zip(detector.run(request), detector.run(sent)):
         assert np.array_equal(b1, b2) and np.array_equal(p1, p2)
