@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_prep.mtcnn import weights_folder
+from data_prep.mtcnn_backend import weights_folder
 
 __all__ = ["PNet", "RNet", "ONet", "load_nets", "weights_folder", "roi_align", "TorchNets",
            "NETS_BATCH"]
@@ -156,7 +156,7 @@ class TorchNets:
 
     @torch.inference_mode()
     def pnet(self, frames: _Frames, sizes: list[tuple[int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from data_prep.mtcnn import normalise, opencv_pyramid
+        from data_prep.mtcnn_backend import normalise, opencv_pyramid
 
         if self.opencv_resampling:
             levels = (torch.from_numpy(normalise(level)) for level in opencv_pyramid(frames.array, sizes))
@@ -171,7 +171,7 @@ class TorchNets:
     def stage(self, name: str, frames: _Frames, boxes: np.ndarray, owner: np.ndarray, side: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if self.opencv_resampling:  # OpenCV's area resize of each box: cheaper on the CPU than roi_align
-            from data_prep.mtcnn import cpu_stage_inputs
+            from data_prep.mtcnn_backend import cpu_stage_inputs
 
             crops = torch.from_numpy(cpu_stage_inputs(frames.array, boxes, owner, side))
         else:  # one batched call: a loop of small operations would leave a GPU idle
@@ -185,7 +185,7 @@ class TorchNets:
 
     @torch.inference_mode()
     def onet(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from data_prep.mtcnn import normalise
+        from data_prep.mtcnn_backend import normalise
 
         return self._run(self.onet_, torch.from_numpy(normalise(crops)))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.files import cache_folder
-from data_prep.mtcnn import cpu_stage_inputs, normalise, opencv_pyramid, weights_folder
+from data_prep.mtcnn_backend import cpu_stage_inputs, normalise, opencv_pyramid, weights_folder
 
 __all__ = ["OnnxNets", "export_nets", "nets_folder", "TOLERANCE", "NAMES"]
 
