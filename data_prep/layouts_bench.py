@@ -40,7 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_prep.files import CsvError, iter_videos, read_csv_dicts
-from data_prep.layouts import LayoutError, LayoutResult, VideoRecord, parse_label, parse_split
+from data_prep.layout_records import LayoutError, LayoutResult, VideoRecord, parse_label, parse_split
 
 __all__ = ["FFPP_METHODS", "COMPRESSIONS", "detect_bench_layout", "find_bench_videos"]
 
