@@ -40,7 +40,8 @@ import numpy as np
 
 from data_prep.files import atomic_write, cache_folder, sha256_of
 from deepfake.calibration import apply_calibration
-from deepfake.inference import Detector
+from deepfake.detector import Detector
+from deepfake.runtime import load_by_suffix  # noqa: F401 - public here too (`Detector.load`)
 
 __all__ = ["RUNTIMES", "Loaded", "NumpyDetector", "export_cache", "load_model", "load_by_suffix", "detector_for",
            "onnx_runtime_installed"]
@@ -197,18 +198,6 @@ def _remove(*paths: Path) -> None:
     for p in paths:
         with contextlib.suppress(OSError):
             p.unlink()
-
-
-def load_by_suffix(path: str | os.PathLike, device: str = "auto"):
-    """(model, meta) of a weights file by its suffix alone: .onnx / .pt2 -> an exported net (`deepfake.runtime`,
-    without timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`); `Detector.load`'s."""
-    from deepfake.runtime import exported_format, load_exported
-
-    if exported_format(path):
-        return load_exported(path, device)
-    from deepfake.checkpoint import load_detector
-
-    return load_detector(path)
 
 
 def detector_for(loaded: Loaded, config) -> Detector:

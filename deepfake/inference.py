@@ -28,27 +28,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from data_prep.video import MAX_PIXELS
-from deepfake.calibration import apply_calibration, calibration_of
+from deepfake.detector import PRECISIONS, Detector  # where they are defined; public here too
 from deepfake.inputs import collect_videos
-from deepfake.scoring import (
-    TrackScore,
-    contributions_of,
-    error_result,
-    steps_of,
-    track_p_fake,
-    track_windows,
-    video_result,
-)
+from deepfake.scoring import error_result, video_result
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
            "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces",
            "PRECISIONS"]
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 # ------------------------------------------------------------------------------------------------- settings
@@ -100,164 +90,6 @@ class PredictConfig:
             raise ValueError(f"--stride must be an integer >= 1 (keep every N-th frame), got {self.stride}")
         if not (isinstance(self.workers, int) and self.workers >= 0):
             raise ValueError(f"--workers must be an integer >= 0, got {self.workers}")
-
-
-# ------------------------------------------------------------------------------------------------- the model
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (oneDNN says so: AVX512-BF16 or AMX)."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.mkldnn.is_available()
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class Detector:
-    """A loaded deepfake detector, ready to score face crops.
-
-    Args:
-        model: a `deepfake.model.DeepfakeDetector` (or any module mapping (B, T, 3, H, W) to (B, T) logits), or an
-            exported net (`deepfake.runtime.OnnxNet`, `ProgramNet`: a callable with the same input and output that
-            runs where it was loaded, in float32). Only how a batch of windows becomes logits differs between them.
-        meta: the checkpoint's meta: `img_size`, `mean`, `std`, `seq_len` (and `margin`, `stride` for extraction).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (an exported net keeps its own).
-        batch_size: windows per forward pass.
-        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in
-            float32.
-        calibrated: apply the calibration recorded in `meta` (if any) to every step's logit.
-
-    Example:
-        >>> detector = Detector.load("detector.pt", device="auto")
-        >>> p_fake, steps = detector.score_tracks([crops])[0]   # crops: (N, S, S, 3) uint8 RGB
-    """
-
-    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8, precision: str = "auto",
-                 calibrated: bool = True) -> None:
-        import torch
-
-        from data_prep.detector import resolve_device
-
-        self.read_meta(meta, batch_size, calibrated)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        # An exported net (ONNX Runtime, torch.export) is a float32 graph on the device it was loaded for.
-        self.exported = not isinstance(model, torch.nn.Module)
-        if self.exported:
-            if precision not in ("auto", "fp32"):
-                raise ValueError(f"--precision {precision}: an exported model runs in float32 (the precision it "
-                                 f"was exported in); use the PyTorch weights for {precision}")
-            precision = "fp32"
-        self.device = torch.device(model.device if self.exported else resolve_device(device))
-        self.model = model if self.exported else model.eval().to(self.device)
-        if precision == "auto":
-            # bf16 only where the hardware computes it natively (1.5-3x faster on such CPUs; emulated, hence slower,
-            # elsewhere); GPUs before Ampere get fp16, which their tensor cores (or P100's fp16 units) run.
-            if self.device.type == "cuda":
-                precision = "bf16" if torch.cuda.get_device_capability(self.device)[0] >= 8 else "fp16"
-            else:
-                precision = "bf16" if _cpu_has_bf16() else "fp32"
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        self.precision = precision
-        if hasattr(self.model, "set_channels_last"):
-            self.model.set_channels_last(True)  # faster convolutions on tensor cores and oneDNN
-        self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
-        self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
-
-    def read_meta(self, meta: dict, batch_size: int, calibrated: bool) -> None:
-        """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them)."""
-        for key in ("img_size", "mean", "std"):
-            if meta.get(key) is None:
-                raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
-        self.meta = dict(meta)
-        self.calibration = calibration_of(meta) if calibrated else None
-        self.img_size = int(meta["img_size"])
-        # Without a recorded training length, a whole track is one window (the LSTM reads it all).
-        self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
-        self.batch_size = max(1, int(batch_size))
-        self.runtime, self.runtime_note = "torch", None  # set by load_predictor (`deepfake.fastpath`)
-
-    @classmethod
-    def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
-             precision: str = "auto", calibrated: bool = True) -> Detector:
-        """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading) or an exported
-        detector (.onnx, .pt2: `deepfake.runtime.load_exported`)."""
-        from deepfake.fastpath import load_by_suffix
-
-        return cls(*load_by_suffix(weights, device), device=device, batch_size=batch_size, precision=precision,
-                   calibrated=calibrated)
-
-    def prepare(self, crops: np.ndarray):
-        """(B, T, S, S, 3) uint8 RGB crops -> the model's input, (B, T, 3, img_size, img_size) float on the device."""
-        import torch
-
-        batch = np.stack([self._resize(np.asarray(c, dtype=np.uint8)) for c in crops])
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        # Normalise on the device: uint8 is a quarter of the bytes of float32 to move there.
-        return (x.permute(0, 1, 4, 2, 3).float() - self._mean) / self._std  # (B, T, 3, S, S)
-
-    def probabilities(self, logits):
-        """(B, T) logits of the model -> (B, T) p(fake) as reported: calibrated when the detector is."""
-        import torch
-
-        return torch.sigmoid(apply_calibration(logits.float(), self.calibration))
-
-    def _resize(self, crops: np.ndarray) -> np.ndarray:
-        """Crops of another size (extracted at the training crops' size) to the model's input size, by the rule
-        training's loader uses (`data_prep.track.resize_crop`)."""
-        if crops.shape[1:3] == (self.img_size, self.img_size):
-            return crops
-        from data_prep.track import resize_crop
-
-        return np.stack([resize_crop(c, self.img_size) for c in crops])
-
-    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
-        """B windows of (T, S, S, 3) uint8 crops -> (B, T) per-step p(fake)."""
-        import torch
-
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32"):
-            logits = self.model(self.prepare(batch))
-        return self.probabilities(logits).cpu().numpy()
-
-    def score_tracks(self, tracks: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
-        """Score face tracks: (p_fake, per-step p_fake) per track (`score_tracks_in_detail` has more)."""
-        return [(t.p_fake, t.steps) for t in self.score_tracks_in_detail(tracks)]
-
-    def score_tracks_in_detail(self, tracks: Sequence[np.ndarray]) -> list[TrackScore]:
-        """Score face tracks.
-
-        Args:
-            tracks: per track, its crops in frame order, (N, S, S, 3) uint8 RGB (resized when S != img_size), or
-                anything with a length whose slices give such arrays (`data_prep.faces.JpegCrops`: crops are
-                then decoded window by window, so a long video never sits in memory uncompressed).
-
-        Returns:
-            Per track, its `TrackScore` by `deepfake.scoring`'s rule. A track without crops gives p_fake nan.
-        """
-        windows = [(i, s, e) for i, t in enumerate(tracks) for s, e in track_windows(len(t), self.seq_len)]
-        # Windows of equal length batch together without padding (only tracks shorter than seq_len differ).
-        by_len: dict[int, list[int]] = {}
-        for w, (_, s, e) in enumerate(windows):
-            by_len.setdefault(e - s, []).append(w)
-        probs: list[np.ndarray | None] = [None] * len(windows)
-        for group in by_len.values():
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
-                batch = [tracks[windows[w][0]][windows[w][1]:windows[w][2]] for w in chunk]
-                for w, p in zip(chunk, self._forward(batch)):
-                    probs[w] = p
-        out = []
-        for i, t in enumerate(tracks):
-            mine = [w for w, (ti, _, _) in enumerate(windows) if ti == i]
-            spans, p = [windows[w][1:] for w in mine], [probs[w] for w in mine]
-            out.append(TrackScore(track_p_fake([float(q[-1]) for q in p]), steps_of(len(t), spans, p),
-                                  [(s, e, float(q[-1])) for (s, e), q in zip(spans, p)],
-                                  contributions_of(len(t), spans, p)))
-        return out
 
 
 # ----------------------------------------------------------------------------------------------- one video

@@ -28,7 +28,7 @@ from typing import Any
 
 from data_prep.files import OneLineError
 
-__all__ = ["ExportError", "FORMATS", "META_KEY", "META_FILE", "INPUT", "OUTPUT", "exported_format",
+__all__ = ["ExportError", "FORMATS", "META_KEY", "META_FILE", "INPUT", "OUTPUT", "exported_format", "load_by_suffix",
            "load_exported", "check_program", "OnnxNet", "ProgramNet"]
 
 # format name (`deepfake export --format`) -> file suffix
@@ -224,3 +224,15 @@ def load_exported(path: str | os.PathLike, device: str = "auto") -> tuple[OnnxNe
     else:
         raise ExportError(f"{path}: not an exported detector (expected {' or '.join(FORMATS.values())})")
     return net, net.meta
+
+
+def load_by_suffix(path: str | os.PathLike, device: str = "auto"):
+    """(model, meta) of a weights file by its suffix alone: .onnx / .pt2 -> an exported net (`deepfake.runtime`,
+    without timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`); `deepfake.detector.Detector.load`'s."""
+    from deepfake.runtime import exported_format, load_exported
+
+    if exported_format(path):
+        return load_exported(path, device)
+    from deepfake.checkpoint import load_detector
+
+    return load_detector(path)
