@@ -20,14 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from data_prep.files import atomic_write, csv_text
-from deepfake.evaluation import (
-    EvaluateConfig,
-    EvaluationError,
-    LabelledVideo,
-    json_text,
-    score_videos,
-    summarize,
-)
+from deepfake.labelled import EvaluateConfig, EvaluationError, LabelledVideo, score_videos
+from deepfake.summary import json_text, summarize
 from deepfake.inference import Detector
 from deepfake.metrics import format_metrics
 from deepfake.scoring import error_result
