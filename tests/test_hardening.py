@@ -199,14 +199,14 @@ def test_a_write_error_is_that_videos_failure(synth_dataset, tmp_path, monkeypat
     import data_prep.dataset as dataset
     from deepfake.cli import extract
 
-    real_write = dataset._write_video
+    real_write = dataset.write_video_part
 
     def full_disk(out, record, result, margin):
         if record.video == "real/clip_0000.mp4":
             raise OSError(28, "No space left on device")
         return real_write(out, record, result, margin)
 
-    monkeypatch.setattr(dataset, "_write_video", full_disk)
+    monkeypatch.setattr(dataset, "write_video_part", full_disk)
     out = tmp_path / "out"
     assert extract.main([str(synth_dataset), str(out), *EXTRACT_ARGS]) == 0
     failures = {r["video"]: r["reason"] for r in read_csv_dicts(out / "failures.csv")}
@@ -233,7 +233,7 @@ def test_reused_boxes_are_the_recorded_ones_in_memory_and_after_a_resume(synth_d
     to 2 decimals, where an uninterrupted run reused the unrounded ones. Both now reuse the recorded values."""
     import numpy as np
 
-    from data_prep import dataset
+    from data_prep import parts
     from data_prep.extractor import FaceExtractor
     from data_prep.faces import ExtractConfig
     from data_prep.layouts import VideoRecord
@@ -241,10 +241,10 @@ def test_reused_boxes_are_the_recorded_ones_in_memory_and_after_a_resume(synth_d
     clip = next(iter_videos(synth_dataset / "real"))
     faces = FaceExtractor(ExtractConfig(stride=2, size=64, device="cpu")).extract(clip, jpeg=True)
     record = VideoRecord(clip, "real/a.mp4", 0, "", "real/a.mp4")
-    dataset._write_video(tmp_path, record, faces, 0.3)
-    loaded = dataset._load_boxes(tmp_path, "real/a.mp4", 2)
-    in_memory = dataset._as_recorded(faces, 2)
-    raw = [track[2] for track in dataset.ReuseBoxes.from_faces(faces, 2).tracks]
+    parts.write_video_part(tmp_path, record, faces, 0.3)
+    loaded = parts._load_boxes(tmp_path, "real/a.mp4", 2)
+    in_memory = parts._as_recorded(faces, 2)
+    raw = [track[2] for track in parts.ReuseBoxes.from_faces(faces, 2).tracks]
     assert not all(np.array_equal(a, b[2]) for a, b in zip(raw, loaded.tracks))  # rounding does change them
     for (t1, f1, b1, s1, p1), (t2, f2, b2, s2, p2) in zip(in_memory.tracks, loaded.tracks):
         assert t1 == t2 and np.array_equal(f1, f2) and np.array_equal(b1, b2) and np.array_equal(s1, s2)
