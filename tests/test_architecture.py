@@ -114,3 +114,129 @@ def test_library_modules_stay_small():
         if len(lines) > 600 and "longer than 600 lines" not in "\n".join(lines[:40]):
             long.append(f"{path.relative_to(ROOT)} ({len(lines)} lines)")
     assert long == []
+
+
+# ------------------------------------------------------------------------------- private names and cycles
+
+
+def _library_files(root: Path) -> list[Path]:
+    return sorted([*(root / "data_prep").rglob("*.py"), *(root / "deepfake").rglob("*.py")])
+
+
+def _is_module(root: Path, module: str) -> bool:
+    base = root.joinpath(*module.split("."))
+    return base.with_suffix(".py").is_file()
+
+
+def private_imports(root: Path) -> list[str]:
+    """Every private name (`_x`, not dunder) that a module of the project takes from another module of the project:
+    `from m import _x`, or `m._x` on a name bound by `import m` / `from pkg import m`."""
+    bad = []
+    for path in _library_files(root):
+        module = module_name(path, root)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        aliases: dict[str, str] = {}  # local name -> project module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module and layer_of(node.module):
+                for alias in node.names:
+                    name = alias.name
+                    if _is_module(root, f"{node.module}.{name}"):
+                        aliases[alias.asname or name] = f"{node.module}.{name}"
+                    elif name.startswith("_") and not name.startswith("__") and node.module != module:
+                        bad.append(f"{path.relative_to(root)}:{node.lineno}: {module} imports {node.module}.{name}")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if layer_of(alias.name) and alias.asname:
+                        aliases[alias.asname] = alias.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and aliases[node.value.id] != module):
+                bad.append(f"{path.relative_to(root)}:{node.lineno}: {module} uses "
+                           f"{aliases[node.value.id]}.{node.attr}")
+    return bad
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Cycles between modules of the project (imports inside functions count: a lazy import hides a cycle from
+    Python, not from the design). Edges go to modules (files), not to the packages they sit in."""
+    graph: dict[str, set[str]] = {}
+    for path in _library_files(root):
+        module = module_name(path, root)
+        targets = set()
+        for _, target in imports_of(path, module):
+            if layer_of(target) and target != module and _is_module(root, target):
+                targets.add(target)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):  # `from deepfake import scoring` imports the module deepfake.scoring
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module and layer_of(node.module):
+                targets |= {f"{node.module}.{a.name}" for a in node.names if _is_module(root, f"{node.module}.{a.name}")}
+        graph[module] = targets - {module}
+    # Tarjan's strongly connected components; a component of more than one module is a cycle
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_private_name_crosses_modules():
+    assert private_imports(ROOT) == []
+
+
+def test_no_import_cycle_between_modules():
+    assert import_cycles(ROOT) == []
+
+
+def _tiny_tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for package in ("data_prep", "deepfake"):
+        (tmp_path / package).mkdir(parents=True, exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    for name, source in files.items():
+        (tmp_path / name).write_text(source)
+    return tmp_path
+
+
+@pytest.mark.parametrize("source", [
+    "from data_prep.a import _helper\n",
+    "def f():\n    from data_prep.a import _helper\n",
+    "from data_prep import a\nx = a._helper\n",
+    "import data_prep.a as a\nx = a._helper\n",
+])
+def test_a_private_import_is_caught(tmp_path, source):
+    root = _tiny_tree(tmp_path, {"data_prep/a.py": "def _helper(): pass\nx = _helper\n", "deepfake/b.py": source})
+    bad = private_imports(root)
+    assert len(bad) == 1 and bad[0].startswith("deepfake/b.py"), bad
+
+
+def test_a_cycle_is_caught_even_when_lazy(tmp_path):
+    root = _tiny_tree(tmp_path, {"deepfake/a.py": "from deepfake.b import y\nx = 1\n",
+                                 "deepfake/b.py": "def y():\n    from deepfake import a\n",
+                                 "deepfake/c.py": "from deepfake.a import x\n"})
+    assert import_cycles(root) == [["deepfake.a", "deepfake.b"]]
