@@ -33,10 +33,10 @@ recomputed from the stored scores every run.
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +51,8 @@ from deepfake.scoring import RULE
 
 __all__ = ["BenchmarkError", "TestSet", "BenchmarkConfig", "load_config", "score_set", "run_benchmark",
            "VIDEO_COLUMNS", "FRAME_COLUMNS"]
+
+log = logging.getLogger(__name__)
 
 VIDEO_COLUMNS = ["video", "label", "dataset", "method", "status", "p_fake", "error"]
 FRAME_COLUMNS = ["video", "frame", "label", "method", "p_fake"]
@@ -243,8 +245,8 @@ def _read_scores(folder: Path) -> tuple[list[dict], list[dict]]:
 
 
 def run_benchmark(config: BenchmarkConfig, predict_config: PredictConfig | None = None, rescore: bool = False,
-                  progress: bool = False, say: Callable[[str], None] = print,
-                  warn: Callable[[str], None] = lambda m: print(f"deepfake benchmark: {m}", file=sys.stderr)) -> dict:
+                  progress: bool = False, say: Callable[[str], None] = log.info,
+                  warn: Callable[[str], None] = log.warning) -> dict:
     """Score every test set not scored yet, then write the table (module docstring).
 
     Args:

@@ -9,8 +9,8 @@ others go on.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +19,8 @@ from deepfake.evaluation import EvaluateConfig, EvaluationError, evaluate
 from deepfake.inference import PredictConfig, load_predictor
 
 __all__ = ["CROSS_COLUMNS", "set_names", "evaluate_sets", "markdown_table"]
+
+log = logging.getLogger(__name__)
 
 CROSS_COLUMNS = ["set", "n", "n_real", "n_fake", "auc", "logloss", "balanced_logloss", "accuracy", "eer", "ece",
                  "source", "error"]
@@ -54,8 +56,8 @@ def evaluate_sets(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
                   weights: str | os.PathLike | None = None, sha256: str | None = None,
                   predict_config: PredictConfig | None = None, config: EvaluateConfig | None = None,
                   progress: bool = False,
-                  say: Callable[[str], None] = print,
-                  warn: Callable[[str], None] = lambda m: print(f"deepfake evaluate: {m}", file=sys.stderr),
+                  say: Callable[[str], None] = log.info,
+                  warn: Callable[[str], None] = log.warning,
                   ) -> list[dict]:
     """Evaluate one detector on several sets; write OUT/<set>/ for each and OUT/cross.csv, OUT/cross.md.
 

@@ -55,9 +55,9 @@ scored, 2 for a usage error (bad SOURCE, missing weights, bad option).
 
 from __future__ import annotations
 
+import logging
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +81,8 @@ from deepfake.summary import (
 __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
            "video_label", "load_video_tracks", "summarize", "evaluate", "counted_as", "PREDICTION_COLUMNS"]
 
+log = logging.getLogger(__name__)
+
 
 # ------------------------------------------------------------------------------------------------ one call
 
@@ -103,8 +105,8 @@ def _index_settings(folder: Path, detector: Detector, warn: Callable[[str], None
 def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | os.PathLike | None = None,
              sha256: str | None = None, predict_config: PredictConfig | None = None,
              config: EvaluateConfig | None = None, progress: bool = False,
-             say: Callable[[str], None] = print,
-             warn: Callable[[str], None] = lambda m: print(f"deepfake evaluate: {m}", file=sys.stderr),
+             say: Callable[[str], None] = log.info,
+             warn: Callable[[str], None] = log.warning,
              predictor: tuple | None = None) -> dict:
     """Evaluate a detector on a labelled set and write the outputs (module docstring) into `out`.
 

@@ -19,6 +19,7 @@ as a table, JSON, JSON Lines or CSV.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 
 import os
@@ -37,6 +38,8 @@ from deepfake.scoring import error_result, video_result
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
            "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces",
            "PRECISIONS"]
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -215,8 +218,7 @@ def _predictions(paths, detector, extractor, threshold, names, progress) -> Iter
             done += 1
     except Exception as err:  # the extractor itself broke: report the rest one by one instead of stopping
         reason = f"{type(err).__name__}: {err}"
-        print(f"deepfake predict: warning: batch extraction failed ({reason}); going on file by file",
-              file=sys.stderr)
+        log.warning("batch extraction failed (%s); going on file by file", reason)
         for path, name in zip(paths[done:], names[done:]):
             start = time.perf_counter()
             try:

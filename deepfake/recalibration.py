@@ -18,6 +18,7 @@ written atomically, by default beside the weights as ``<name>.calibrated.pt``. A
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from deepfake.calibration import VideoLogits, calibration_of, fit_calibration, v
 from deepfake.inference import Detector, PredictConfig, load_predictor
 
 __all__ = ["LogitScorer", "Recalibration", "recalibrate", "default_output"]
+
+log = logging.getLogger(__name__)
 
 
 class LogitScorer(Detector):
@@ -116,7 +119,7 @@ def _score_videos(videos, scorer: LogitScorer, extractor, progress: bool, out: R
 def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, out: str | os.PathLike | None = None,
                 layout: str = "auto", split: str | None = None, config: PredictConfig | None = None,
                 sha256: str | None = None, progress: bool = False,
-                warn: Callable[[str], None] = lambda m: print(f"deepfake calibrate: {m}", file=sys.stderr)
+                warn: Callable[[str], None] = log.warning
                 ) -> Recalibration:
     """Fit a new calibration for `weights` on the labelled SOURCE and write the new detector file (module docstring).
 

@@ -33,6 +33,7 @@ still leaves a complete file. The report prints the time per video against DFDC'
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import math
 import os
@@ -60,6 +61,8 @@ from data_prep.video import MAX_PIXELS
 
 __all__ = ["SubmissionConfig", "SubmissionReport", "SubmissionError", "BUDGET_S", "KAGGLE_VIDEOS", "list_videos",
            "read_sample_submission", "make_submission"]
+
+log = logging.getLogger(__name__)
 
 BUDGET_S = 8.1  # DFDC: about 4000 test videos in 9 hours
 KAGGLE_VIDEOS = 4000
@@ -334,7 +337,7 @@ def _write(out_csv: Path, rows: Sequence[_Row], config: SubmissionConfig) -> Non
 
 
 def _warn(message: str) -> None:
-    print(f"deepfake submission: WARNING: {message}", file=sys.stderr, flush=True)
+    log.warning(message)  # `deepfake submit` prints it (cli.common.printed_warnings), a notebook shows it
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -490,5 +493,5 @@ def _make(rows: list[_Row], notes: list[str], weights: str | os.PathLike | None,
         weights=os.fspath(path) if path is not None else (os.fspath(weights) if weights is not None else None),
         device=str(detector.device) if detector is not None else None, load_seconds=load_seconds,
         elapsed_seconds=time.perf_counter() - start, notes=notes, config=config)
-    print(report.summary(), flush=True)
+    log.info("%s", report.summary())
     return report

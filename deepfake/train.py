@@ -20,6 +20,7 @@ DDP (`--trainer.devices 8 --trainer.strategy ddp`, plus `--trainer.num_nodes N` 
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import warnings
@@ -39,6 +40,8 @@ from deepfake.lit import DeepfakeLitModule
 
 __all__ = ["DeepfakeCLI", "UserError", "export_detector", "validation_calibration", "lightning_cli", "fit",
            "FitResult"]
+
+log = logging.getLogger(__name__)
 
 SEED = 42
 DETECTOR_FILE = "detector.pt"
@@ -160,11 +163,13 @@ class DeepfakeCLI(LightningCLI):
         self.detector_path = path
         score = getattr(callback, "best_model_score", None)
         where = f" (best {callback.monitor} {float(score):.4f}: {best})" if score is not None and best else ""
-        print(f"deepfake fit: detector weights in {path}{where}")
-        print(f"deepfake fit: calibration: {describe(calibration)}")
+        # what the command prints when the run ends (`deepfake.cli.train`); the library only records it
+        self.fit_report = [f"detector weights in {path}{where}", f"calibration: {describe(calibration)}"]
         onnx = write_onnx_copy(path)
         if onnx:
-            print(f"deepfake fit: {onnx}")
+            self.fit_report.append(onnx)
+        for line in self.fit_report:
+            log.info(line)
 
 
 def write_onnx_copy(weights: Path) -> str | None:

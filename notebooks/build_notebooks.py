@@ -92,7 +92,8 @@ except Exception as err:  # make_submission still writes a (prior-only) file and
     ("code", """from deepfake.submission import make_submission
 
 report = make_submission(TEST_VIDEOS, WEIGHTS, OUTPUT, sample_submission=SAMPLE_SUBMISSION, prior=PRIOR,
-                         clip=CLIP, device=DEVICE, stride=STRIDE, time_limit_s=TIME_LIMIT_S, progress=False)"""),
+                         clip=CLIP, device=DEVICE, stride=STRIDE, time_limit_s=TIME_LIMIT_S, progress=False)
+print(report.summary())"""),
     ("md", """## What was written
 
 The head of the file, the rows by status (a row other than `ok` holds the prior), and the time per video

@@ -240,3 +240,41 @@ def test_a_cycle_is_caught_even_when_lazy(tmp_path):
                                  "deepfake/b.py": "def y():\n    from deepfake import a\n",
                                  "deepfake/c.py": "from deepfake.a import x\n"})
     assert import_cycles(root) == [["deepfake.a", "deepfake.b"]]
+
+
+# ------------------------------------------------------------------------------------- only commands print
+
+# `deepfake demo`'s stages and report live in the library (the demo runs library calls, not subprocesses), and
+# printing them is what the command is for.
+PRINTING_ALLOWED = {"deepfake/demo.py", "deepfake/demo_report.py", "deepfake/demo_stages.py"}
+
+
+def prints_in_library(root: Path) -> list[str]:
+    """Every `print(...)` or `sys.stdout/stderr.write(...)` in the library (data_prep/, deepfake/ but its commands
+    and its server), by file and line: the library reports through logging, warnings or what it returns."""
+    bad = []
+    for path in _library_files(root):
+        rel = path.relative_to(root).as_posix()
+        if layer_of(module_name(path, root)) not in ("faces", "library") or rel in PRINTING_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == "print") or (
+                    isinstance(f, ast.Attribute) and f.attr == "write" and isinstance(f.value, ast.Attribute)
+                    and isinstance(f.value.value, ast.Name) and f.value.value.id == "sys"
+                    and f.value.attr in ("stdout", "stderr")):
+                bad.append(f"{rel}:{node.lineno}")
+    return bad
+
+
+def test_only_commands_print():
+    assert prints_in_library(ROOT) == []
+
+
+def test_a_print_in_the_library_is_caught(tmp_path):
+    root = _tiny_tree(tmp_path, {"deepfake/a.py": "import sys\ndef f(m):\n    sys.stderr.write(m)\n",
+                                 "data_prep/b.py": "def g():\n    print('x')\n",
+                                 "deepfake/c.py": "import logging\nlogging.getLogger(__name__).warning('ok')\n"})
+    assert prints_in_library(root) == ["data_prep/b.py:2", "deepfake/a.py:3"]

@@ -17,7 +17,7 @@ import sys
 from functools import partial
 
 from deepfake.benchmark import BenchmarkError, load_config, run_benchmark
-from deepfake.cli.common import OneLineParser, UsageError, fail
+from deepfake.cli.common import OneLineParser, UsageError, fail, stderr_line
 from deepfake.inference import PRECISIONS, PredictConfig
 
 __all__ = ["main"]
@@ -65,7 +65,8 @@ def main(args: list[str] | None = None) -> int:
     from deepfake.weights import WeightsError
 
     try:
-        report = run_benchmark(config, pconfig, rescore=ns.rescore, progress=not ns.no_progress)
+        report = run_benchmark(config, pconfig, rescore=ns.rescore, progress=not ns.no_progress, say=print,
+                               warn=stderr_line("deepfake benchmark"))
     except (BenchmarkError, WeightsError, ValueError) as err:
         return _fail(str(err), getattr(err, "code", 2))
     except KeyboardInterrupt:

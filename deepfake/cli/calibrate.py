@@ -15,7 +15,7 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg, printed_warnings
+from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg, printed_warnings, stderr_line
 from deepfake.inference import PRECISIONS, PredictConfig
 
 __all__ = ["main"]
@@ -81,7 +81,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         with printed_warnings("deepfake calibrate"):
             result = recalibrate(ns.weights, ns.source, ns.out, layout=ns.layout, split=ns.split, config=config,
-                                 sha256=ns.sha256, progress=not ns.no_progress)
+                                 sha256=ns.sha256, progress=not ns.no_progress, warn=stderr_line("deepfake calibrate"))
     except (EvaluationError, WeightsError, ValueError) as err:
         return _fail(str(err), getattr(err, "code", 2))
     except OSError as err:

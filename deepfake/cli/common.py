@@ -4,9 +4,10 @@ of every command that loads a detector."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from deepfake.inference import PRECISIONS
@@ -45,14 +46,37 @@ def fail(prog: str, message: object, code: int = 2) -> int:
     return code
 
 
+def stderr_line(prog: str) -> Callable[[str], None]:
+    """How a command says a library's `warn(message)`: one line ``PROG: message`` on stderr."""
+    return lambda message: print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def library_warnings(prog: str) -> Iterator[None]:
+    """Inside the block, what the library logs at WARNING or above (`logging`, loggers ``deepfake.*`` and
+    ``data_prep.*``) is printed as ``PROG: warning: MESSAGE`` on stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"{prog}: warning: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("deepfake", "data_prep")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
 @contextmanager
 def printed_warnings(prog: str) -> Iterator[None]:
     """Inside the block, the library's one-line warnings (`deepfake.contract.ExtractionWarning`: what the model sees
     differs from, or is assumed to be, its training's) are printed as ``PROG: warning: MESSAGE`` on stderr, each
-    time one is issued; other warnings are shown as usual."""
+    time one is issued; other warnings are shown as usual; what the library logs at WARNING too
+    (`library_warnings`)."""
     from deepfake.contract import ExtractionWarning
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), library_warnings(prog):
         warnings.simplefilter("always", ExtractionWarning)
         shown = warnings.showwarning
 

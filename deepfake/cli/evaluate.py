@@ -15,7 +15,9 @@ import argparse
 import sys
 from functools import partial
 
-from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, printed_warnings
+from deepfake.cli.common import (
+    OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, printed_warnings, stderr_line,
+)
 from deepfake.evaluation import EvaluateConfig, EvaluationError, evaluate
 from deepfake.inference import PredictConfig
 
@@ -88,12 +90,12 @@ def main(args: list[str] | None = None) -> int:
                 from deepfake.cross import evaluate_sets, markdown_table
 
                 rows = evaluate_sets(ns.sources, ns.out, ns.weights, ns.sha256, pconfig, config,
-                                     progress=not ns.no_progress)
+                                     progress=not ns.no_progress, say=print, warn=stderr_line("deepfake evaluate"))
                 print(markdown_table(rows), end="")
                 print(f"deepfake evaluate: wrote {ns.out}/cross.csv, cross.md and a folder per set", file=sys.stderr)
                 return 0
             report = evaluate(ns.sources[0], ns.out, ns.weights, ns.sha256, pconfig, config,
-                              progress=not ns.no_progress)
+                              progress=not ns.no_progress, say=print, warn=stderr_line("deepfake evaluate"))
     except (EvaluationError, WeightsError, ValueError) as err:
         return _fail(str(err), getattr(err, "code", 2))
     except KeyboardInterrupt:

@@ -39,7 +39,9 @@ from functools import partial
 from pathlib import Path
 
 from data_prep.files import LockedError, OutputError, atomic_write, hold_lock, output_kind, refuse_input_as_output
-from deepfake.cli.common import OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, printed_warnings
+from deepfake.cli.common import (
+    OneLineParser, UsageError, add_max_pixels, add_model_options, fail, path_arg, library_warnings, printed_warnings,
+)
 from data_prep.ray_extract import RayError  # Ray itself is imported only with --ray
 from deepfake.inference import PredictConfig, collect_videos, iter_entries, load_predictor
 from deepfake.results import FORMATS, ResultLog, write_results
@@ -137,7 +139,7 @@ def main(args: list[str] | None = None) -> int:
                 return _fail(f"can't write {ns.output}: {err.strerror or err}", 1)
             lock = hold_lock(output.with_name(f".{output.name}.lock"), os.fspath(output))
     try:
-        with lock:
+        with lock, library_warnings("deepfake predict"):  # what the library logs, one line each
             return _run(ns, fmt, config, entries, journal)
     except LockedError as err:
         return _fail(err)

@@ -83,6 +83,7 @@ def main(args: list[str] | None = None) -> int:
         return _fail(err)
     except OSError as err:
         return _fail(f"can't write {ns.out}: {err}")
+    print(report.summary(), flush=True)
     return 0 if report.model_loaded else 1
 
 

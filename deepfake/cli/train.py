@@ -29,12 +29,14 @@ def main(args: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
     command = args[0] if args else "fit"
     try:
-        lightning_cli(args)
+        cli = lightning_cli(args)
     except SystemExit as e:  # --help, --print_config, argument errors (already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except (UserError, IndexFileError, CheckpointError) as e:
         print(f"deepfake {command}: error: {e}", file=sys.stderr)
         return 2
+    for line in getattr(cli, "fit_report", ()):  # where the detector went, its calibration, its ONNX copy
+        print(f"deepfake {command}: {line}")
     return 0
 
 
