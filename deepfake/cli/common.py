@@ -24,6 +24,49 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The `Attributes:` section of a (Google-style) class docstring: field name -> its text on one line."""
+    docs: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return docs
+    indent, name = None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth == indent and ":" in line:
+            name, _, text = line.strip().partition(":")
+            docs[name] = text.strip()
+        elif depth > indent and name:
+            docs[name] += " " + line.strip()
+        else:
+            break
+    return docs
+
+
+def add_config_options(p: argparse.ArgumentParser, cls: type, names: list[str], **special: dict) -> None:
+    """`--NAME` options for fields of a settings dataclass, with its defaults and its docstring's words as help:
+    the dataclass stays the one place that says what a setting is and what it defaults to. `special` overrides
+    argparse keywords per field (e.g. ``max_pixels={"metavar": "N"}``)."""
+    docs, defaults = attribute_docs(cls), cls()
+    for name in names:
+        default = getattr(defaults, name)
+        text = docs.get(name, "").replace("``", "").replace("`", "").replace("%", "%%").rstrip(".")
+        kw: dict = {"default": default, "dest": name,
+                    "help": f"{text} (default %(default)s)" if not isinstance(default, bool) else
+                    f"{text} (default {'on' if default else 'off'})"}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = type(default)
+        kw.update(special.get(name, {}))
+        p.add_argument(f"--{name.replace('_', '-')}", **kw)
+
+
 def path_arg(value: str) -> str:
     """An argparse `type` for a path: an empty one is a usage error (`Path("")` would mean the current folder)."""
     if not value.strip():

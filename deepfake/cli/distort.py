@@ -6,7 +6,6 @@ augmentation use).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable
@@ -55,10 +54,10 @@ def main(args: list[str] | None = None) -> int:
         arguments.
     """
     from data_prep.video import VideoError
-    from deepfake.cli.common import path_arg
+    from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 
-    parser = argparse.ArgumentParser(prog="deepfake distort",
-                                     description="Write DeeperForensics-1.0-style distorted copies of videos.")
+    parser = OneLineParser(prog="deepfake distort",
+                           description="Write DeeperForensics-1.0-style distorted copies of videos.")
     parser.add_argument("src", nargs="+", type=path_arg, help="video files or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=path_arg, help="output folder")
     parser.add_argument("--perturb", required=True,
@@ -67,12 +66,13 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ns = parser.parse_args(args)
     try:
+        ns = parser.parse_args(args)
         distortions = parse_perturb(ns.perturb)
-    except ValueError as err:
-        print(f"deepfake distort: {err}", file=sys.stderr)
-        return 2
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except (UsageError, ValueError) as err:
+        return fail("deepfake distort", f"{err} (deepfake distort --help)")
     out = Path(ns.out)
     sources, bad = _find_sources(ns.src)
     for path, reason in bad:

@@ -24,6 +24,7 @@ from pathlib import Path
 from data_prep.faces import ExtractConfig
 from data_prep.layouts import LAYOUTS, LayoutOptions
 from data_prep.layouts_bench import COMPRESSIONS
+from deepfake.cli.common import OneLineParser, UsageError, add_config_options, fail
 
 __all__ = ["main"]
 
@@ -36,10 +37,16 @@ def _parse_shard(value: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+# the ExtractConfig fields that are options of the command (the others are tuned in Python only)
+CONFIG_OPTIONS = ("stride", "margin", "quality", "device", "batch_size", "detect_size", "min_face_size", "factor",
+                  "detect_every", "refine_between", "min_score", "min_track_len", "min_track_score", "max_pixels")
+
+
 def _parser() -> argparse.ArgumentParser:
     d = ExtractConfig()
-    p = argparse.ArgumentParser(
-        prog="deepfake-extract", usage="deepfake-extract SOURCE OUT_DIR [options]\n       deepfake-extract OUT_DIR --merge",
+    p = OneLineParser(
+        prog="deepfake-extract",
+        usage="deepfake-extract SOURCE OUT_DIR [options]\n       deepfake-extract OUT_DIR --merge",
         description="Detect, track and crop the faces of a dataset's videos: OUT_DIR/crops/**.jpg + OUT_DIR/index.csv "
                     "(one row per crop), OUT_DIR/failures.csv (video,reason). Re-running resumes.",
         epilog="Sharding over N machines: run `deepfake-extract SRC OUT --shard K/N` for K = 0..N-1 into the same "
@@ -54,47 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default=None, metavar="DIR",
                    help="FaceForensics++: the folder of the official train.json, val.json, test.json "
                         "(default: SOURCE/splits/ when there)")
-    p.add_argument("--stride", type=int, default=d.stride, help="keep every STRIDE-th frame (default %(default)s)")
-    p.add_argument("--margin", type=float, default=d.margin,
-                   help="crop margin per side, share of the face box (default %(default)s)")
     p.add_argument("--size", default=str(d.size),
                    help="crop side in pixels, or auto: the input size of the model in --size-from "
                         "(default %(default)s)")
     p.add_argument("--size-from", default=None, metavar="CONFIG_OR_CHECKPOINT",
                    help="with --size auto: a training config (e.g. configs/backbones/tf_efficientnet_b4.yaml) or a "
                         "detector checkpoint (detector.pt, .ckpt)")
-    p.add_argument("--quality", type=int, default=d.quality, help="JPEG quality (default %(default)s)")
-    p.add_argument("--device", default=d.device, help="detector device: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that each extract whole videos with their own detector; 0: all in this process "
                         "(default: one per CPU core, at most 16)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="frames per detector call (default: 1 on CPU, 128 on GPU)")
-    p.add_argument("--detect-size", type=int, default=d.detect_size,
-                   help="longer side of the frame copy the detector sees (default %(default)s)")
-    p.add_argument("--min-face-size", type=int, default=d.min_face_size,
-                   help="smallest face, in pixels of the detection copy (default %(default)s)")
-    p.add_argument("--factor", type=float, default=d.factor, help="MTCNN pyramid factor (default %(default)s)")
-    p.add_argument("--detect-every", type=int, default=d.detect_every,
-                   help="detect on every k-th sampled frame, interpolate boxes between (default %(default)s)")
-    p.add_argument("--refine-between", action=argparse.BooleanOptionalAction, default=d.refine_between,
-                   help="re-fit the interpolated boxes with O-Net (MTCNN's last stage) and detect in full where it "
-                        "loses the face (default on)")
-    p.add_argument("--min-score", type=float, default=d.min_score,
-                   help="ignore boxes with a lower detector probability (default %(default)s)")
-    p.add_argument("--min-track-len", type=int, default=d.min_track_len,
-                   help="drop tracks with fewer sampled frames (default %(default)s)")
-    p.add_argument("--min-track-score", type=float, default=d.min_track_score,
-                   help="drop tracks with a lower mean detector probability (default %(default)s)")
+    # ExtractConfig's settings: their defaults and help come from the dataclass, the one place that says them
+    add_config_options(p, ExtractConfig, list(CONFIG_OPTIONS), max_pixels={"metavar": "N"})
     p.add_argument("--reuse-original-boxes", action=argparse.BooleanOptionalAction, default=True,
                    help="crop a fake with the boxes of its original (DFDC metadata.json, labels.csv) when that is "
                         "in SOURCE and has the same frame count and size (default on)")
     p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="K/N",
                    help="process shard K of N (0-based); per-shard index files, merged when all are done")
     p.add_argument("--merge", action="store_true", help="only merge finished shards into index.csv")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels, metavar="N",
-                   help="refuse videos whose frames have more pixels (width x height), before decoding "
-                        "(default %(default)s: 8K, 8192x4320)")
     p.add_argument("--limit", type=int, default=None, help="process at most this many videos (trying settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -115,13 +98,20 @@ def main(args: list[str] | None = None) -> int:
     from data_prep.ray_extract import RayError  # Ray itself is imported only with --ray
 
     parser = _parser()
-    opts = parser.parse_args(args)
+    try:
+        opts = parser.parse_args(args)
+        if opts.merge and len(opts.paths) not in (1, 2):
+            raise UsageError("--merge takes OUT_DIR (or SOURCE OUT_DIR)")
+        if not opts.merge and len(opts.paths) != 2:
+            raise UsageError("give SOURCE and OUT_DIR")
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except UsageError as err:
+        return fail("deepfake-extract", f"{err} (deepfake-extract --help)")
     if not all(p.strip() for p in opts.paths):  # Path("") is the current folder: never what was meant
         print("deepfake-extract: error: an empty path was given (SOURCE and OUT_DIR must be named)", file=sys.stderr)
         return 2
     if opts.merge:
-        if len(opts.paths) not in (1, 2):
-            parser.error("--merge takes OUT_DIR (or SOURCE OUT_DIR)")
         out = Path(opts.paths[-1])
         try:
             rows, failures, shards = merge_shards(out)
@@ -134,8 +124,6 @@ def main(args: list[str] | None = None) -> int:
             return 1
         print(f"merged {shards} shards: {out / 'index.csv'} ({rows} crops), {failures} failures")
         return 0
-    if len(opts.paths) != 2:
-        parser.error("give SOURCE and OUT_DIR")
     source, out = Path(opts.paths[0]), Path(opts.paths[1])
     try:
         from deepfake.scaling import resolve_crop_size
@@ -143,12 +131,7 @@ def main(args: list[str] | None = None) -> int:
         size = resolve_crop_size(opts.size, opts.size_from)
         if opts.size_from and opts.size.strip().lower() != "auto":
             print(f"deepfake-extract: note: --size {size} given, --size-from {opts.size_from} ignored", file=sys.stderr)
-        config = ExtractConfig(stride=opts.stride, margin=opts.margin, size=size, device=opts.device,
-                               detect_size=opts.detect_size, min_face_size=opts.min_face_size, factor=opts.factor,
-                               min_score=opts.min_score, detect_every=opts.detect_every,
-                               refine_between=opts.refine_between, min_track_len=opts.min_track_len,
-                               min_track_score=opts.min_track_score,
-                               batch_size=opts.batch_size, quality=opts.quality, max_pixels=opts.max_pixels)
+        config = ExtractConfig(size=size, **{name: getattr(opts, name) for name in CONFIG_OPTIONS})
     except ValueError as err:
         print(f"deepfake-extract: {err}", file=sys.stderr)
         return 2

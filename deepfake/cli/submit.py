@@ -16,7 +16,7 @@ from deepfake.submission import SubmissionConfig, SubmissionError, make_submissi
 
 __all__ = ["main"]
 
-_fail = partial(fail, "deepfake submission")
+_fail = partial(fail, "deepfake submit")
 
 
 def _parser() -> argparse.ArgumentParser:
