@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from deepfake.scoring import track_p_fake, video_p_fake, video_p_fake_arrays  # the one scoring rule
+
 __all__ = ["calibration_of", "apply_calibration", "VideoLogits", "video_probabilities", "fit_calibration",
            "describe", "uncalibrated_p", "MIN_VIDEOS", "MIN_PER_CLASS", "BIAS_MIN_GAIN", "T_BOUNDS", "B_BOUNDS"]
 
@@ -126,12 +128,7 @@ def video_probabilities(data: VideoLogits, temperature: float = 1.0, bias: float
     """(V,) p(fake) of each video by the scoring rule, each window at sigmoid(l / T + b)."""
     from scipy.special import expit
 
-    p = expit(data.logits / temperature + bias)
-    k = len(data.video)
-    track_p = np.bincount(data.track, weights=p, minlength=k) / np.maximum(np.bincount(data.track, minlength=k), 1)
-    out = np.full(data.n_videos, -1.0)
-    np.maximum.at(out, data.video, track_p)
-    return out
+    return video_p_fake_arrays(expit(data.logits / temperature + bias), data.track, data.video, data.n_videos)
 
 
 # ------------------------------------------------------------------------------------------------- fitting
@@ -269,5 +266,5 @@ def uncalibrated_p(result: dict, calibration: tuple[float, float] | None) -> flo
         if not len(w):
             return None
         with np.errstate(divide="ignore"):
-            tracks.append(float(np.mean(expit(temperature * (logit(w) - bias)))))
-    return max(tracks) if tracks else None
+            tracks.append(track_p_fake(expit(temperature * (logit(w) - bias))))
+    return video_p_fake(tracks) if tracks else None

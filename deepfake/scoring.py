@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["TrackScore", "track_windows", "track_p_fake", "video_p_fake", "steps_of", "contributions_of",
-           "verdict_of", "video_result", "no_face_result", "error_result", "video_scores", "RULE", "TOP_FRAMES"]
+           "verdict_of", "video_p_fake_arrays", "video_result", "no_face_result", "error_result", "video_scores", "RULE", "TOP_FRAMES"]
 
 TOP_FRAMES = 3  # frames listed per face as the ones that decide
 
@@ -71,6 +71,17 @@ def track_p_fake(window_scores: Sequence[float]) -> float:
 def video_p_fake(track_scores: Sequence[float]) -> float:
     """A video's p(fake) from its face tracks' p(fake): the most fake face."""
     return float(max(track_scores))
+
+
+def video_p_fake_arrays(window_p: np.ndarray, track: np.ndarray, video: np.ndarray, n_videos: int) -> np.ndarray:
+    """The same rule over arrays (calibration fits call it thousands of times): (N,) window scores, the track
+    (0..K-1) of each window and the video (0..V-1) of each track -> (V,) video p(fake); -1 for a video without a
+    window."""
+    k = len(video)
+    track_p = np.bincount(track, weights=window_p, minlength=k) / np.maximum(np.bincount(track, minlength=k), 1)
+    out = np.full(n_videos, -1.0)
+    np.maximum.at(out, video, track_p)
+    return out
 
 
 def steps_of(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequence[np.ndarray]) -> np.ndarray:
