@@ -311,3 +311,20 @@ def test_a_trained_detector_heats_the_blended_region(tmp_path):
     # looks at the background, the hair or the collar, which the maps show), untrained 1.02. The demo's: README.
     assert np.median(trained) > 1.5, report
     assert np.median(trained) > np.median(untrained_) + 0.5, report
+
+
+def test_artefacts_never_cost_the_prediction(tmp_path, monkeypatch):
+    """write_artefacts: a plot or explanation that fails is a note; what works is written; errors get no plot."""
+    from deepfake import artefacts, plots
+
+    def broken(*_a, **_k):
+        raise MemoryError("out of memory drawing")
+
+    monkeypatch.setattr(plots, "plot_video", broken)
+    result = {"video": "v.mp4", "status": "ok", "p_fake": 0.7, "faces": []}
+    made = artefacts.write_artefacts(result, None, None, plot=tmp_path / "v.png", explain=tmp_path / "ex")
+    assert made.plot is None and not (tmp_path / "v.png").exists()
+    assert [n.split(":")[0] for n in made.notes] == ["no plot", "no explanation"]
+    assert "MemoryError: out of memory drawing" in made.notes[0]
+    error = {"video": "bad.mp4", "status": "error", "p_fake": None, "faces": []}
+    assert artefacts.write_artefacts(error, None, None, plot=tmp_path / "b.png", explain=tmp_path / "b").notes == []

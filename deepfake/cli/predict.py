@@ -219,28 +219,24 @@ def _run(ns: argparse.Namespace, fmt: str, config: PredictConfig, entries: list[
                     return _fail(f"can't write {journal}: {err.strerror or err}{kept}", 1)
             if pred.warning:
                 bar.write(f"deepfake predict: warning: {pred.warning}", file=sys.stderr)
-            if plot_dir is not None and pred.result["status"] != "error":
-                try:
-                    from deepfake.plots import plot_name, plot_video
+            if plot_dir is not None or explain_dir is not None:
+                from deepfake.artefacts import write_artefacts
+                from deepfake.plots import plot_name
 
-                    name = plot_name(pred.result["video"], plot_names, root=plot_root)
-                    plot_video(pred.result, pred.faces, plot_dir / name, threshold=config.threshold)
-                except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction
-                    plot_failures += 1
-                    bar.write(f"deepfake predict: warning: no plot for {pred.result['video']}: "
-                              f"{type(err).__name__}: {err}", file=sys.stderr)
-            if explain_dir is not None and pred.result["status"] == "ok":
-                try:
-                    from deepfake.explain import write_explanation
-                    from deepfake.plots import plot_name
-
-                    name = plot_name(pred.result["video"], explain_names, root=plot_root).removesuffix(".png")
-                    write_explanation(pred.faces, detector, explain_dir / name, video=ns.explain_video,
-                                      margin=extractor.config.margin, threshold=config.threshold)
-                except Exception as err:  # noqa: BLE001 - an explanation must not cost the prediction
-                    explain_failures += 1
-                    bar.write(f"deepfake predict: warning: no explanation for {pred.result['video']}: "
-                              f"{type(err).__name__}: {err}", file=sys.stderr)
+                video = pred.result["video"]
+                wants_plot = plot_dir is not None and pred.result["status"] != "error"
+                wants_explain = explain_dir is not None and pred.result["status"] == "ok"
+                made = write_artefacts(
+                    pred.result, pred.faces, detector,
+                    plot=plot_dir / plot_name(video, plot_names, root=plot_root) if wants_plot else None,
+                    explain=(explain_dir / plot_name(video, explain_names, root=plot_root).removesuffix(".png")
+                             if wants_explain else None),
+                    explain_video=ns.explain_video, margin=extractor.config.margin, threshold=config.threshold)
+                for note in made.notes:  # "no plot: ..." / "no explanation: ...": the prediction stands
+                    plot_failures += note.startswith("no plot")
+                    explain_failures += note.startswith("no explanation")
+                    what, _, why = note.partition(": ")
+                    bar.write(f"deepfake predict: warning: {what} for {video}: {why}", file=sys.stderr)
             bar.set_postfix_str(f"{Path(pred.result['video']).name}: {pred.result['verdict']}", refresh=False)
             bar.update(1)
     except KeyboardInterrupt:

@@ -120,25 +120,14 @@ def run_job(task: dict, detector, extractor, threshold: float, events) -> dict:
 
     pred = next(iter(iter_predictions([task["video"]], detector, extractor, threshold, names=[task["name"]],
                                       progress=progress)))
-    result, files, notes = pred.result, [], []
-    if task.get("plot", True) and result["status"] != "error":
-        events.put(("progress", job_id, "plotting", 0.93))
-        try:
-            from deepfake.plots import plot_video
+    from deepfake.artefacts import write_artefacts
 
-            plot_video(result, pred.faces, folder / "plot.png", threshold=threshold)
-            files.append("plot.png")
-        except Exception as err:  # noqa: BLE001 - a plot must not cost the prediction (as in predict)
-            notes.append(f"no plot: {type(err).__name__}: {one_line(err)}")
-    if task.get("explain") and result["status"] == "ok":
-        events.put(("progress", job_id, "explaining", 0.96))
-        try:
-            from deepfake.explain import write_explanation
-
-            written = write_explanation(pred.faces, detector, folder / "explain", margin=extractor.config.margin,
-                                        threshold=threshold)
-            files += [f"explain/{p.name}" for p in written if p.suffix == ".png"]
-        except Exception as err:  # noqa: BLE001 - an explanation must not cost the prediction (as in predict)
-            notes.append(f"no explanation: {type(err).__name__}: {one_line(err)}")
-    warning = "; ".join([w for w in [pred.warning, *notes] if w]) or None
+    result = pred.result
+    made = write_artefacts(result, pred.faces, detector, plot=folder / "plot.png" if task.get("plot", True) else None,
+                           explain=folder / "explain" if task.get("explain") else None,
+                           margin=extractor.config.margin, threshold=threshold,
+                           stage=lambda name: events.put(("progress", job_id, name,
+                                                          0.93 if name == "plotting" else 0.96)))
+    files = (["plot.png"] if made.plot else []) + [f"explain/{p.name}" for p in made.explanations if p.suffix == ".png"]
+    warning = "; ".join([w for w in [pred.warning, *made.notes] if w]) or None
     return {"result": result, "files": files, "warning": warning, "seconds": round(pred.seconds, 3)}
