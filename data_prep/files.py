@@ -20,12 +20,14 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import socket
+import tempfile
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write",
+__all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write", "atomic_folder",
            "atomic_path", "csv_text", "read_csv_dicts", "CsvError", "OutputError", "LockedError", "check_path",
            "output_kind", "refuse_input_as_output", "hold_lock", "ENV_CACHE", "cache_folder", "sha256_of"]
 
@@ -271,6 +273,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """A fresh temporary folder beside `path` to fill; it becomes `path` in one rename when the block ends without
+    an exception, and is removed otherwise, so no half-filled folder is ever seen under the real name.
+
+    Args:
+        path: the folder to make.
+        replace: True: whatever was at `path` is replaced. False: a `path` that exists when the block ends (another
+            process finished first) is kept and this one is dropped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists() and not replace:
+            return
+        if path.exists():
+            shutil.rmtree(path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if replace or not path.exists():  # not another process's folder, arrived in between
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:

@@ -15,15 +15,13 @@ backends give the same boxes but for the networks' float32 rounding (`tests/test
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.files import cache_folder
+from data_prep.files import atomic_folder, cache_folder
 from data_prep.mtcnn_backend import cpu_stage_inputs, normalise, opencv_pyramid, weights_folder
 
 __all__ = ["OnnxNets", "export_nets", "nets_folder", "TOLERANCE", "NAMES"]
@@ -59,10 +57,8 @@ def export_nets(folder: Path) -> float:
 
     from data_prep.mtcnn_nets import load_nets
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     worst = 0.0
-    try:
+    with atomic_folder(folder, replace=False) as tmp:  # another process's finished export wins
         for name, net in zip(NAMES, load_nets()):
             path = tmp / f"{name}.onnx"
             side = _SIDES.get(name, 37)
@@ -84,13 +80,6 @@ def export_nets(folder: Path) -> float:
             if not worst <= TOLERANCE:
                 raise ValueError(f"MTCNN's {name} on ONNX Runtime differs from PyTorch by {worst:.1e} (more than "
                                  f"{TOLERANCE:g})")
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not all((folder / f"{n}.onnx").is_file() for n in NAMES):  # not another process's finished export
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return worst
 
 

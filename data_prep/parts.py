@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.faces import VideoFaces, decode_jpeg, encode_jpeg
-from data_prep.files import LockedError, atomic_write, csv_text, hold_lock
+from data_prep.files import atomic_folder, LockedError, atomic_write, csv_text, hold_lock
 from data_prep.index import INDEX_COLUMNS, LANDMARK_COLUMNS, read_crop
 from data_prep.layouts import VideoRecord
 from data_prep.pipeline import ReuseBoxes
@@ -130,11 +130,9 @@ def write_video_part(out: Path, record: VideoRecord, result: VideoFaces | VideoE
     final = out / crop_rel
     rows = []
     if result.tracks:
-        # Crops go to a fresh folder that replaces the old one in one rename: no half-written set is ever visible.
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:  # whatever fails (a full disk), the temporary folder goes: it is gone after the rename anyway
-            tmp.mkdir(parents=True)
+        # Crops go to a fresh folder that replaces the old one in one rename: no half-written set is ever visible;
+        # whatever fails (a full disk), the temporary folder goes.
+        with atomic_folder(final) as tmp:
             for t in result.tracks:
                 jpegs = t.jpegs if t.jpegs is not None else [encode_jpeg(c, 95) for c in t.crops]
                 changes = (_face_changes(out, result.boxes_from, t.track, t.frames, jpegs, margin)
@@ -146,11 +144,6 @@ def write_video_part(out: Path, record: VideoRecord, result: VideoFaces | VideoE
                     rows.append([record.video, record.label, record.split, record.original, t.track, int(frame),
                                  *_box_text(box), _score_text(score), f"{crop_rel}/{name}",
                                  record.group or record.original, *points, change, record.dataset, record.method])
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     elif final.exists():
         shutil.rmtree(final)
     atomic_write(csv_path, csv_text(rows, INDEX_COLUMNS))

@@ -18,6 +18,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from data_prep.files import atomic_path
+
 __all__ = ["H264Writer", "X264_THREADS", "frame_rate", "write_video"]
 
 X264_THREADS = 4  # fixed, so that the bitstream does not depend on the machine's core count
@@ -54,7 +56,8 @@ class H264Writer:
         if odd_sides not in ("pad", "keep"):
             raise ValueError(f"odd_sides must be 'pad' or 'keep', not {odd_sides!r}")
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self._atomic = atomic_path(self.path)  # data_prep.files: the one rule for atomic writes
+        self.tmp = self._atomic.__enter__()
         self.rate = rate if isinstance(rate, Fraction) else frame_rate(rate)
         self.options = {"crf": str(crf), "preset": preset, "threads": str(X264_THREADS)}
         if x264_params:
@@ -112,7 +115,7 @@ class H264Writer:
             self._container.mux(packet)
         self._container.close()
         self._container = None
-        os.replace(self.tmp, self.path)
+        self._finish(None)  # renamed into place
         return self.path
 
     def abort(self) -> None:
@@ -123,7 +126,12 @@ class H264Writer:
             except Exception:  # noqa: BLE001 - already failing; the partial file goes below
                 pass
             self._container = None
-        self.tmp.unlink(missing_ok=True)
+        self._finish(RuntimeError("aborted"))  # the partial file is removed
+
+    def _finish(self, error: BaseException | None) -> None:
+        atomic, self._atomic = self._atomic, None
+        if atomic is not None:  # once: a second close or abort does nothing
+            atomic.__exit__(type(error) if error else None, error, None)
 
     def __enter__(self) -> H264Writer:
         return self
