@@ -194,7 +194,8 @@ def train_run(out: Path, model: str, seed: int, index: Path, args, overrides: di
     t0 = time.perf_counter()
     fitted = quietly(out / "logs" / f"{args.name}_{run_root.name}.log",
                      lambda: train.fit(config_path, {"run_dir": run_root, "run_name": "run"}))
-    say(f"  trained {model} seed {seed} ({config['trainer'].get('max_steps')} steps) [{time.perf_counter() - t0:.0f} s]")
+    took = time.perf_counter() - t0
+    say(f"  trained {model} seed {seed} ({config['trainer'].get('max_steps')} steps) [{took:.0f} s]")
     return fitted.weights
 
 
