@@ -46,7 +46,7 @@ from data_prep.index import (
 )
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
-from deepfake.fakes import FakeConfig, fake_sequence, real_sequence
+from deepfake.fakes import FakeConfig, check_fake_sources, fake_sequence, real_sequence
 from deepfake.scoring import track_windows
 
 __all__ = [
@@ -457,6 +457,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                                            self.split_seed)
             for t in unsplit:
                 t.split = assignment[getattr(t, key)]
+        if stage in (None, "fit"):  # before training: a recipe the tracks can't feed stops here, in one line
+            check_fake_sources(self.fakes, [t for t in tracks if t.split == "train"], self.index)
         if not self.fakes.labelled:  # real-only training: every fake is self-blended from a real track
             dropped = sum(t.label == 1 for t in tracks)
             if dropped:

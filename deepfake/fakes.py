@@ -48,6 +48,7 @@ import numpy as np
 
 import cv2
 
+from data_prep.index import IndexFileError
 from data_prep.sbi import sample_blend_params, self_blend
 from data_prep.temporal import (
     canonical_landmarks,
@@ -59,7 +60,7 @@ from data_prep.temporal import (
 )
 from data_prep.track import face_box_in_crop as _face_box_in_crop
 
-__all__ = ["FakeConfig", "FAKE_KINDS", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
+__all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
@@ -162,6 +163,25 @@ def recompressed(frames: np.ndarray, quality: int) -> np.ndarray:
                                      [cv2.IMWRITE_JPEG_QUALITY, int(quality)])[1], cv2.IMREAD_COLOR)[..., ::-1]
            for f in frames]
     return np.ascontiguousarray(np.stack(out))
+
+
+def check_fake_sources(config: FakeConfig, tracks, where) -> None:
+    """Refuses, before training, a fake recipe that the training tracks cannot feed, in one line naming what is
+    missing: fakes made on the fly need real tracks, and landmark-following masks need the index's landmarks.
+
+    Raises:
+        IndexFileError: the recipe can't be made from `tracks` (`where` names the index).
+    """
+    if not config.self_blended:
+        return
+    reals = [t for t in tracks if t.label == 0]
+    if not reals:
+        raise IndexFileError(f"{where}: no real face track in the training split, and data.fakes.mode {config.mode} "
+                         f"makes its fakes from real tracks")
+    needs = sorted(k for k, share in config.masks.items() if share > 0 and MASK_SHAPES[k][0])
+    if needs and all(getattr(t, "landmarks", None) is None for t in reals):
+        raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and data.fakes.masks "
+                         f"{', '.join(needs)} follow them; re-extract, or use masks: {{box: 1}}")
 
 
 def face_box_in_crop(size: int, margin: float) -> np.ndarray:

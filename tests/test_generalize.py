@@ -110,3 +110,32 @@ def test_test_kinds_change_only_the_face(tmp_path):
         diff = np.abs(frames[0] - frames[1]).sum(-1)
         assert diff.max() > 30, kind
         assert (diff > 30).mean() < 0.1, kind
+
+
+def test_a_recipe_the_index_cannot_feed_stops_before_training_in_one_line(extracted_dataset, tmp_path):
+    import pandas as pd
+
+    from data_prep.index import IndexFileError
+    from deepfake.data import FaceSequenceDataModule
+
+    index = pd.read_csv(extracted_dataset / "index.csv", dtype=str, keep_default_na=False)
+    cases = {
+        # Only fakes: real-only training has nothing to make its fakes from.
+        "fakes_only": (index[index["label"] == "1"], {"mode": "sbi"}, "no real face track in the training split"),
+        # No landmark columns (an index from before they were kept): landmark-following masks can't be drawn.
+        "no_landmarks": (index.drop(columns=[c for c in index.columns if c.startswith(("eye", "nose", "mouth"))]),
+                         {"mode": "sbi", "masks": {"box": 0.5, "landmarks": 0.5}}, "no landmarks in the index"),
+    }
+    for name, (rows, fakes, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        rows.to_csv(folder / "index.csv", index=False)
+        (folder / "crops").symlink_to(extracted_dataset / "crops")
+        dm = FaceSequenceDataModule(str(folder), seq_len=4, img_size=64, batch_size=4, num_workers=0,
+                                    val_fraction=0.34, fakes=fakes)
+        with pytest.raises(IndexFileError, match=message) as err:
+            dm.setup("fit")
+        assert "\n" not in str(err.value)
+    # The box mask alone needs no landmarks: the same index trains.
+    FaceSequenceDataModule(str(tmp_path / "no_landmarks"), seq_len=4, img_size=64, batch_size=4, num_workers=0,
+                           val_fraction=0.34, fakes={"mode": "sbi"}).setup("fit")
