@@ -487,6 +487,17 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         rows = sorted({(t.video, t.split, t.group) for split in self.tracks.values() for t in split})
         atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
+    def validation_meta(self) -> dict[str, Any]:
+        """What validation (the best checkpoint's choice and the calibration) is fitted on, for `detector.pt`."""
+        fakes = {"labelled": "labelled fakes", "sbi": "fakes made on the fly from its reals",
+                 "both": "labelled fakes and fakes made on the fly"}[self.fakes.mode]
+        meta: dict[str, Any] = {"fitted_on": f"the validation split's real videos and {fakes}"}
+        if self.fakes.self_blended:
+            kinds = self.fakes.val_kinds or self.fakes.kinds
+            meta["fake_kinds"] = kinds
+            meta["kinds_unseen_in_training"] = sorted(k for k in kinds if not self.fakes.kinds.get(k))
+        return meta
+
     def extraction_meta(self) -> dict[str, Any]:
         """What the exported detector records about the data: `seq_len`, `margin`, `stride`."""
         return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride}
@@ -509,6 +520,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
                                        transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN), **blend)
         if split not in self._datasets or self._datasets[split].img_size != self.img_size:
+            blend["fake_kinds"] = self.fakes.val_kinds or self.fakes.kinds  # validation: maybe kinds training lacks
             self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
                                                         eval_windows=self.eval_windows, **blend)
         return self._datasets[split]

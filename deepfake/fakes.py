@@ -32,6 +32,12 @@ people found one shape (landmarks instead of box) worse on three kinds of four: 
 decoded again, as its real crop was by `deepfake-extract`, so both classes carry one compression history (use the
 crops' quality, `extract_config.json`'s `quality`, 90 by default).
 
+`data.fakes.val_kinds` (default: none, the validation fakes are made like the training ones) gives the kinds of the
+validation fakes made on the fly in real-only training: the best checkpoint (`val/balanced_logloss`) and the shipped
+calibration are then chosen on fakes of kinds the training does not make (e.g. train on sbi + reenact, validate on
+flicker + morph), which a recipe that overfits its own generator cannot game. `detector.pt`'s meta says what the
+checkpoint and calibration were fitted on (`validation`, `FaceSequenceDataModule.validation_meta`).
+
 `data.fakes` selects where the training fakes come from:
 - ``labelled``: the index's fakes only (the default, as before);
 - ``sbi``: self-blended copies of the real tracks only, for real-only data (labelled fakes in the index are left
@@ -86,6 +92,7 @@ class FakeConfig:
             in [0, 1); 0 (the default) leaves real sequences untouched.
         masks: shares of the self-blend mask shapes (`MASK_SHAPES`); default the box ellipse only.
         recompress: JPEG quality every fake frame made on the fly is re-encoded at (0: off).
+        val_kinds: shares of the kinds of the validation fakes made on the fly; None: those of `kinds`.
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
@@ -95,6 +102,7 @@ class FakeConfig:
     static_control: float = 0.0
     masks: dict[str, float] = field(default_factory=lambda: {"box": 1.0})
     recompress: int = 0
+    val_kinds: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,6 +122,8 @@ class FakeConfig:
             raise ValueError(f"data.fakes.kinds: shares must be >= 0 and not all 0, got {self.kinds!r}")
         self.kinds = shares
         self.masks = _shares(self.masks, MASK_SHAPES, "data.fakes.masks")
+        if self.val_kinds is not None:
+            self.val_kinds = _shares(self.val_kinds, FAKE_KINDS, "data.fakes.val_kinds")
         if not isinstance(self.recompress, int) or not 0 <= self.recompress <= 100:
             raise ValueError(f"data.fakes.recompress must be 0 (off) or a JPEG quality in [1, 100], got "
                              f"{self.recompress!r}")

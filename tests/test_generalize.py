@@ -81,7 +81,9 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     out = tmp_path / "suite"
     status = bench.main(["--out", str(out), "--train-reals", "4", "--per-class", "3", "--kinds", "swap", "part",
                          "--no-heavy", "--seeds", "0", "--models", "lstm", "--steps", "2", "--seconds", "1.0",
-                         "--bootstrap", "20", "--threads", "1", "--set", "data.epoch_size=32"])
+                         "--bootstrap", "20", "--threads", "1", "--set", "data.epoch_size=32",
+                         "--set", "data.fakes.kinds={sbi: 0.7, reenact: 0.3}",
+                         "--set", "data.fakes.val_kinds={flicker: 0.5, morph: 0.5}"])
     assert status == 0
     report = json.loads((out / "baseline" / "generalize.json").read_text())
     summary = report["summary"]["lstm"]
@@ -89,6 +91,10 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     for kind in summary.values():
         assert kind["n_real"] == 3 and kind["n_fake"] >= 2
         assert 0.0 <= kind["mean"] <= 1.0 and kind["ci95"][0] <= kind["ci95"][1]
+    from deepfake.checkpoint import load_detector
+
+    _, meta = load_detector(next((out / "runs" / "baseline").rglob("detector.pt")))
+    assert meta["validation"]["kinds_unseen_in_training"] == ["flicker", "morph"]
     table = (out / "baseline" / "generalize.md").read_text()
     assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
     # The test sets share their real clips and hold only the suite's test people's clips.
