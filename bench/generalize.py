@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from data_prep.files import atomic_write, csv_text  # noqa: E402
 from ablation import bootstrap, interval, machine, quietly, scores  # noqa: E402 - bench/ablation.py, beside this
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +132,9 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
                 rows.append([name, "fake", real])
         rows += [[f"real/crf{crf}/{c.name}", "real", f"real/crf{crf}/{c.name}"]
                  for c in sorted((test_clips / "real" / f"crf{crf}").glob("*.mp4"))]
-    labels = "video,label,original\n" + "".join(",".join(r) + "\n" for r in sorted(rows))
+    labels = csv_text(sorted(rows), ["video", "label", "original"])
     if not (test_clips / "labels.csv").is_file() or (test_clips / "labels.csv").read_text() != labels:
-        (test_clips / "labels.csv").write_text(labels)
+        atomic_write(test_clips / "labels.csv", labels)
     index = _extract(test_clips, out / "extracted" / "test", log)
     sets = {}
     with open(index, newline="") as f:
@@ -144,10 +145,9 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
             name = kind if crf == 18 else f"{kind}_crf{crf}"
             keep = [r for r in all_rows if r["video"].startswith((f"real/crf{crf}/", f"fake/{kind}_crf{crf}/"))]
             path = index.parent / f"index_{name}.csv"
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, header)
-                writer.writeheader()
-                writer.writerows(keep)
+            text = csv_text(([r[c] for c in header] for r in keep), header)
+            if not path.is_file() or path.read_text() != text:  # atomic: a run beside this one may be reading it
+                atomic_write(path, text)
             sets[name] = path
     say(f"  data: {args.train_reals} training reals, {len(sets)} test sets of {args.per_class} + {args.per_class} "
         f"[{time.perf_counter() - t0:.0f} s]")
