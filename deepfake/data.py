@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,8 +217,18 @@ class FaceSequenceDataset(Dataset):
                     self.items.append((i, max(0, (n - self.seq_len) // 2), fake))
                 else:
                     self.items.extend((i, s, fake) for s, _ in track_windows(n, self.seq_len))
+        # Evaluation: one kind per self-blended track (drawn by the shares, fixed), so metrics can be told per kind.
+        kinds = list(self.fake_config.kinds)
+        shares = np.array([self.fake_config.kinds[k] for k in kinds]) / sum(self.fake_config.kinds.values())
+        self.fake_kind_of_track = {i: kinds[int(np.random.default_rng([i, 104729]).choice(len(kinds), p=shares))]
+                                   for i in blended} if not self.train and len(kinds) > 1 else {}
         self._seed: int | None = None
         self._rng = np.random.default_rng(0)
+
+    @property
+    def fake_kind_of_video(self) -> dict[int, str]:
+        """Evaluation with several fake kinds: the kind of each self-blended video (by video index); else empty."""
+        return {self._video_of_track[i + len(self.tracks)]: k for i, k in self.fake_kind_of_track.items()}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -265,7 +276,9 @@ class FaceSequenceDataset(Dataset):
             landmarks = landmarks[start:start + t] if landmarks is not None else None
             if fake:
                 blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
-                frames = fake_sequence(frames, blend_rng, self.margin, self.fake_config, landmarks)
+                kind = self.fake_kind_of_track.get(track_index)
+                config = self.fake_config if kind is None else replace(self.fake_config, kinds={kind: 1.0})
+                frames = fake_sequence(frames, blend_rng, self.margin, config, landmarks)
             else:  # a real training sequence: a share of them gets a static control, still labelled real
                 frames = real_sequence(frames, rng, self.margin, self.fake_config, landmarks)
         if self.transform is not None:

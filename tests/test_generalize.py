@@ -95,6 +95,9 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
 
     _, meta = load_detector(next((out / "runs" / "baseline").rglob("detector.pt")))
     assert meta["validation"]["kinds_unseen_in_training"] == ["flicker", "morph"]
+    header = next((out / "runs" / "baseline").rglob("metrics.csv")).read_text().splitlines()[0]
+    # Validation metrics per fake kind (one validation video here: one of the two kinds).
+    assert "val/auc_flicker" in header or "val/auc_morph" in header
     table = (out / "baseline" / "generalize.md").read_text()
     assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
     # The test sets share their real clips and hold only the suite's test people's clips.
