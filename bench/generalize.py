@@ -253,8 +253,9 @@ def markdown(summary: dict) -> str:
         cells = []
         for m in models:
             s = summary[m][name]
-            ok = s["mean"] >= target_of(name) and s["spread"] <= TARGET_SPREAD
-            cells += [f"{s['mean']:.3f}{' ✓' if ok else ''}", f"{s['spread']:.3f}",
+            several = len(s["auc"]) > 1  # one seed has no spread: no ✓ either
+            ok = several and s["mean"] >= target_of(name) and s["spread"] <= TARGET_SPREAD
+            cells += [f"{s['mean']:.3f}{' ✓' if ok else ''}", f"{s['spread']:.3f}" if several else "n/a",
                       f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"]
         lines.append(f"| {name.replace('_crf', ' CRF ')} | {target_of(name):.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
