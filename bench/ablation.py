@@ -124,7 +124,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def _quietly(log: Path, work):
+def quietly(log: Path, work):
     """Runs work() with its stdout/stderr (Lightning, FFmpeg, tqdm) in `log`."""
     from deepfake.demo import _output_to
 
@@ -147,8 +147,8 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
         if not (extracted / "index.csv").is_file():
             t0 = time.perf_counter()
             cfg = synth.SynthConfig(count=count, seed=seed, fake_kind=kind, **video)
-            _quietly(out / "logs" / "data.log", lambda: synth.make_dataset(clips, cfg))
-            _quietly(out / "logs" / "data.log", lambda: extract_dataset(clips, extracted, extract, layout="folder",
+            quietly(out / "logs" / "data.log", lambda: synth.make_dataset(clips, cfg))
+            quietly(out / "logs" / "data.log", lambda: extract_dataset(clips, extracted, extract, layout="folder",
                                                                         workers=0))
             say(f"  {name}: {count} clips (seed {seed}, {kind}) synthesised and extracted "
                 f"[{time.perf_counter() - t0:.0f} s]")
@@ -184,7 +184,7 @@ def train_model(out: Path, name: str, overrides: dict, seed: int, index: Path, a
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     t0 = time.perf_counter()
-    fitted = _quietly(out / "logs" / f"{run_root.name}.log",
+    fitted = quietly(out / "logs" / f"{run_root.name}.log",
                       lambda: train.fit(config_path, {"run_dir": run_root, "run_name": "run"}))
     took = time.perf_counter() - t0
     frames = args.steps * config["data"]["batch_size"] * config["data"]["seq_len"]
@@ -193,7 +193,7 @@ def train_model(out: Path, name: str, overrides: dict, seed: int, index: Path, a
     return fitted.weights
 
 
-def _scores(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def scores(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Videos, labels and p(fake) of the scored videos in an evaluation's predictions.csv."""
     with open(folder / "predictions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("status") == "ok" and r.get("p_fake") not in ("", None)]
@@ -268,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             weights = train_model(out, name, overrides, seed, train_index, args, say)
             folder = weights.parent.parent / "eval"
             if not (folder / "cross.csv").is_file():
-                _quietly(out / "logs" / "evaluate.log", lambda: evaluate_sets(
+                quietly(out / "logs" / "evaluate.log", lambda: evaluate_sets(
                     [sets[f"heldout_{k}"] for k in SETS], folder, weights,
                     predict_config=PredictConfig(device="cpu")))
             per_set = {}
             for k in SETS:
-                videos, y, p = _scores(folder / f"heldout_{k}")
+                videos, y, p = scores(folder / f"heldout_{k}")
                 m = binary_metrics(y, p)
                 per_set[k] = {"videos": videos, "y": y, "p": p, "auc": m.get("auc"), "logloss": m.get("logloss")}
             results.setdefault(name, {})[seed] = per_set

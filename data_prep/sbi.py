@@ -25,7 +25,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["BlendParams", "sample_blend_params", "self_blend", "swap_face", "blend_region", "REGION_SCALE"]
+__all__ = ["BlendParams", "sample_blend_params", "self_blend", "swap_face", "blend_region", "part_geometry",
+           "REGION_SCALE", "SWAP_REGIONS"]
+
+# What `swap_face` replaces: the inner face, or one part of it (a face-part swap).
+SWAP_REGIONS = ("face", "eyes", "mouth")
 
 # Every pixel that `self_blend` changes lies inside the face box scaled by this factor about its centre
 # (clipped to the frame). Callers and tests can rely on it: outside that region the frame is untouched.
@@ -171,6 +175,22 @@ def _mask_geometry(box: np.ndarray, params: BlendParams, landmarks: np.ndarray |
     cx = centre[0] + params.mask_offset[0] * bw
     cy = centre[1] + params.mask_offset[1] * bh
     return cx, cy, params.mask_axes[0] * half_w, params.mask_axes[1] * half_h, angle
+
+
+def part_geometry(landmarks: np.ndarray, part: str) -> tuple[float, float, float, float, float]:
+    """Centre (x, y), semi-axes (a, b) and roll (radians) of an ellipse around the eyes or the mouth, from the 5
+    MTCNN landmarks: the eyes' ellipse spans both eyes and brows, the mouth's the lips and a little around them."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eyes, mouth = pts[:2].mean(0), pts[3:].mean(0)
+    d_eye = float(np.linalg.norm(pts[1] - pts[0]))
+    if part == "eyes":
+        angle = math.atan2(pts[1, 1] - pts[0, 1], pts[1, 0] - pts[0, 0])
+        return float(eyes[0]), float(eyes[1]) - 0.1 * d_eye, 0.95 * d_eye, 0.45 * d_eye, angle
+    if part == "mouth":
+        angle = math.atan2(pts[4, 1] - pts[3, 1], pts[4, 0] - pts[3, 0])
+        width = max(float(np.linalg.norm(pts[4] - pts[3])), 0.5 * d_eye)
+        return float(mouth[0]), float(mouth[1]), 0.85 * width, 0.5 * width, angle
+    raise ValueError(f"part must be eyes or mouth, got {part!r}")
 
 
 def blend_region(frame_shape: tuple[int, ...], box: np.ndarray) -> tuple[int, int, int, int]:
@@ -319,6 +339,7 @@ def swap_face(
     params: BlendParams,
     frame_index: int = 0,
     return_mask: bool = False,
+    region: str = "face",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """A face swap: another person's inner face, aligned, colour-matched and blended into this face.
 
@@ -336,6 +357,8 @@ def swap_face(
         params: blend parameters (`sample_blend_params`), fixed over a clip.
         frame_index: the frame's index in its clip (drift).
         return_mask: also return the blend opacity.
+        region: ``face`` (the inner face), or ``eyes`` / ``mouth`` (a face-part swap: only that part, its ellipse
+            from `part_geometry`, still deformed, blurred and blended as `params` say).
 
     Returns:
         The fake frame; with `return_mask`, also the (H, W) float32 opacity. Only pixels inside
@@ -359,7 +382,10 @@ def swap_face(
     roi_h, roi_w = roi.shape[:2]
     src = cv2.warpAffine(np.ascontiguousarray(donor), m, (roi_w, roi_h), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT_101)
-    cx, cy, a, b, angle = _mask_geometry(box, params, landmarks)
+    if region not in SWAP_REGIONS:
+        raise ValueError(f"region must be one of {', '.join(SWAP_REGIONS)}, got {region!r}")
+    cx, cy, a, b, angle = (_mask_geometry(box, params, landmarks) if region == "face"
+                           else part_geometry(landmarks, region))
     mask = _draw_mask(roi_w, roi_h, (cx - rx0, cy - ry0, a, b, angle), params, params.mask_blur * max(bw, bh)) * ratio
 
     # Colour transfer under the mask: the donor's skin tone and light become the face's.

@@ -42,10 +42,11 @@ import numpy as np
 from data_prep.files import atomic_write, csv_text
 from data_prep.synth_fakes import FAKE_KINDS, FakeMaker
 from data_prep.synth_fakes import fake_params as _fake_params  # noqa: F401 - the name tests and tools import
-from data_prep.synth_photos import FacePhoto, cutout, face_photos
+from data_prep.synth_photos import FacePhoto, cutout, face_photos, PHOTO_SETS
 from data_prep.video_writer import X264_THREADS, H264Writer
 
-__all__ = ["SynthConfig", "SynthError", "FacePhoto", "FAKE_KINDS", "face_photos", "make_dataset", "parse_resolution"]
+__all__ = ["SynthConfig", "SynthError", "FacePhoto", "FAKE_KINDS", "PHOTO_SETS", "face_photos", "make_dataset",
+           "parse_resolution"]
 
 # Bump when a change to the generator changes the frames it writes (invalidates resumable output).
 GENERATOR_VERSION = 1
@@ -102,6 +103,7 @@ class SynthConfig:
         fake_faces: in a clip with two faces, ``all`` (both manipulated) or ``one`` (only the left or top one: a
             DFDC-style fake that leaves the other person as they were; training's `data.untouched_tracks` deals
             with such tracks).
+        people: the photo set the clips show (`data_prep.synth_photos.PHOTO_SETS`; ``demo`` by default).
         progress: show a progress bar over clips.
     """
 
@@ -116,6 +118,7 @@ class SynthConfig:
     preset: str = "veryfast"
     fake_kind: str = "sbi"
     fake_faces: str = "all"
+    people: str = "demo"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -144,6 +147,8 @@ class SynthConfig:
             raise ValueError(f"--crf must be in [0, 51], got {self.crf}")
         if self.fake_kind not in FAKE_KINDS:
             raise ValueError(f"--fake-kind must be one of {', '.join(FAKE_KINDS)}, got {self.fake_kind!r}")
+        if self.people not in PHOTO_SETS:
+            raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)}, got {self.people!r}")
         if self.fake_faces not in ("all", "one"):
             raise ValueError(f"--fake-faces must be all or one, got {self.fake_faces!r}")
         if self.preset not in X264_PRESETS:
@@ -183,8 +188,9 @@ class SynthConfig:
     def manifest(self) -> dict:
         """What determines the written files; an earlier run with the same manifest can be resumed."""
         settings = {k: v for k, v in asdict(self).items() if k != "progress"}
-        if settings["fake_faces"] == "all":  # the default: left out, so folders written before it was one resume
-            del settings["fake_faces"]
+        for key, default in (("fake_faces", "all"), ("people", "demo")):  # defaults left out: older folders resume
+            if settings[key] == default:
+                del settings[key]
         return {"generator": GENERATOR_VERSION, "x264_threads": X264_THREADS, "config": settings}
 
 
@@ -219,7 +225,7 @@ class _ClipPlan:
 
 def _plan_face(rng: np.random.Generator, cfg: SynthConfig, photo_index: int, cell: tuple[int, int, int, int],
                t: np.ndarray) -> _FacePlan:
-    cut = cutout(photo_index)
+    cut = cutout(photo_index, cfg.people)
     fx1, fy1, fx2, fy2 = cut.box
     box_w, box_h = fx2 - fx1, fy2 - fy1
     aspect = box_w / box_h
@@ -267,7 +273,7 @@ def _plan_clip(cfg: SynthConfig, pair: int, two_faces: bool) -> _ClipPlan:
     """Motion, zoom, tilt and light of every frame of real clip `pair` (and so of its fake)."""
     rng = np.random.default_rng([cfg.seed, pair, 0])
     t = np.arange(cfg.n_frames) / cfg.fps
-    photos = face_photos()
+    photos = face_photos(cfg.people)
     first = (pair + cfg.seed) % len(photos)
     w, h = cfg.width, cfg.height
     if two_faces:
@@ -349,7 +355,7 @@ class _Renderer:
         self.frame = np.empty((cfg.height, cfg.width, 3), np.uint8)
         self.cutouts = []
         for face in plan.faces:
-            cut = cutout(face.photo_index)
+            cut = cutout(face.photo_index, cfg.people)
             # Shrink the cutout once per clip to about its on-screen size, so per-frame warps never minify
             # (which would alias); per-frame scale then stays near 1.
             box_h = cut.box[3] - cut.box[1]

@@ -1,6 +1,15 @@
 """The face photos `deepfake synth`'s clips show: real photos that ship inside installed packages (scikit-image's
 astronaut, Eileen Collins, and matplotlib's Grace Hopper, plus their mirror images), each with its face box and 5
-landmarks, and their soft-edged head-and-shoulders cut-outs."""
+landmarks, and their soft-edged head-and-shoulders cut-outs.
+
+Photo sets (`PHOTO_SETS`, `SynthConfig.people`): ``demo`` (the four above, what the demo and the tests use), and two
+sets for the generalization suite (`bench/generalize.py`) that share no person, so a detector trained on one is
+tested on people it never saw:
+- ``suite-train``: the astronaut only: the photo, its mirror image and a re-lit, recoloured copy of each (warmer,
+  darker skin, lower contrast);
+- ``suite-test``: Grace Hopper and scikit-image's cameraman (`skimage.data.camera()`, a grey photo of another man in
+  three-quarter view), each with its mirror image: two people, so the test set's face swaps swap two unseen people.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["FacePhoto", "face_photos", "cutout"]
+__all__ = ["FacePhoto", "PHOTO_SETS", "face_photos", "cutout"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +47,10 @@ _ASTRONAUT_BOX = (181.05, 62.16, 267.75, 172.05)
 _ASTRONAUT_LANDMARKS = ((205.01, 101.73), (246.76, 103.71), (224.67, 128.96), (201.72, 139.25), (245.27, 141.86))
 _GRACE_BOX = (174.40, 119.56, 355.65, 340.46)
 _GRACE_LANDMARKS = ((221.67, 192.21), (309.83, 186.13), (269.36, 239.17), (232.65, 279.65), (306.64, 275.93))
+_CAMERA_BOX = (199.22, 118.93, 254.27, 192.27)
+_CAMERA_LANDMARKS = ((234.39, 147.16), (252.32, 149.61), (250.75, 169.12), (231.23, 180.41), (243.45, 181.94))
+
+PHOTO_SETS = ("demo", "suite-train", "suite-test")
 
 
 def _mirror(photo: FacePhoto) -> FacePhoto:
@@ -50,18 +63,36 @@ def _mirror(photo: FacePhoto) -> FacePhoto:
                      np.array([w - x2, y1, w - x1, y2]), lm)
 
 
-@lru_cache(maxsize=1)
-def face_photos() -> tuple[FacePhoto, ...]:
-    """The four face photos clips are made from: astronaut, Grace Hopper, and their mirror images."""
+def _relit(photo: FacePhoto) -> FacePhoto:
+    """The same person re-lit and recoloured: warmer and darker skin, lower contrast (a fixed curve per channel)."""
+    levels = np.arange(256, dtype=np.float32) / 255
+    curves = [np.clip(((levels ** gamma - 0.5) * 0.85 + 0.5) * gain, 0, 1)
+              for gamma, gain in ((1.25, 0.95), (1.45, 0.85), (1.7, 0.72))]
+    lut = np.rint(np.stack(curves, -1) * 255).astype(np.uint8)
+    image = np.stack([lut[photo.image[..., c], c] for c in range(3)], -1)
+    return FacePhoto(f"{photo.name}_relit", photo.person, image, photo.box, photo.landmarks)
+
+
+@lru_cache(maxsize=4)
+def face_photos(people: str = "demo") -> tuple[FacePhoto, ...]:
+    """The face photos of a photo set (`PHOTO_SETS`); ``demo``: astronaut, Grace Hopper, and their mirror images."""
     import skimage.data
     from matplotlib import cbook
     from PIL import Image
 
+    if people not in PHOTO_SETS:
+        raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)}, got {people!r}")
     astronaut = FacePhoto("astronaut", "astronaut", skimage.data.astronaut()[..., :3].copy(),
                           np.array(_ASTRONAUT_BOX), np.array(_ASTRONAUT_LANDMARKS))
+    if people == "suite-train":
+        return astronaut, _mirror(astronaut), _relit(astronaut), _relit(_mirror(astronaut))
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         grace_image = np.asarray(Image.open(f).convert("RGB")).copy()
     grace = FacePhoto("grace_hopper", "grace_hopper", grace_image, np.array(_GRACE_BOX), np.array(_GRACE_LANDMARKS))
+    if people == "suite-test":
+        camera = FacePhoto("cameraman", "cameraman", np.repeat(skimage.data.camera()[..., None], 3, 2),
+                           np.array(_CAMERA_BOX), np.array(_CAMERA_LANDMARKS))
+        return grace, camera, _mirror(grace), _mirror(camera)
     return astronaut, grace, _mirror(astronaut), _mirror(grace)
 
 
@@ -74,10 +105,10 @@ class _Cutout:
     landmarks: np.ndarray  # (5, 2)
 
 
-@lru_cache(maxsize=8)
-def cutout(photo_index: int) -> _Cutout:
-    """Photo `photo_index` of `face_photos()` cut out around the head and shoulders (cached)."""
-    photo = face_photos()[photo_index]
+@lru_cache(maxsize=16)
+def cutout(photo_index: int, people: str = "demo") -> _Cutout:
+    """Photo `photo_index` of `face_photos(people)` cut out around the head and shoulders (cached)."""
+    photo = face_photos(people)[photo_index]
     img_h, img_w = photo.image.shape[:2]
     x1, y1, x2, y2 = photo.box
     bw, bh = x2 - x1, y2 - y1

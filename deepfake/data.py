@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ from data_prep.index import (
 from data_prep.untouched import UNTOUCHED_BELOW, is_untouched
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
 from deepfake.contract import index_extraction
-from deepfake.fakes import FakeConfig, fake_sequence, real_sequence
+from deepfake.fakes import FakeConfig, fake_sequence, real_sequence, check_fake_sources
 from deepfake.scoring import track_windows
 
 __all__ = [
@@ -159,6 +160,7 @@ class FaceSequenceDataset(Dataset):
         fake_kinds: shares of the kinds of fakes made on the fly (`FakeConfig.kinds`; default self-blends only).
         static_control: in training, the share of real sequences served as a static control, still labelled real
             (`FakeConfig.static_control`, `deepfake.fakes.real_sequence`; 0: untouched).
+        masks, recompress: self-blend mask shapes and the JPEG re-encoding of fakes (`FakeConfig`).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
@@ -167,7 +169,8 @@ class FaceSequenceDataset(Dataset):
     def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
                  transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all",
                  self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
-                 fake_kinds: dict[str, float] | None = None, static_control: float = 0.0) -> None:
+                 fake_kinds: dict[str, float] | None = None, static_control: float = 0.0,
+                 masks: dict[str, float] | None = None, recompress: int = 0) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -180,8 +183,9 @@ class FaceSequenceDataset(Dataset):
         self.train = bool(train)
         self.transform = transform
         self.margin, self.drift = float(margin), bool(drift)
-        self.fake_config = FakeConfig(drift=self.drift, static_control=static_control,
-                                      **({"kinds": fake_kinds} if fake_kinds else {}))
+        self.fake_config = FakeConfig(drift=self.drift, static_control=static_control, recompress=recompress,
+                                      **({"kinds": fake_kinds} if fake_kinds else {}),
+                                      **({"masks": masks} if masks else {}))
         # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
         blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self_blended else []
         self.videos = sorted({t.video for t in self.tracks} | {f"{self.tracks[i].video}#sbi" for i in blended})
@@ -199,8 +203,18 @@ class FaceSequenceDataset(Dataset):
                     self.items.append((i, max(0, (n - self.seq_len) // 2), fake))
                 else:
                     self.items.extend((i, s, fake) for s, _ in track_windows(n, self.seq_len))
+        # Evaluation: one kind per self-blended track (drawn by the shares, fixed), so metrics can be told per kind.
+        kinds = list(self.fake_config.kinds)
+        shares = np.array([self.fake_config.kinds[k] for k in kinds]) / sum(self.fake_config.kinds.values())
+        self.fake_kind_of_track = {i: kinds[int(np.random.default_rng([i, 104729]).choice(len(kinds), p=shares))]
+                                   for i in blended} if not self.train and len(kinds) > 1 else {}
         self._seed: int | None = None
         self._rng = np.random.default_rng(0)
+
+    @property
+    def fake_kind_of_video(self) -> dict[int, str]:
+        """Evaluation with several fake kinds: the kind of each self-blended video (by video index); else empty."""
+        return {self._video_of_track[i + len(self.tracks)]: k for i, k in self.fake_kind_of_track.items()}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -248,7 +262,9 @@ class FaceSequenceDataset(Dataset):
             landmarks = landmarks[start:start + t] if landmarks is not None else None
             if fake:
                 blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
-                frames = fake_sequence(frames, blend_rng, self.margin, self.fake_config, landmarks)
+                kind = self.fake_kind_of_track.get(track_index)
+                config = self.fake_config if kind is None else replace(self.fake_config, kinds={kind: 1.0})
+                frames = fake_sequence(frames, blend_rng, self.margin, config, landmarks)
             else:  # a real training sequence: a share of them gets a static control, still labelled real
                 frames = real_sequence(frames, rng, self.margin, self.fake_config, landmarks)
         if self.transform is not None:
@@ -451,6 +467,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                                            self.split_seed)
             for t in unsplit:
                 t.split = assignment[getattr(t, key)]
+        if stage in (None, "fit"):  # before training: a recipe the tracks can't feed stops here, in one line
+            check_fake_sources(self.fakes, [t for t in tracks if t.split == "train"], self.index)
         if not self.fakes.labelled:  # real-only training: every fake is self-blended from a real track
             dropped = sum(t.label == 1 for t in tracks)
             if dropped:
@@ -478,6 +496,17 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         rows = sorted({(t.video, t.split, t.group) for split in self.tracks.values() for t in split})
         atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
+    def validation_meta(self) -> dict[str, Any]:
+        """What validation (the best checkpoint's choice and the calibration) is fitted on, for `detector.pt`."""
+        fakes = {"labelled": "labelled fakes", "sbi": "fakes made on the fly from its reals",
+                 "both": "labelled fakes and fakes made on the fly"}[self.fakes.mode]
+        meta: dict[str, Any] = {"fitted_on": f"the validation split's real videos and {fakes}"}
+        if self.fakes.self_blended:
+            kinds = self.fakes.val_kinds or self.fakes.kinds
+            meta["fake_kinds"] = kinds
+            meta["kinds_unseen_in_training"] = sorted(k for k in kinds if not self.fakes.kinds.get(k))
+        return meta
+
     def extraction_meta(self) -> dict[str, Any]:
         """What the exported detector records about the data: `seq_len`, `margin`, `stride`, `extraction`."""
         return {"seq_len": self.seq_len, "margin": self.margin, "stride": self.stride,
@@ -494,12 +523,14 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                                  f"or give rows split={split} in the index)")
         blend = {"self_blended": self.fakes.self_blended, "margin": self.margin or DEFAULT_MARGIN,
                  "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds,
-                 "static_control": self.fakes.static_control}
+                 "static_control": self.fakes.static_control, "masks": self.fakes.masks,
+                 "recompress": self.fakes.recompress}
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
                                        transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN), **blend)
         if split not in self._datasets or self._datasets[split].img_size != self.img_size:
+            blend["fake_kinds"] = self.fakes.val_kinds or self.fakes.kinds  # validation: maybe kinds training lacks
             self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
                                                         eval_windows=self.eval_windows, **blend)
         return self._datasets[split]

@@ -22,6 +22,22 @@ every side); the mask is drawn around it. Blending runs before the usual augment
 the sequence, so every frame carries the same warp, and the sequence stays labelled real. Per-frame warp traces then
 appear in both classes, and only their change over time tells a reenacted face from a real one.
 
+Self-blend masks (`data.fakes.masks`, shares of shapes drawn per sequence; default: the box ellipse only, as before):
+``box`` (an upright ellipse at the nominal face box), ``landmarks`` (an ellipse that follows the track's landmarks:
+position, size and roll), ``deformed`` (the landmark ellipse with a strongly deformed outline), ``small`` (the inner
+face only, 55-80 % of the landmark ellipse) and ``large`` (110-120 %, reaching the jaw and brow). A probe on unseen
+people found one shape (landmarks instead of box) worse on three kinds of four: the lever is the mix, not one shape.
+
+`data.fakes.recompress` (default 0: off): a JPEG quality; every fake frame made on the fly is JPEG-encoded at it and
+decoded again, as its real crop was by `deepfake-extract`, so both classes carry one compression history (use the
+crops' quality, `extract_config.json`'s `quality`, 90 by default).
+
+`data.fakes.val_kinds` (default: none, the validation fakes are made like the training ones) gives the kinds of the
+validation fakes made on the fly in real-only training: the best checkpoint (`val/balanced_logloss`) and the shipped
+calibration are then chosen on fakes of kinds the training does not make (e.g. train on sbi + reenact, validate on
+flicker + morph), which a recipe that overfits its own generator cannot game. `detector.pt`'s meta says what the
+checkpoint and calibration were fitted on (`validation`, `FaceSequenceDataModule.validation_meta`).
+
 `data.fakes` selects where the training fakes come from:
 - ``labelled``: the index's fakes only (the default, as before);
 - ``sbi``: self-blended copies of the real tracks only, for real-only data (labelled fakes in the index are left
@@ -36,6 +52,9 @@ from typing import Literal
 
 import numpy as np
 
+import cv2
+
+from data_prep.index import IndexFileError
 from data_prep.sbi import sample_blend_params, self_blend
 from data_prep.temporal import (
     canonical_landmarks,
@@ -47,12 +66,16 @@ from data_prep.temporal import (
 )
 from data_prep.track import face_box_in_crop as _face_box_in_crop
 
-__all__ = ["FakeConfig", "FAKE_KINDS", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
+__all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
 # The kinds of fakes made on the fly: self-blends and the temporal ones.
 FAKE_KINDS = ("sbi", "reenact", "flicker", "morph")
+# Self-blend mask shapes (`FakeConfig.masks`): (use the landmarks, size range, outline harmonics' amplitude range).
+MASK_SHAPES = {"box": (False, (1.0, 1.0), None), "landmarks": (True, (1.0, 1.0), None),
+               "deformed": (True, (0.9, 1.05), (0.06, 0.14)), "small": (True, (0.55, 0.8), None),
+               "large": (True, (1.1, 1.2), None)}
 
 
 @dataclass
@@ -67,6 +90,9 @@ class FakeConfig:
             ``{sbi: 0.5, reenact: 0.25, flicker: 0.125, morph: 0.125}``; normalised to sum to 1. Default: sbi only.
         static_control: share of the real training sequences given a static control (`static_control_sequence`),
             in [0, 1); 0 (the default) leaves real sequences untouched.
+        masks: shares of the self-blend mask shapes (`MASK_SHAPES`); default the box ellipse only.
+        recompress: JPEG quality every fake frame made on the fly is re-encoded at (0: off).
+        val_kinds: shares of the kinds of the validation fakes made on the fly; None: those of `kinds`.
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
@@ -74,6 +100,9 @@ class FakeConfig:
     drift: bool = True
     kinds: dict[str, float] = field(default_factory=lambda: {"sbi": 1.0})
     static_control: float = 0.0
+    masks: dict[str, float] = field(default_factory=lambda: {"box": 1.0})
+    recompress: int = 0
+    val_kinds: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -92,6 +121,12 @@ class FakeConfig:
         if any(not np.isfinite(v) or v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
             raise ValueError(f"data.fakes.kinds: shares must be >= 0 and not all 0, got {self.kinds!r}")
         self.kinds = shares
+        self.masks = _shares(self.masks, MASK_SHAPES, "data.fakes.masks")
+        if self.val_kinds is not None:
+            self.val_kinds = _shares(self.val_kinds, FAKE_KINDS, "data.fakes.val_kinds")
+        if not isinstance(self.recompress, int) or not 0 <= self.recompress <= 100:
+            raise ValueError(f"data.fakes.recompress must be 0 (off) or a JPEG quality in [1, 100], got "
+                             f"{self.recompress!r}")
         try:
             self.static_control = float(self.static_control)
         except (TypeError, ValueError):
@@ -107,6 +142,56 @@ class FakeConfig:
     @property
     def labelled(self) -> bool:
         return self.mode in ("labelled", "both")
+
+
+def _shares(given, names, what: str) -> dict[str, float]:
+    if not isinstance(given, dict) or not given:
+        raise ValueError(f"{what} must map {', '.join(names)} to shares, got {given!r}")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"{what}: unknown name(s) {', '.join(unknown)}; use {', '.join(names)}")
+    try:
+        shares = {k: float(v) for k, v in given.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: shares must be numbers, got {given!r}") from None
+    if any(not np.isfinite(v) or v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError(f"{what}: shares must be >= 0 and not all 0, got {given!r}")
+    return shares
+
+
+def _draw(shares: dict[str, float], rng: np.random.Generator) -> str:
+    names = list(shares)
+    if len(names) == 1:
+        return names[0]
+    p = np.array([shares[k] for k in names], np.float64)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def recompressed(frames: np.ndarray, quality: int) -> np.ndarray:
+    """(T, S, S, 3) uint8 RGB frames JPEG-encoded at `quality` and decoded (OpenCV, as the crops were written)."""
+    out = [cv2.imdecode(cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]),
+                                     [cv2.IMWRITE_JPEG_QUALITY, int(quality)])[1], cv2.IMREAD_COLOR)[..., ::-1]
+           for f in frames]
+    return np.ascontiguousarray(np.stack(out))
+
+
+def check_fake_sources(config: FakeConfig, tracks, where) -> None:
+    """Refuses, before training, a fake recipe that the training tracks cannot feed, in one line naming what is
+    missing: fakes made on the fly need real tracks, and landmark-following masks need the index's landmarks.
+
+    Raises:
+        IndexFileError: the recipe can't be made from `tracks` (`where` names the index).
+    """
+    if not config.self_blended:
+        return
+    reals = [t for t in tracks if t.label == 0]
+    if not reals:
+        raise IndexFileError(f"{where}: no real face track in the training split, and data.fakes.mode {config.mode} "
+                         f"makes its fakes from real tracks")
+    needs = sorted(k for k, share in config.masks.items() if share > 0 and MASK_SHAPES[k][0])
+    if needs and all(getattr(t, "landmarks", None) is None for t in reals):
+        raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and data.fakes.masks "
+                         f"{', '.join(needs)} follow them; re-extract, or use masks: {{box: 1}}")
 
 
 def face_box_in_crop(size: int, margin: float) -> np.ndarray:
@@ -158,12 +243,13 @@ def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, c
                   landmarks: np.ndarray | None = None) -> np.ndarray:
     """A fake made on the fly from a real crop sequence: its kind drawn from `config.kinds`, then made with one
     parameter set (`self_blend_sequence` or `temporal_fake_sequence`). Deterministic given the generator's state."""
-    kinds = list(config.kinds)
-    shares = np.array([config.kinds[k] for k in kinds], np.float64)
-    kind = kinds[0] if len(kinds) == 1 else kinds[int(rng.choice(len(kinds), p=shares / shares.sum()))]
+    kind = _draw(config.kinds, rng)
     if kind == "sbi":
-        return self_blend_sequence(frames, rng, margin, config.drift)
-    return temporal_fake_sequence(frames, kind, rng, margin, landmarks)
+        shape = _draw(config.masks, rng)
+        fake = self_blend_sequence(frames, rng, margin, config.drift, landmarks=landmarks, shape=shape)
+    else:
+        fake = temporal_fake_sequence(frames, kind, rng, margin, landmarks)
+    return recompressed(fake, config.recompress) if config.recompress else fake
 
 
 def static_control_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float,
@@ -196,7 +282,8 @@ def real_sequence(frames: np.ndarray, rng: np.random.Generator | None, margin: f
     return static_control_sequence(frames, rng, margin, landmarks)
 
 
-def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True) -> np.ndarray:
+def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True,
+                        landmarks: np.ndarray | None = None, shape: str = "box") -> np.ndarray:
     """A self-blended fake of a real crop sequence: one set of blend parameters for all its frames.
 
     Args:
@@ -204,10 +291,21 @@ def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: fl
         rng: the random generator (the data loader's, per worker and seed).
         margin: the margin the crops were cut with.
         drift: smooth drift of the parameters over the frames.
+        landmarks: optional (T, 5, 2) landmarks in crop pixels (canonical positions in the box when missing), used
+            by every mask shape but ``box``.
+        shape: the mask shape (`MASK_SHAPES`); ``box`` (the default) draws nothing more from `rng`.
 
     Returns:
         (T, S, S, 3) uint8: the fake sequence.
     """
     params = sample_blend_params(rng, drift=drift)
     box = face_box_in_crop(frames.shape[1], margin)
-    return np.stack([self_blend(f, box, params, frame_index=t) for t, f in enumerate(frames)])
+    follow, (lo, hi), deform = MASK_SHAPES[shape]
+    if shape != "box":
+        size = float(rng.uniform(lo, hi))
+        axes = tuple(min(1.2, a * size) for a in params.mask_axes)
+        harmonics = params.mask_harmonics if deform is None else tuple(
+            (float(rng.uniform(*deform)) / 3, float(rng.uniform(0, 2 * np.pi))) for _ in range(3))
+        params = replace(params, mask_axes=axes, mask_harmonics=harmonics)
+    lm = _landmarks(frames, margin, landmarks) if follow else [None] * len(frames)
+    return np.stack([self_blend(f, box, params, landmarks=lm[t], frame_index=t) for t, f in enumerate(frames)])

@@ -4,7 +4,8 @@ Validation and test are scored the way `deepfake predict` scores videos (docs/ar
 window's p(fake) is the sigmoid of its last step, a track's p(fake) the mean over its windows, a video's the
 maximum over its tracks; the metrics (`deepfake.metrics.binary_metrics`: log loss with probabilities clipped to
 [0.01, 0.99], balanced log loss, AUC, accuracy, AP) are computed per video and logged per epoch as
-`val/logloss`, `val/balanced_logloss`, `val/auc`, `val/acc`, `val/ap` (and `test/...`). Under DDP every rank's
+`val/logloss`, `val/balanced_logloss`, `val/auc`, `val/acc`, `val/ap` (and `test/...`); with several kinds of fakes
+made on the fly, also `val/auc_<kind>` (each kind's fakes against the reals). Under DDP every rank's
 window scores are gathered first, so the metrics are those of the whole set.
 
 Each validation also keeps every window's raw last-step logit (`validation_windows`), and every checkpoint saved
@@ -19,6 +20,7 @@ import warnings
 from dataclasses import asdict, is_dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -202,6 +204,14 @@ class DeepfakeLitModule(pl.LightningModule):
         for key, name in _LOGGED.items():
             if metrics[key] is not None:
                 self.log(f"{stage}/{name}", float(metrics[key]), prog_bar=name in ("logloss", "auc"), sync_dist=False)
+        # Real-only training with several fake kinds: the AUC of each kind against the reals (`val/auc_<kind>`).
+        kind_of = getattr(dm.eval_dataset(stage), "fake_kind_of_video", {}) if hasattr(dm, "eval_dataset") else {}
+        kinds = np.array([kind_of.get(int(i), "") for i in ids])
+        for kind in sorted(set(kind_of.values())):
+            keep = (y == 0) | (kinds == kind)
+            auc = binary_metrics(y[keep], p[keep]).get("auc")
+            if auc is not None:
+                self.log(f"{stage}/auc_{kind}", float(auc), sync_dist=False)
 
     # --------------------------------------------------------------------------------------------- optimiser
 

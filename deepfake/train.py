@@ -83,7 +83,7 @@ def validation_calibration(lit: DeepfakeLitModule, checkpoint: str | Path | None
 
 
 def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_dir: str | Path,
-                    calibration: dict[str, Any] | None = None) -> Path:
+                    calibration: dict[str, Any] | None = None, validation: dict[str, Any] | None = None) -> Path:
     """Writes `detector.pt` into `out_dir`: the network of `checkpoint` (a `deepfake fit` .ckpt), or of `lit`.
 
     Args:
@@ -91,6 +91,8 @@ def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_d
         checkpoint: the best checkpoint of the run, or None.
         out_dir: where to write.
         calibration: a calibration record for the meta (`validation_calibration`), or None for none.
+        validation: what the checkpoint's choice and the calibration were fitted on (the meta's `validation`,
+            `FaceSequenceDataModule.validation_meta`), or None.
 
     Returns:
         The path of the exported file.
@@ -101,6 +103,8 @@ def export_detector(lit: DeepfakeLitModule, checkpoint: str | Path | None, out_d
         net, meta = lit.net, lit.detector_meta()
     if calibration is not None:
         meta = {**meta, "calibration": calibration}
+    if validation is not None:
+        meta = {**meta, "validation": validation}
     return save_detector(Path(out_dir) / DETECTOR_FILE, net, meta)
 
 
@@ -159,7 +163,8 @@ class DeepfakeCLI(LightningCLI):
         out_dir = Path(best).parent if best else Path(callback.dirpath if callback and callback.dirpath
                                                        else trainer.log_dir or ".")
         calibration = validation_calibration(self.model, best or None)
-        path = export_detector(self.model, best or None, out_dir, calibration)
+        validation = self.datamodule.validation_meta() if hasattr(self.datamodule, "validation_meta") else None
+        path = export_detector(self.model, best or None, out_dir, calibration, validation)
         self.detector_path = path
         score = getattr(callback, "best_model_score", None)
         where = f" (best {callback.monitor} {float(score):.4f}: {best})" if score is not None and best else ""

@@ -10,7 +10,7 @@ import sys
 import time
 from functools import partial
 
-from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution
+from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution, PHOTO_SETS
 from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 
 __all__ = ["main"]
@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="x264 speed preset (default %(default)s)")
     p.add_argument("--fake-kind", default=d.fake_kind, choices=FAKE_KINDS,
                    help="sbi: self-blended fakes; swap: face swaps between people; reenact: mouth and eyes warped "
-                        "over time, no blending (default %(default)s)")
+                        "over time, no blending; paste: a swap with a hard edge; lowres: the inner face at 1/4 "
+                        "resolution; part: another person's eyes or mouth only (default %(default)s)")
+    p.add_argument("--people", default=d.people, choices=PHOTO_SETS,
+                   help="the photos the clips show: demo, or the generalization suite's disjoint suite-train and "
+                        "suite-test sets (default %(default)s)")
     p.add_argument("--fake-faces", default=d.fake_faces, choices=("all", "one"),
                    help="in clips with two faces (--multi-face): manipulate both, or only one of them, as a DFDC fake "
                         "that changes one of two people (default %(default)s)")
@@ -58,7 +62,7 @@ def main(args: list[str] | None = None) -> int:
         width, height = parse_resolution(ns.resolution)
         cfg = SynthConfig(count=ns.count, width=width, height=height, seconds=ns.seconds, fps=ns.fps,
                           seed=ns.seed, multi_face=ns.multi_face, crf=ns.crf, preset=ns.preset, fake_kind=ns.fake_kind,
-                          fake_faces=ns.fake_faces, progress=not ns.no_progress)
+                          fake_faces=ns.fake_faces, people=ns.people, progress=not ns.no_progress)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except (UsageError, ValueError) as e:

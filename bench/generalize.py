@@ -1,0 +1,307 @@
+"""The generalization suite: a training config, N seeds, scored on fakes of people the training never saw.
+
+    python bench/generalize.py                                   # configs/sbi_tiny_cpu.yaml, 3 seeds, LSTM + frame
+    python bench/generalize.py --quick                           # a smoke test: tiny sets, one seed, few steps
+    python bench/generalize.py --name steps800 --set trainer.max_steps=800   # a variant, beside the others in OUT
+    python bench/generalize.py --config configs/my.yaml --seeds 0 1 2 3 4 --models lstm
+
+People (`data_prep.synth_photos.PHOTO_SETS`): training clips show only the astronaut (scikit-image's photo of Eileen
+Collins, its mirror image and a re-lit, recoloured copy of each: `deepfake synth --people suite-train`); every test
+clip shows Grace Hopper (matplotlib's sample photo) or scikit-image's cameraman, each with its mirror image (`--people
+suite-test`). No photo, and no person, is in both; the demo's people are the astronaut and Grace Hopper, so the
+demo's own detectors have seen Grace Hopper (the suite is for configs it trains itself).
+
+Test kinds (`data_prep.synth_fakes`), each a set of N real + N fake clips (640x360, 2 s, 10 fps; the reals are the
+same clips in every kind), and each again after heavy compression (the same clips encoded at H.264 CRF 38, reals too):
+swap (colour-matched, feathered), paste (hard edge), reenact (mouth and eyes warped over time), lowres (inner face at
+1/4 resolution), part (another person's eyes or mouth only). Training uses the real training clips alone
+(the config's fakes are made on the fly, `data.fakes.mode: sbi`); validation comes from the config as it is.
+
+Per model and kind: the mean video AUC over seeds, the spread over seeds (max - min, and the standard deviation),
+and a bootstrap 95 % interval over videos of the seed-mean AUC (stratified resamples of the videos, the same resample
+for every seed). Written to OUT/<name>/generalize.md and generalize.json; data, extractions and finished trainings
+in OUT are reused, so a variant (`--name X --set key=value`) costs only its trainings and evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data_prep.files import atomic_write, csv_text  # noqa: E402
+from ablation import bootstrap, interval, machine, quietly, scores  # noqa: E402 - bench/ablation.py, beside this
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("swap", "paste", "reenact", "lowres", "part")
+HEAVY_CRF = 38
+MODELS = {"lstm": {}, "frame": {"model.net.temporal": "frame"}}
+# Targets of issue 26 (mean over seeds).
+TARGET = {"swap": 0.95}
+TARGET_OTHER, TARGET_SPREAD = 0.90, 0.03
+VIDEO = dict(width=640, height=360, fps=10.0, progress=False)
+TRAIN_SEED, TEST_SEED = 5, 1000
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench_output/generalize", help="work folder (default %(default)s)")
+    p.add_argument("--config", default=str(ROOT / "configs" / "sbi_tiny_cpu.yaml"),
+                   help="the training config (default configs/sbi_tiny_cpu.yaml)")
+    p.add_argument("--name", default="baseline", help="name of this variant's runs and report (default %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted config override (YAML value), e.g. trainer.max_steps=800; repeatable")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default %(default)s)")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                   help="the LSTM as configured, and the same config with model.net.temporal: frame")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="test kinds (default: all)")
+    p.add_argument("--no-heavy", action="store_true", help="leave out the CRF 38 copies of the test kinds")
+    p.add_argument("--train-reals", type=int, default=32, help="real training clips (default %(default)s)")
+    p.add_argument("--per-class", type=int, default=40, help="real and fake clips per test kind (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=2.0, help="clip length (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 8 training reals, 8 + 8 clips per kind, one seed, 30 steps; numbers mean little")
+    return p
+
+
+def _synth(folder: Path, count: int, seed: int, kind: str, people: str, crf: int, seconds: float) -> Path:
+    from data_prep import synth
+
+    cfg = synth.SynthConfig(count=count, seed=seed, fake_kind=kind, people=people, crf=crf, seconds=seconds, **VIDEO)
+    return synth.make_dataset(folder, cfg)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            dst.write_bytes(src.read_bytes())
+
+
+def _extract(clips: Path, out: Path, log: Path) -> Path:
+    from data_prep.dataset import extract_dataset
+    from data_prep.faces import ExtractConfig
+
+    if not (out / "index.csv").is_file():
+        # Every video is detected on its own (no box reuse): the test crops are what `predict` would cut.
+        quietly(log, lambda: extract_dataset(clips, out, ExtractConfig(stride=2, size=64, device="cpu"),
+                                             layout="folder", workers=0, reuse_original_boxes=False))
+    return out / "index.csv"
+
+
+def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
+    """The training index (real clips of the training people) and one index per test set (kind, compression)."""
+    data, log = out / "data", out / "logs" / "data.log"
+    t0 = time.perf_counter()
+    train_clips = data / "train_clips"
+    if not (out / "extracted" / "train" / "index.csv").is_file():
+        made = _synth(data / "synth" / "train", 2 * args.train_reals, TRAIN_SEED, "sbi", "suite-train", 18,
+                      args.seconds)
+        for clip in sorted((made / "real").glob("*.mp4")):  # the reals alone: training makes its own fakes
+            _link(clip, train_clips / "real" / clip.name)
+    train_index = _extract(train_clips, out / "extracted" / "train", log)
+
+    crfs = [18] + ([] if args.no_heavy else [HEAVY_CRF])
+    test_clips, rows = data / "test_clips", []
+    for crf in crfs:
+        for kind in args.kinds:
+            made = data / "synth" / f"{kind}_crf{crf}"
+            if not (made / "labels.csv").is_file():
+                _synth(made, 2 * args.per_class, TEST_SEED, kind, "suite-test", crf, args.seconds)
+            for clip in sorted((made / "real").glob("*.mp4")):  # the same real clips in every kind
+                _link(clip, test_clips / "real" / f"crf{crf}" / clip.name)
+            for clip in sorted((made / "fake").glob("*.mp4")):
+                real = f"real/crf{crf}/clip_{int(clip.stem.split('_')[1]) - args.per_class:04d}.mp4"
+                name = f"fake/{kind}_crf{crf}/{clip.name}"
+                _link(clip, test_clips / name)
+                rows.append([name, "fake", real])
+        rows += [[f"real/crf{crf}/{c.name}", "real", f"real/crf{crf}/{c.name}"]
+                 for c in sorted((test_clips / "real" / f"crf{crf}").glob("*.mp4"))]
+    labels = csv_text(sorted(rows), ["video", "label", "original"])
+    if not (test_clips / "labels.csv").is_file() or (test_clips / "labels.csv").read_text() != labels:
+        atomic_write(test_clips / "labels.csv", labels)
+    index = _extract(test_clips, out / "extracted" / "test", log)
+    sets = {}
+    with open(index, newline="") as f:
+        reader = csv.DictReader(f)
+        header, all_rows = reader.fieldnames, list(reader)
+    for crf in crfs:
+        for kind in args.kinds:
+            name = kind if crf == 18 else f"{kind}_crf{crf}"
+            keep = [r for r in all_rows if r["video"].startswith((f"real/crf{crf}/", f"fake/{kind}_crf{crf}/"))]
+            path = index.parent / f"index_{name}.csv"
+            text = csv_text(([r[c] for c in header] for r in keep), header)
+            if not path.is_file() or path.read_text() != text:  # atomic: a run beside this one may be reading it
+                atomic_write(path, text)
+            sets[name] = path
+    say(f"  data: {args.train_reals} training reals, {len(sets)} test sets of {args.per_class} + {args.per_class} "
+        f"[{time.perf_counter() - t0:.0f} s]")
+    return train_index, sets
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set needs KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train_run(out: Path, model: str, seed: int, index: Path, args, overrides: dict, say) -> Path:
+    """Trains one (model, seed) of the variant, or reuses its finished run; returns its detector.pt."""
+    import yaml
+
+    from deepfake import train
+
+    run_root = out / "runs" / args.name / f"{model}_seed{seed}"
+    done = sorted(run_root.rglob("detector.pt"))
+    if done:
+        return done[-1]
+    config = yaml.safe_load(Path(args.config).read_text())
+    config["seed_everything"] = seed
+    config.setdefault("trainer", {})["enable_progress_bar"] = False
+    if args.steps is not None:
+        config["trainer"]["max_steps"] = args.steps
+    config.setdefault("data", {})["index"] = str(index)
+    for key, value in {**overrides, **MODELS[model]}.items():  # into the file: a dict on a command line would merge
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config_path = run_root.parent / f"{run_root.name}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    t0 = time.perf_counter()
+    fitted = quietly(out / "logs" / f"{args.name}_{run_root.name}.log",
+                     lambda: train.fit(config_path, {"run_dir": run_root, "run_name": "run"}))
+    took = time.perf_counter() - t0
+    say(f"  trained {model} seed {seed} ({config['trainer'].get('max_steps')} steps) [{took:.0f} s]")
+    return fitted.weights
+
+
+def evaluate_run(weights: Path, sets: dict[str, Path], out: Path, log: Path) -> dict[str, dict]:
+    """Videos, labels and p(fake) of one detector on every test set (evaluations in OUT are reused)."""
+    from deepfake.evaluation import evaluate
+    from deepfake.inference import PredictConfig, load_predictor
+
+    predictor = None
+    result = {}
+    for name, index in sets.items():
+        folder = out / name
+        if not (folder / "predictions.csv").is_file():
+            if predictor is None:
+                predictor = load_predictor(weights, PredictConfig(device="cpu"))
+            quietly(log, lambda: evaluate(index, folder, predictor=predictor, say=lambda _: None,
+                                          warn=lambda _: None))
+        videos, y, p = scores(folder)
+        result[name] = {"videos": videos, "y": y, "p": p}
+    return result
+
+
+def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int) -> dict:
+    """Per model and set: AUC per seed, mean, spread (max - min), std and the bootstrap interval of the mean."""
+    from deepfake.metrics import binary_metrics
+
+    summary: dict = {}
+    for model, runs in results.items():
+        seeds = sorted(runs)
+        for name in runs[seeds[0]]:
+            first = runs[seeds[0]][name]
+            aucs = [float(binary_metrics(runs[s][name]["y"], runs[s][name]["p"]).get("auc") or np.nan) for s in seeds]
+            same = all(runs[s][name]["videos"] == first["videos"] for s in seeds)
+            ci = (interval(bootstrap(first["y"], [runs[s][name]["p"] for s in seeds], n_boot).mean(1))
+                  if same else (float("nan"), float("nan")))
+            summary.setdefault(model, {})[name] = {
+                "auc": dict(zip(map(str, seeds), aucs)), "mean": float(np.mean(aucs)),
+                "spread": float(np.max(aucs) - np.min(aucs)), "std": float(np.std(aucs)), "ci95": list(ci),
+                "n_real": int((first["y"] == 0).sum()), "n_fake": int((first["y"] == 1).sum())}
+    return summary
+
+
+def target_of(name: str) -> float:
+    return TARGET.get(name.split("_crf")[0], TARGET_OTHER)
+
+
+def markdown(summary: dict) -> str:
+    """Kinds as rows, models side by side: mean AUC, spread over seeds, 95 % interval, and the target's check."""
+    models = list(summary)
+    names = list(summary[models[0]])
+    head = "| kind (never trained on) | target | " + " | ".join(
+        f"{m} mean | {m} spread | {m} 95% CI" for m in models) + " |"
+    lines = [head, "|---|---|" + "---|---|---|" * len(models)]
+    for name in names:
+        cells = []
+        for m in models:
+            s = summary[m][name]
+            several = len(s["auc"]) > 1  # one seed has no spread: no ✓ either
+            ok = several and s["mean"] >= target_of(name) and s["spread"] <= TARGET_SPREAD
+            cells += [f"{s['mean']:.3f}{' ✓' if ok else ''}", f"{s['spread']:.3f}" if several else "n/a",
+                      f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"]
+        lines.append(f"| {name.replace('_crf', ' CRF ')} | {target_of(name):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.train_reals, args.per_class, args.seeds, args.bootstrap = 8, 8, args.seeds[:1], 200
+        args.steps = args.steps or 30
+    overrides = parse_sets(args.set)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    say(f"generalization suite in {out}: {args.name} ({machine()}, torch threads {args.threads})")
+    train_index, sets = make_data(out, args, say)
+    results: dict = {}
+    for model in args.models:
+        for seed in args.seeds:
+            weights = train_run(out, model, seed, train_index, args, overrides, say)
+            results.setdefault(model, {})[seed] = evaluate_run(weights, sets, weights.parent.parent / "suite",
+                                                               out / "logs" / f"{args.name}_evaluate.log")
+    summary = summarize(results, args.bootstrap)
+    wall = time.perf_counter() - start
+    n = next(iter(summary[args.models[0]].values()))
+    footer = (f"\n\n{args.name}: {Path(args.config).name}" + "".join(f", {k}={v}" for k, v in overrides.items())
+              + f"; seeds {args.seeds}; {n['n_real']} + {n['n_fake']} videos per kind; mean AUC over seeds, spread "
+              f"= max - min over seeds, 95% CI = bootstrap over videos ({args.bootstrap} stratified resamples) of the "
+              f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "
+              f"{time.strftime('%Y-%m-%d %H:%M')} UTC; wall time {wall / 60:.1f} min"
+              + (" -- --quick: a smoke test, the numbers mean little" if args.quick else ""))
+    table = markdown(summary) + footer
+    say("\n" + table)
+    report = out / args.name
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "generalize.md").write_text(table + "\n")
+    settings = {k: v for k, v in vars(args).items() if k != "set"}
+    (report / "generalize.json").write_text(json.dumps(
+        {"name": args.name, "config": args.config, "overrides": overrides, "summary": summary, "machine": machine(),
+         "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "settings": settings}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The generalization suite (bench/generalize.py), its disjoint photo sets, the test fake kinds it adds to `deepfake
+synth`, and the training-fake levers it measures (mask shapes, one compression history)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.sbi import part_geometry, sample_blend_params, swap_face
+from data_prep.synth import SynthConfig, make_dataset
+from data_prep.synth_photos import PHOTO_SETS, face_photos
+from data_prep.track import square_crop
+from deepfake.fakes import MASK_SHAPES, FakeConfig, fake_sequence, recompressed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_generalize", ROOT / "bench" / "generalize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_and_test_people_are_disjoint():
+    train, test = face_photos("suite-train"), face_photos("suite-test")
+    assert {p.person for p in train} == {"astronaut"}
+    assert {p.person for p in test} == {"grace_hopper", "cameraman"}
+    # No pixel array is shared either (a variant of a test photo in training would leak the person).
+    assert not {p.name.split("_mirror")[0].split("_relit")[0] for p in train} & {p.name.split("_mirror")[0]
+                                                                                 for p in test}
+    assert "demo" in PHOTO_SETS and {p.person for p in face_photos()} == {"astronaut", "grace_hopper"}
+    with pytest.raises(ValueError, match="people must be one of"):
+        SynthConfig(people="everyone")
+
+
+def test_part_swap_changes_only_the_part():
+    photos = face_photos("suite-test")
+    grace, camera = photos[0], photos[1]
+    params = sample_blend_params(np.random.default_rng(0), drift=False)
+    whole = swap_face(grace.image, grace.box, grace.landmarks, camera.image, camera.landmarks, params)
+    changed_whole = np.abs(whole.astype(int) - grace.image).sum(-1) > 0
+    for part in ("eyes", "mouth"):
+        fake = swap_face(grace.image, grace.box, grace.landmarks, camera.image, camera.landmarks, params, region=part)
+        changed = np.abs(fake.astype(int) - grace.image).sum(-1) > 0
+        assert 0 < changed.sum() < 0.6 * changed_whole.sum()
+        cx, cy, a, b, _ = part_geometry(grace.landmarks, part)
+        ys, xs = np.nonzero(changed)
+        # The part's pixels sit around its own landmarks: eyes above the nose, the mouth below it.
+        nose_y = grace.landmarks[2, 1]
+        assert (ys.mean() < nose_y) if part == "eyes" else (ys.mean() > nose_y)
+        assert abs(xs.mean() - cx) < a and abs(ys.mean() - cy) < 2 * b
+    with pytest.raises(ValueError, match="region must be"):
+        swap_face(grace.image, grace.box, grace.landmarks, camera.image, camera.landmarks, params, region="nose")
+
+
+def test_every_mask_shape_and_recompression():
+    photo = face_photos()[0]
+    frames = np.stack([square_crop(photo.image, photo.box, 0.3, 64)] * 4)
+    for shape in MASK_SHAPES:
+        fake = fake_sequence(frames, np.random.default_rng(1), 0.3, FakeConfig(mode="sbi", masks={shape: 1.0}))
+        assert fake.shape == frames.shape and not np.array_equal(fake, frames)
+    config = FakeConfig(mode="sbi", masks={"small": 1, "large": 1}, recompress=90)
+    a, b = (fake_sequence(frames, np.random.default_rng(2), 0.3, config) for _ in range(2))
+    assert np.array_equal(a, b)  # deterministic given the generator
+    assert np.array_equal(recompressed(recompressed(a, 90), 90).shape, a.shape)
+    assert not np.array_equal(recompressed(frames, 50), frames)
+    with pytest.raises(ValueError, match="data.fakes.masks: unknown"):
+        FakeConfig(masks={"oval": 1.0})
+    with pytest.raises(ValueError, match="data.fakes.recompress"):
+        FakeConfig(recompress=101)
+
+
+def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
+    bench = _bench(monkeypatch)
+    out = tmp_path / "suite"
+    status = bench.main(["--out", str(out), "--train-reals", "4", "--per-class", "3", "--kinds", "swap", "part",
+                         "--no-heavy", "--seeds", "0", "--models", "lstm", "--steps", "2", "--seconds", "1.0",
+                         "--bootstrap", "20", "--threads", "1", "--set", "data.epoch_size=32",
+                         "--set", "data.fakes.kinds={sbi: 0.7, reenact: 0.3}",
+                         "--set", "data.fakes.val_kinds={flicker: 0.5, morph: 0.5}"])
+    assert status == 0
+    report = json.loads((out / "baseline" / "generalize.json").read_text())
+    summary = report["summary"]["lstm"]
+    assert set(summary) == {"swap", "part"}
+    for kind in summary.values():
+        assert kind["n_real"] == 3 and kind["n_fake"] >= 2
+        assert 0.0 <= kind["mean"] <= 1.0 and kind["ci95"][0] <= kind["ci95"][1]
+    from deepfake.checkpoint import load_detector
+
+    _, meta = load_detector(next((out / "runs" / "baseline").rglob("detector.pt")))
+    assert meta["validation"]["kinds_unseen_in_training"] == ["flicker", "morph"]
+    header = next((out / "runs" / "baseline").rglob("metrics.csv")).read_text().splitlines()[0]
+    # Validation metrics per fake kind (one validation video here: one of the two kinds).
+    assert "val/auc_flicker" in header or "val/auc_morph" in header
+    table = (out / "baseline" / "generalize.md").read_text()
+    assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
+    # The test sets share their real clips and hold only the suite's test people's clips.
+    labels = (out / "data" / "test_clips" / "labels.csv").read_text().splitlines()
+    assert sum(",real," in line for line in labels) == 3 and sum(",fake," in line for line in labels) == 6
+
+
+@pytest.mark.slow
+def test_test_kinds_change_only_the_face(tmp_path):
+    import av
+
+    for kind in ("paste", "lowres", "part"):
+        out = make_dataset(tmp_path / kind, SynthConfig(count=2, width=320, height=240, seconds=0.4, fps=10,
+                                                        fake_kind=kind, people="suite-test", progress=False))
+        frames = []
+        for clip in ("real/clip_0000.mp4", "fake/clip_0001.mp4"):
+            with av.open(str(out / clip)) as container:
+                frames.append(next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int))
+        diff = np.abs(frames[0] - frames[1]).sum(-1)
+        assert diff.max() > 30, kind
+        assert (diff > 30).mean() < 0.1, kind
+
+
+def test_a_recipe_the_index_cannot_feed_stops_before_training_in_one_line(extracted_dataset, tmp_path):
+    import pandas as pd
+
+    from data_prep.index import IndexFileError
+    from deepfake.data import FaceSequenceDataModule
+
+    index = pd.read_csv(extracted_dataset / "index.csv", dtype=str, keep_default_na=False)
+    cases = {
+        # Only fakes: real-only training has nothing to make its fakes from.
+        "fakes_only": (index[index["label"] == "1"], {"mode": "sbi"}, "no real face track in the training split"),
+        # No landmark columns (an index from before they were kept): landmark-following masks can't be drawn.
+        "no_landmarks": (index.drop(columns=[c for c in index.columns if c.startswith(("eye", "nose", "mouth"))]),
+                         {"mode": "sbi", "masks": {"box": 0.5, "landmarks": 0.5}}, "no landmarks in the index"),
+    }
+    for name, (rows, fakes, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        rows.to_csv(folder / "index.csv", index=False)
+        (folder / "crops").symlink_to(extracted_dataset / "crops")
+        dm = FaceSequenceDataModule(str(folder), seq_len=4, img_size=64, batch_size=4, num_workers=0,
+                                    val_fraction=0.34, fakes=fakes)
+        with pytest.raises(IndexFileError, match=message) as err:
+            dm.setup("fit")
+        assert "\n" not in str(err.value)
+    # The box mask alone needs no landmarks: the same index trains.
+    FaceSequenceDataModule(str(tmp_path / "no_landmarks"), seq_len=4, img_size=64, batch_size=4, num_workers=0,
+                           val_fraction=0.34, fakes={"mode": "sbi"}).setup("fit")
