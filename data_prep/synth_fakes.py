@@ -25,18 +25,17 @@ import numpy as np
 
 from dataclasses import replace
 
+from data_prep.fake_kinds import DONOR_KINDS, SYNTH_KINDS
 from data_prep.sbi import BlendParams, sample_blend_params, self_blend, swap_face
 from data_prep.synth_photos import FacePhoto, face_photos
 from data_prep.temporal import ReenactParams, reenact_warp, sample_reenact_params
 
 if TYPE_CHECKING:
-    from data_prep.synth import SynthConfig, _ClipPlan
+    from data_prep.synth_plan import ClipPlan, SynthConfig
 
 __all__ = ["FAKE_KINDS", "fake_params", "parts", "donors", "reenact_params", "FakeMaker"]
 
-FAKE_KINDS = ("sbi", "swap", "reenact", "paste", "lowres", "part")
-# Kinds that put another person's face (or part of it) into the clip.
-_DONOR_KINDS = ("swap", "paste", "part")
+FAKE_KINDS = SYNTH_KINDS  # the kinds synth writes (data_prep.fake_kinds, the one table of kinds)
 # Periods of the reenacted motion, in seconds (a slow talking rhythm).
 REENACT_PERIODS_S = (0.4, 1.5)
 
@@ -61,7 +60,7 @@ def parts(cfg: SynthConfig, pair: int, n_faces: int) -> list[str]:
     return [str(rng.choice(["eyes", "mouth"])) for _ in range(n_faces)]
 
 
-def donors(cfg: SynthConfig, plan: _ClipPlan) -> list[FacePhoto]:
+def donors(cfg: SynthConfig, plan: ClipPlan) -> list[FacePhoto]:
     """For a face swap, per face of the clip a photo of another person (seeded)."""
     photos = face_photos(cfg.people)
     rng = np.random.default_rng([cfg.seed, plan.pair, 3])
@@ -79,11 +78,11 @@ def reenact_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[ReenactPar
 class FakeMaker:
     """Makes the fake frames of one clip (`cfg.fake_kind`) from its real frames."""
 
-    def __init__(self, cfg: SynthConfig, plan: _ClipPlan) -> None:
+    def __init__(self, cfg: SynthConfig, plan: ClipPlan) -> None:
         self.kind, self.faces = cfg.fake_kind, plan.faces
         n = len(plan.faces)
         self.params = fake_params(cfg, plan.pair, n) if self.kind != "reenact" else [None] * n
-        self.donors = donors(cfg, plan) if self.kind in _DONOR_KINDS else [None] * n
+        self.donors = donors(cfg, plan) if self.kind in DONOR_KINDS else [None] * n
         self.regions = parts(cfg, plan.pair, n) if self.kind == "part" else ["face"] * n
         self.motion = reenact_params(cfg, plan.pair, n) if self.kind == "reenact" else [None] * n
         self.changed = [cfg.fake_faces == "all" or k == 0 for k in range(n)]  # "one": the first (left/top) face

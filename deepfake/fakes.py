@@ -64,14 +64,15 @@ from data_prep.temporal import (
     sample_morph_params,
     sample_reenact_params,
 )
+from data_prep.fake_kinds import TRAINING_KINDS
 from data_prep.track import face_box_in_crop as _face_box_in_crop
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
-# The kinds of fakes made on the fly: self-blends and the temporal ones.
-FAKE_KINDS = ("sbi", "reenact", "flicker", "morph")
+# The kinds of fakes made on the fly: self-blends and the temporal ones (data_prep.fake_kinds, the one table).
+FAKE_KINDS = TRAINING_KINDS
 # Self-blend mask shapes (`FakeConfig.masks`): (use the landmarks, size range, outline harmonics' amplitude range).
 MASK_SHAPES = {"box": (False, (1.0, 1.0), None), "landmarks": (True, (1.0, 1.0), None),
                "deformed": (True, (0.9, 1.05), (0.06, 0.14)), "small": (True, (0.55, 0.8), None),

@@ -237,7 +237,9 @@ def test_plot_marks_windows_and_top_frames_and_says_calibrated(tmp_path):
 def blend_masks(synth_dir: Path, video: str):
     """The exact blend opacity of a `deepfake synth` fake, frame by frame: its plan and blend parameters again."""
     from data_prep.sbi import self_blend
-    from data_prep.synth import SynthConfig, _fake_params, _plan_clip
+    from data_prep.synth_fakes import fake_params as _fake_params
+    from data_prep.synth_plan import SynthConfig
+    from data_prep.synth_plan import plan_clip as _plan_clip
 
     cfg = SynthConfig(**json.loads((synth_dir / "synth.json").read_text())["config"], progress=False)
     pair = int(Path(video).stem.split("_")[1]) - cfg.n_real
