@@ -113,7 +113,7 @@ def test_a_fake_measures_which_face_it_changed(extracted):
 def test_untouched_tracks_rule(extracted, rule, caplog):
     df, root = read_index(extracted)
     tracks = load_tracks(df, root)
-    with caplog.at_level(logging.INFO, logger="deepfake.data"):
+    with caplog.at_level(logging.INFO, logger="deepfake"):
         kept = label_untouched(tracks, rule)
     fake_tracks = [(t.video.split("/")[-1], t.label) for t in kept if t.video.endswith("fake.mp4")]
     if rule == "drop":
@@ -144,7 +144,7 @@ def test_an_index_from_before_landmarks_still_loads(extracted, tmp_path, caplog)
     df2, root2 = read_index(tmp_path / "index.csv")
     tracks = load_tracks(df2, root2)
     assert all(t.landmarks is None and t.crop_landmarks(96, 0.3) is None and t.face_change is None for t in tracks)
-    with caplog.at_level(logging.INFO, logger="deepfake.data"):
+    with caplog.at_level(logging.INFO, logger="deepfake"):
         assert len(label_untouched(tracks, "drop")) == 4
     assert "every track of a fake stays labelled fake" in caplog.text
 
