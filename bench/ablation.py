@@ -126,7 +126,7 @@ def machine() -> str:
 
 def quietly(log: Path, work):
     """Runs work() with its stdout/stderr (Lightning, FFmpeg, tqdm) in `log`."""
-    from deepfake.demo import _output_to
+    from deepfake.demo_stages import output_to as _output_to
 
     with _output_to(log):
         return work()

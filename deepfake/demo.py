@@ -42,33 +42,27 @@ and `deepfake evaluate` look when `--weights` is not given.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
 import os
-import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from pytorch_lightning.callbacks import Callback
 
 from data_prep.files import atomic_write
 from deepfake.demo_report import (
     STAGES,
     DemoError,
     fit_summary,
-    format_duration,
     format_report,
     format_value,
     index_counts,
     label_of,
     pick_clip,
 )
+from deepfake.demo_stages import DemoFolderError, DemoProgress, StageRunner, find_config, stage_key
 
 __all__ = ["DemoConfig", "DemoError", "DemoFolderError", "DemoProgress", "run_demo", "find_config", "format_report"]
 
@@ -77,15 +71,6 @@ STATE_VERSION = 1
 # Everything the demo writes in OUT_DIR; nothing else there is ever touched.
 OWNED = ("data", "extracted", "runs", "eval", "predict", "logs", "cross", STATE_FILE, "report.txt", "report.json")
 RUN_NAME = "demo"
-
-# The file descriptor of the terminal while a stage's output goes to its log (set by `_output_to`), so that the
-# fit stage can still print a line per epoch. An environment variable rather than a module global: the callback
-# may live in a second copy of this module (`python -m deepfake.demo` imports it again by name).
-_TERMINAL_FD = "DEEPFAKE_DEMO_TERMINAL_FD"
-
-
-class DemoFolderError(DemoError):
-    """OUT_DIR can't be used (not a folder, or a folder of something else): a usage error."""
 
 
 @dataclass
@@ -168,206 +153,23 @@ class DemoConfig:
         return cls(**{**settings, **overrides})
 
 
-# ------------------------------------------------------------------------------------------------- helpers
-
-
-def find_config(name: str) -> Path:
-    """A training config by path, or by name in the package's `configs/` (installed) or the repository's.
-
-    Raises:
-        DemoError: not found.
-    """
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    here = Path(__file__).resolve().parent
-    for folder in (here / "configs", here.parent / "configs", Path.cwd() / "configs"):
-        if (folder / name).is_file():
-            return folder / name
-    raise DemoError(f"training config {name!r} not found (looked in {here / 'configs'}, {here.parent / 'configs'} "
-                    f"and ./configs); pass --config PATH")
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _output_to(log: Path) -> Iterator[None]:
-    """Everything written to stdout/stderr, by Python or by C code (FFmpeg, loggers bound to the real streams),
-    goes to `log` while the block runs."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved: list[int] = []
-    with open(log, "a", encoding="utf-8", buffering=1) as f:
-        try:
-            for fd in (1, 2):
-                try:
-                    saved.append(os.dup(fd))
-                    os.dup2(f.fileno(), fd)
-                except OSError:  # no such descriptor (e.g. an embedding host): the Python-level redirect still works
-                    saved.append(-1)
-            if saved[0] >= 0:
-                os.environ[_TERMINAL_FD] = str(saved[0])
-            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-                yield
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.environ.pop(_TERMINAL_FD, None)
-            for fd, old in zip((1, 2), saved):
-                if old >= 0:
-                    os.dup2(old, fd)
-                    os.close(old)
-
-
-def _tail(log: Path, n: int = 6) -> str:
-    try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return "\n".join("    " + line[:200] for line in lines[-n:])
-
-
-class DemoProgress(Callback):
-    """Prints one line per training epoch to the terminal while the fit stage's output goes to its log."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation in Lightning 2.x
-        m = trainer.callback_metrics
-
-        def get(name: str) -> float | None:
-            value = m.get(name)
-            return float(value) if value is not None else None
-
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        line = (f"      epoch {trainer.current_epoch + 1:>2}/{total}: "
-                f"train loss {format_value(get('train/loss_epoch'))}, val AUC {format_value(get('val/auc'))}, "
-                f"val log loss {format_value(get('val/logloss'))} "
-                f"[{format_duration(time.perf_counter() - self.start)}]")
-        fd = os.environ.get(_TERMINAL_FD)
-        try:
-            if fd:
-                os.write(int(fd), (line + "\n").encode())
-            else:
-                print(line, flush=True)
-        except (OSError, ValueError):  # a progress line must never stop training
-            pass
-
-
 # ------------------------------------------------------------------------------------------------- the stages
 
 
-class _Demo:
-    """One demo run in OUT_DIR: stage bookkeeping, the stages, and the report."""
+class _Demo(StageRunner):
+    """One demo run in OUT_DIR: its stages and the report (the bookkeeping is `StageRunner`'s)."""
+
+    state_file, state_version, owned, n_stages = STATE_FILE, STATE_VERSION, OWNED, len(STAGES)
 
     def __init__(self, out: Path, config: DemoConfig, fresh: bool, say: Callable[[str], None]) -> None:
         self.out = out
         self.config = config
         self.say = say
         self.config_path = find_config(config.config)
-        self._prepare(fresh)
-        self.state = self._read_state()
+        self.prepare_folder(fresh)
+        self.state = self.read_state()
         self.upstream_changed = False
         self.report: dict[str, Any] = {"stages": {}, "artifacts": {}}
-
-    # bookkeeping ---------------------------------------------------------------------------------------------
-
-    def _prepare(self, fresh: bool) -> None:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise DemoFolderError(f"{out} exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        entries = [p.name for p in out.iterdir()]
-        if entries and not (out / STATE_FILE).is_file():
-            raise DemoFolderError(f"{out} is not empty and holds no earlier demo ({STATE_FILE}); choose a new or "
-                                  "empty folder")
-        if fresh:
-            for name in OWNED:
-                self._remove(out / name)
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-    def _read_state(self) -> dict:
-        try:
-            state = json.loads((self.out / STATE_FILE).read_text())
-            if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-                return state
-        except (OSError, ValueError):
-            pass
-        return {"version": STATE_VERSION, "stages": {}}
-
-    def _save_state(self) -> None:
-        atomic_write(self.out / STATE_FILE, json.dumps(self.state, indent=2) + "\n")
-
-    def _stage(self, name: str, number: int, key: str, what: str, outputs: list[Path], folders: list[Path],
-               run: Callable[[], dict]) -> dict:
-        """Runs a stage unless an identical finished one can be reused; returns its recorded info."""
-        done = self.state["stages"].get(name)
-        header = f"[{number}/{len(STAGES)}] {name:<10}"
-        if (done and done.get("key") == key and not self.upstream_changed
-                and all((self.out / p).exists() for p in done.get("outputs", []))):
-            self.say(f"{header} {what}: reused from an earlier run ({format_duration(done['seconds'])} then)")
-            self.report["stages"][name] = {**done, "reused": True}
-            return done
-        self.upstream_changed = True  # everything after a redone stage is redone too
-        self.state["stages"].pop(name, None)
-        self._save_state()
-        for folder in folders:
-            self._remove(folder)
-        log = self.out / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.unlink(missing_ok=True)
-        self.say(f"{header} {what} ...")
-        start = time.perf_counter()
-        info = run()
-        seconds = time.perf_counter() - start
-        outputs = [*outputs, *(self.out / info[k] for k in ("weights",) if info.get(k))]
-        missing = [os.fspath(p) for p in outputs if not p.exists()]
-        if missing:
-            raise DemoError(f"stage {name} finished without writing {', '.join(missing)}; see {log}")
-        # Paths relative to OUT_DIR: a moved or renamed demo folder is still reused.
-        info = {**info, "key": key, "seconds": round(seconds, 2),
-                "outputs": [p.relative_to(self.out).as_posix() for p in outputs],
-                "log": log.relative_to(self.out).as_posix()}
-        self.state["stages"][name] = info
-        self._save_state()
-        self.say(f"{' ' * len(header)} done in {format_duration(seconds)}")
-        self.report["stages"][name] = {**info, "reused": False}
-        return info
-
-    def _quiet(self, name: str, command: str, work: Callable[[], Any]) -> Any:
-        """Runs a stage's library call in this process with its output in the stage's log, which starts with the
-        command a user would type to do the same."""
-        import torch
-
-        log = self.out / "logs" / f"{name}.log"
-        threads = torch.get_num_threads()
-        with _output_to(log):
-            print(f"$ {command}", flush=True)
-            try:
-                if self.config.threads:
-                    torch.set_num_threads(self.config.threads)
-                return work()
-            except Exception as err:  # noqa: BLE001 - reported with the log to read, not as a demo traceback
-                import traceback
-
-                sys.stdout.flush()
-                before = _tail(log)  # what the stage said, not the traceback below it
-                traceback.print_exc()
-                failure = f"{type(err).__name__}: {' '.join(str(err).split())}"
-            finally:
-                torch.set_num_threads(threads)
-        raise DemoError(f"stage {name} failed ({failure}); its output is in {log}:\n{before}")
 
     # stages --------------------------------------------------------------------------------------------------
 
@@ -385,10 +187,11 @@ class _Demo:
         from deepfake import train
         from deepfake.evaluation import evaluate
         from deepfake.inference import PredictConfig, iter_predictions, load_predictor
-        from deepfake.plots import plot_name, plot_video
+        from deepfake.artefacts import write_artefacts
+        from deepfake.plots import plot_name
         from deepfake.results import write_results
 
-        synth_key = _key("synth", c.train_count, c.heldout_count, c.width, c.height, c.seconds, c.fps, c.seed,
+        synth_key = stage_key("synth", c.train_count, c.heldout_count, c.width, c.height, c.seconds, c.fps, c.seed,
                          c.heldout_seed, synth.GENERATOR_VERSION)
 
         def run_synth() -> dict:
@@ -396,33 +199,33 @@ class _Demo:
                                                                               c.heldout_seed)):
                 cfg = synth.SynthConfig(count=count, width=c.width, height=c.height, seconds=c.seconds, fps=c.fps,
                                         seed=seed, progress=False)
-                self._quiet("synth", f"deepfake synth {folder} --count {count} --resolution {c.width}x{c.height} "
+                self.quiet("synth", f"deepfake synth {folder} --count {count} --resolution {c.width}x{c.height} "
                             f"--seconds {c.seconds:g} --fps {c.fps:g} --seed {seed}",
                             lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
             return {}
 
-        self._stage("synth", 1, synth_key,
+        self.stage("synth", 1, synth_key,
                     f"{c.train_count} training + {c.heldout_count} held-out clips ({c.width}x{c.height}, "
                     f"{c.seconds:g} s at {c.fps:g} fps; half real faces, half self-blended fakes)",
                     [train_dir / "labels.csv", heldout_dir / "labels.csv"], [data], run_synth)
 
-        extract_key = _key(synth_key, "extract", c.stride, c.size)
+        extract_key = stage_key(synth_key, "extract", c.stride, c.size)
 
         def run_extract() -> dict:
             cfg = ExtractConfig(stride=c.stride, size=c.size, device=c.device)
             workers = "" if c.extract_workers is None else f" --workers {c.extract_workers}"
-            self._quiet("extract", f"deepfake-extract {train_dir} {extracted} --layout folder --stride {c.stride} "
+            self.quiet("extract", f"deepfake-extract {train_dir} {extracted} --layout folder --stride {c.stride} "
                         f"--size {c.size} --device {c.device}{workers}",
                         lambda: extract_dataset(train_dir, extracted, cfg, layout="folder", workers=c.extract_workers))
             return index_counts(extracted / "index.csv")
 
-        info = self._stage("extract", 2, extract_key, f"faces of the {c.train_count} training videos (frame stride "
+        info = self.stage("extract", 2, extract_key, f"faces of the {c.train_count} training videos (frame stride "
                            f"{c.stride}, {c.size}-px crops)", [extracted / "index.csv"], [extracted],
                            run_extract)
         self.report["extract"] = {k: info.get(k) for k in ("videos", "tracks", "crops")}
 
         config_text = self.config_path.read_text()
-        fit_key = _key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes, c.loader_workers)
+        fit_key = stage_key(extract_key, "fit", config_text, c.max_epochs, c.train_minutes, c.loader_workers)
 
         def run_fit() -> dict:
             overrides: dict[str, Any] = {
@@ -435,26 +238,31 @@ class _Demo:
                 minutes = max(1, math.ceil(c.train_minutes))
                 overrides["trainer.max_time"] = f"00:{minutes // 60:02d}:{minutes % 60:02d}:00"
             options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
-            fitted = self._quiet("fit", f"deepfake fit --config {self.config_path} {options}",
-                                 lambda: train.fit(self.config_path, overrides, callbacks=[DemoProgress()]))
+            def work() -> train.FitResult:
+                result = train.fit(self.config_path, overrides, callbacks=[DemoProgress()])
+                for line in result.report:  # into the stage's log, as the command prints them
+                    print(f"deepfake fit: {line}", flush=True)
+                return result
+
+            fitted = self.quiet("fit", f"deepfake fit --config {self.config_path} {options}", work)
             return fit_summary(fitted.run_dir, self.out)
 
         limit = f", at most {c.train_minutes:g} min" if c.train_minutes else ""
-        info = self._stage("fit", 3, fit_key, f"{self.config_path.name}{limit}", [], [runs], run_fit)
+        info = self.stage("fit", 3, fit_key, f"{self.config_path.name}{limit}", [], [runs], run_fit)
         weights = self.out / info["weights"]
         if not weights.is_file():
             raise DemoError(f"the trained weights {weights} are gone; run again with --fresh")
         self.report["fit"] = info
 
-        eval_key = _key(fit_key, "evaluate")
+        eval_key = stage_key(fit_key, "evaluate")
 
         def run_evaluate() -> dict:
-            self._quiet("evaluate", f"deepfake evaluate {heldout_dir} --weights {weights} --out {eval_dir} "
+            self.quiet("evaluate", f"deepfake evaluate {heldout_dir} --weights {weights} --out {eval_dir} "
                         f"--device {c.device}",
                         lambda: evaluate(heldout_dir, eval_dir, weights, predict_config=PredictConfig(device=c.device)))
             return {}
 
-        self._stage("evaluate", 4, eval_key, f"the detector on the {c.heldout_count} held-out videos",
+        self.stage("evaluate", 4, eval_key, f"the detector on the {c.heldout_count} held-out videos",
                     [eval_dir / "metrics.json"], [eval_dir], run_evaluate)
         metrics = json.loads((eval_dir / "metrics.json").read_text())
         self.report["heldout"] = {k: metrics.get(k) for k in ("n", "n_real", "n_fake", "auc", "logloss",
@@ -466,7 +274,7 @@ class _Demo:
         self.report["heldout"]["uncalibrated"] = metrics.get("uncalibrated")
 
         clip = pick_clip(heldout_dir, eval_dir / "predictions.csv")
-        predict_key = _key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
+        predict_key = stage_key(fit_key, "predict", os.fspath(clip.relative_to(heldout_dir)))
 
         def run_predict() -> dict:
             def work() -> None:
@@ -474,16 +282,17 @@ class _Demo:
                 with extractor:
                     pred = next(iter_predictions([clip], detector, extractor))
                 atomic_write(predict_dir / "prediction.json", write_results([pred.result], "json"))
-                if pred.result["status"] != "error":
-                    where = os.path.abspath(clip)
-                    name = plot_name(where, set(), root=os.path.dirname(where))
-                    plot_video(pred.result, pred.faces, predict_dir / "plots" / name)
+                where = os.path.abspath(clip)
+                plot = predict_dir / "plots" / plot_name(where, set(), root=os.path.dirname(where))
+                made = write_artefacts(pred.result, pred.faces, detector, plot=plot, threshold=0.5)
+                for note in made.notes:
+                    print(f"deepfake predict: warning: {note}", flush=True)
 
-            self._quiet("predict", f"deepfake predict {clip} --weights {weights} --format json --output "
+            self.quiet("predict", f"deepfake predict {clip} --weights {weights} --format json --output "
                         f"{predict_dir / 'prediction.json'} --plot {predict_dir / 'plots'} --device {c.device}", work)
             return {}
 
-        self._stage("predict", 5, predict_key, f"a typical held-out fake (median score), "
+        self.stage("predict", 5, predict_key, f"a typical held-out fake (median score), "
                     f"{clip.relative_to(heldout_dir).as_posix()}, with a plot", [predict_dir / "prediction.json"],
                     [predict_dir], run_predict)
         result = json.loads((predict_dir / "prediction.json").read_text())[0]
@@ -522,14 +331,14 @@ class _Demo:
 
         c = self.config
         sbi_config = find_config("sbi_tiny_cpu.yaml")
-        key = _key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION, "reenact")
+        key = stage_key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION, "reenact")
         cross = self.out / "cross"
 
         def run() -> dict:
             for folder, kind in ((swaps, "swap"), (reenacts, "reenact")):
                 cfg = synth.SynthConfig(count=c.heldout_count, width=c.width, height=c.height, seconds=c.seconds,
                                         fps=c.fps, seed=c.heldout_seed, fake_kind=kind, progress=False)
-                self._quiet("generalize", f"deepfake synth {folder} --count {c.heldout_count} --resolution "
+                self.quiet("generalize", f"deepfake synth {folder} --count {c.heldout_count} --resolution "
                             f"{c.width}x{c.height} --seconds {c.seconds:g} --fps {c.fps:g} --seed {c.heldout_seed} "
                             f"--fake-kind {kind}", lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
             overrides: dict[str, Any] = {"data.index": extracted, "run_dir": runs, "run_name": "demo_sbi",
@@ -537,14 +346,14 @@ class _Demo:
                                          "data.num_workers": c.loader_workers,
                                          "data.persistent_workers": bool(c.loader_workers)}
             options = " ".join(f"--{k} {train.option_text(v)}" for k, v in overrides.items())
-            fitted = self._quiet("generalize", f"deepfake fit --config {sbi_config} {options}",
+            fitted = self.quiet("generalize", f"deepfake fit --config {sbi_config} {options}",
                                  lambda: train.fit(sbi_config, overrides))
             table = {}
             sets = ("self-blended fakes", "face swaps (never seen)", "reenact clips (never seen)")
             for name, w in (("labelled fakes (tiny_cpu.yaml)", weights),
                             ("real faces only (sbi_tiny_cpu.yaml)", fitted.weights)):
                 folder = cross / ("labelled" if w == weights else "real_only")
-                rows = self._quiet("generalize", f"deepfake evaluate {heldout} {swaps} {reenacts} --weights {w} "
+                rows = self.quiet("generalize", f"deepfake evaluate {heldout} {swaps} {reenacts} --weights {w} "
                                    f"--out {folder}",
                                    lambda w=w, folder=folder: evaluate_sets(
                                        [heldout, swaps, reenacts], folder, w,
@@ -556,7 +365,7 @@ class _Demo:
             atomic_write(cross / "cross.md", "\n".join(lines) + "\n")
             return {"table": table, "sbi_weights": fitted.weights.relative_to(self.out).as_posix()}
 
-        info = self._stage("generalize", 6, key, f"a detector trained from the real clips alone, and both detectors "
+        info = self.stage("generalize", 6, key, f"a detector trained from the real clips alone, and both detectors "
                            f"on held-out face swaps and reenact clips ({c.sbi_steps} steps)", [cross / "cross.md"],
                            [cross, swaps, reenacts], run)
         self.report["generalize"] = info.get("table")

@@ -24,7 +24,7 @@ import logging
 import pickle
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,7 @@ class FitResult:
 
     run_dir: Path
     weights: Path
+    report: list[str] = field(default_factory=list)  # what `deepfake fit` prints at the end, one line each
 
 
 def option_text(value: Any) -> str:
@@ -257,4 +258,5 @@ def fit(config: str | Path, overrides: dict[str, Any] | None = None, callbacks: 
     weights = getattr(cli, "detector_path", None)
     if weights is None:
         raise UserError("training finished without exporting detector weights")
-    return FitResult(run_dir=Path(cli.trainer.log_dir or weights.parent.parent), weights=Path(weights))
+    return FitResult(run_dir=Path(cli.trainer.log_dir or weights.parent.parent), weights=Path(weights),
+                     report=list(getattr(cli, "fit_report", [])))

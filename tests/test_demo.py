@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake import demo
+from deepfake import demo, demo_stages
 from deepfake.cli import demo as demo_cli
 
 STAGE_LINES = ["[1/6] synth", "[2/6] extract", "[3/6] fit", "[4/6] evaluate", "[5/6] predict", "[6/6] generalize"]
@@ -19,7 +19,7 @@ STAGE_LINES = ["[1/6] synth", "[2/6] extract", "[3/6] fit", "[4/6] evaluate", "[
 
 def run_captured(args: list[str], terminal: Path) -> tuple[int, str]:
     """`deepfake demo ARGS` with everything it prints (Python and file-descriptor level) captured in `terminal`."""
-    with demo._output_to(terminal):
+    with demo_stages.output_to(terminal):
         status = demo_cli.main(args)
     return status, terminal.read_text()
 
