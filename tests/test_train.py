@@ -140,6 +140,7 @@ def test_lit_module_checkpoint_hparams_are_plain():
     torch.testing.assert_close(x[0, 0, :, 0, 0], expected)
 
 
+@pytest.mark.slow  # 50 s on 2 cores: `make test` keeps test_fit_writes_checkpoint_config_and_detector
 def test_learning_works(tmp_path):
     """The tiny config learns `deepfake synth`'s self-blended fakes: validation AUC well above chance.
 
