@@ -13,7 +13,8 @@ writes them, and decoded as the training loader reads them; a long video's crops
 Scores follow `deepfake.scoring` (windows of `seq_len` -> track -> video). A result is one object of
 ``{"video", "status", "p_fake", "verdict", "faces": [{"track", "p_fake", "frames", "steps"}], "error",
 "extraction"}`` where `frames` are the frame indices of the track's crops, `steps` their per-step p(fake) and
-`extraction` the settings used (`deepfake.contract.extraction_record`); `deepfake.results` renders a list of them
+`extraction` the settings used (`deepfake.contract.extraction_record`), `validation` what the detector's checkpoint
+choice and calibration were fitted on; `deepfake.results` renders a list of them
 as a table, JSON, JSON Lines or CSV.
 """
 
@@ -137,7 +138,8 @@ def predict_video(path: str | os.PathLike, detector: Detector, extractor, thresh
         result = score_faces(os.fspath(path), faces, detector, threshold)
     except VideoError as err:
         result = error_result(os.fspath(path), str(err))
-    return {**result, "extraction": extraction_record(detector.meta, extractor.config)}
+    return {**result, "extraction": extraction_record(detector.meta, extractor.config),
+            "validation": detector.meta.get("validation")}
 
 
 @dataclass
@@ -188,8 +190,12 @@ def iter_predictions(paths: Sequence[str | os.PathLike], detector: Detector, ext
     from deepfake.contract import extraction_record
 
     extraction = extraction_record(detector.meta, extractor.config)
+    # what the detector's checkpoint choice and calibration were fitted on (`FaceSequenceDataModule.validation_meta`;
+    # None for a detector that does not record it)
+    validation = detector.meta.get("validation")
     for pred in _predictions(paths, detector, extractor, threshold, names, progress):
         pred.result["extraction"] = extraction
+        pred.result["validation"] = validation
         yield pred
 
 

@@ -93,8 +93,16 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
         assert 0.0 <= kind["mean"] <= 1.0 and kind["ci95"][0] <= kind["ci95"][1]
     from deepfake.checkpoint import load_detector
 
-    _, meta = load_detector(next((out / "runs" / "baseline").rglob("detector.pt")))
+    weights = next((out / "runs" / "baseline").rglob("detector.pt"))
+    _, meta = load_detector(weights)
     assert meta["validation"]["kinds_unseen_in_training"] == ["flicker", "morph"]
+    from deepfake.inference import PredictConfig, iter_predictions, load_predictor
+
+    clip = next((out / "data" / "test_clips").rglob("*.mp4"))  # predict's JSON says what validation was fitted on
+    detector, extractor, _ = load_predictor(weights, PredictConfig(device="cpu", runtime="torch"))
+    with extractor:
+        result = next(iter(iter_predictions([clip], detector, extractor))).result
+    assert result["validation"] == meta["validation"]
     header = next((out / "runs" / "baseline").rglob("metrics.csv")).read_text().splitlines()[0]
     # Validation metrics per fake kind (one validation video here: one of the two kinds).
     assert "val/auc_flicker" in header or "val/auc_morph" in header

@@ -23,7 +23,7 @@ from deepfake.weights import WeightsError, resolve_weights
 # A random-init detector small enough for CPU tests: timm's test_efficientnet at 64 px, LSTM(16), T = 4.
 TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
 SEQ_LEN, STRIDE = 4, 3
-RESULT_KEYS = {"video", "status", "p_fake", "verdict", "faces", "error", "extraction"}
+RESULT_KEYS = {"video", "status", "p_fake", "verdict", "faces", "error", "extraction", "validation"}
 FACE_KEYS = {"track", "p_fake", "frames", "steps", "windows", "top_frames", "boxes", "landmarks"}
 
 
