@@ -174,12 +174,7 @@ def train_model(out: Path, name: str, overrides: dict, seed: int, index: Path, a
     config["trainer"]["max_steps"] = args.steps
     config["trainer"]["enable_progress_bar"] = False
     config["data"].update(index=str(index), num_workers=args.workers, persistent_workers=bool(args.workers))
-    for key, value in overrides.items():  # written into the config: a dict on the command line would be merged
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    train.set_options(config, overrides)  # written into the config: a dict on the command line would be merged
     config_path = run_root.parent / f"{run_root.name}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -24,6 +24,18 @@ import time
 from pathlib import Path
 
 
+def copies(clip: Path, folder: Path, n: int) -> list[Path]:
+    """`n` copies of `clip` in `folder` (made once): copies, not links, so each is its own file to read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        dst = folder / f"clip_{i:04d}.mp4"
+        if not dst.exists():
+            shutil.copy(clip, dst)
+        paths.append(dst)
+    return paths
+
+
 def _decode_only(args: tuple[str, int]) -> int:
     from data_prep.video import iter_frames
 
@@ -102,14 +114,7 @@ def run(args, data: Path, make_clip, stage_times) -> dict:
 
     clip = make_clip(data / f"clip_{args.resolution}_{args.seconds:g}s_{args.fps:g}fps", args.resolution,
                      args.seconds, args.fps)
-    many = data / "folder"
-    many.mkdir(exist_ok=True)
-    paths = []
-    for i in range(args.clips):
-        dst = many / f"clip_{i:04d}.mp4"
-        if not dst.exists():
-            shutil.copy(clip, dst)  # copies, not links: each is its own file to read
-        paths.append(dst)
+    paths = copies(clip, data / "folder", args.clips)
     weights = Path(args.weights) if args.weights else data / f"{args.backbone}_T{args.seq_len}.pt"
     if not weights.exists():
         import torch

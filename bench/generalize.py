@@ -182,12 +182,7 @@ def train_run(out: Path, model: str, seed: int, index: Path, args, overrides: di
     if args.steps is not None:
         config["trainer"]["max_steps"] = args.steps
     config.setdefault("data", {})["index"] = str(index)
-    for key, value in {**overrides, **MODELS[model]}.items():  # into the file: a dict on a command line would merge
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    train.set_options(config, {**overrides, **MODELS[model]})  # into the file: a dict on a command line would merge
     config_path = run_root.parent / f"{run_root.name}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -220,14 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
         folder = None
         if args.clips > 0:
-            many = data / "folder"
-            many.mkdir(exist_ok=True)
-            paths = []
-            for i in range(args.clips):
-                dst = many / f"clip_{i:04d}.mp4"
-                if not dst.exists():
-                    shutil.copy(clip, dst)  # copies, not links: each is its own file to read
-                paths.append(dst)
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from folder import copies  # bench/folder.py, beside this file
+
+            paths = copies(clip, data / "folder", args.clips)
             folder_extractor = FaceExtractor(config, workers=args.workers)
             model_time = [0.0]
             score = detector.score_tracks_in_detail

@@ -234,6 +234,18 @@ def option_text(value: Any) -> str:
     return str(value)
 
 
+def set_options(config: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Dotted settings (`{"data.fakes.kinds": {...}}`) written into a config's nested dicts, in place; returns it.
+    A dict value goes in whole, where `--key VALUE` on a command line would be merged into what is there."""
+    for key, value in options.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
 def fit(config: str | Path, overrides: dict[str, Any] | None = None, callbacks: list | None = None) -> FitResult:
     """Train a detector from a config file, as `deepfake fit --config CONFIG --KEY VALUE ...` does.
 
