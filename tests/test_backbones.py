@@ -65,7 +65,12 @@ def test_one_config_per_backbone_and_nothing_else():
         backbone_config_path("efficientnet_b4")
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+# One backbone per family in the default run (each config parse costs 1-3 s); `make test-all` parses every one.
+DEFAULT_RUN = ("tf_efficientnet_b1", "tf_efficientnetv2_s", "resnet50")
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in BACKBONES])
 def test_config_parses_and_trains_at_the_backbones_own_resolution(name):
     resolved = _print_config(BACKBONES[name].config)
     net = resolved["model"]["net"]

@@ -103,6 +103,7 @@ def test_heldout_set_is_separately_seeded(quick_demo):
     assert len(train) == 16 and len(held) == 8 and not train & held
 
 
+@pytest.mark.slow  # 28 s on 2 cores; the quick demo's own test stays in make test
 def test_rerun_reuses_finished_stages_and_redoes_what_is_gone(quick_demo, tmp_path):
     out, _, report = quick_demo
     copy = tmp_path / "moved"

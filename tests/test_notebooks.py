@@ -320,6 +320,7 @@ def _dfdc_part(synth_dir: Path, root: Path) -> Path:
     return part
 
 
+@pytest.mark.slow  # 15 s on 2 cores; the submission notebook's run stays in make test
 def test_training_notebook(synth_dataset, kernel_name, tmp_path):
     part = _dfdc_part(synth_dataset, tmp_path / "dfdc")
     work = tmp_path / "work"
