@@ -9,6 +9,7 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,18 @@ csv_like = st.lists(st.sampled_from(list("abc01,\"\n\r\t ;.-_/\ufeff\x00é") + [
 raw_bytes = st.binary(max_size=200)
 
 
+_BASE: list[Path] = []  # the module's temporary folder (pytest's, so it is cleaned up like tmp_path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fuzz_folder(tmp_path_factory):
+    _BASE.append(tmp_path_factory.mktemp("fuzz"))
+    yield
+    _BASE.pop()
+
+
 def _write(data: str | bytes, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-", dir=_BASE[-1]))  # one per example, inside the test's folder
     path = folder / name
     path.write_bytes(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     return path
