@@ -65,9 +65,10 @@ from data_prep.temporal import (
     sample_reenact_params,
 )
 from data_prep.fake_kinds import TRAINING_KINDS
-from data_prep.track import face_box_in_crop as _face_box_in_crop
+from data_prep import track
 
-__all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop", "self_blend_sequence", "temporal_fake_sequence",
+__all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop",
+           "self_blend_sequence", "temporal_fake_sequence",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
@@ -191,14 +192,14 @@ def check_fake_sources(config: FakeConfig, tracks, where) -> None:
                          f"makes its fakes from real tracks")
     needs = sorted(k for k, share in config.masks.items() if share > 0 and MASK_SHAPES[k][0])
     if needs and all(getattr(t, "landmarks", None) is None for t in reals):
-        raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and data.fakes.masks "
-                         f"{', '.join(needs)} follow them; re-extract, or use masks: {{box: 1}}")
+        raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and "
+                             f"data.fakes.masks {', '.join(needs)} follow them; re-extract, or use masks: {{box: 1}}")
 
 
 def face_box_in_crop(size: int, margin: float) -> np.ndarray:
     """The face box (x1, y1, x2, y2) inside a square crop of side `size` cut with `margin` per side
     (`data_prep.track.face_box_in_crop`), as float32: where the fakes place their masks and landmarks."""
-    return _face_box_in_crop(size, margin).astype(np.float32)
+    return track.face_box_in_crop(size, margin).astype(np.float32)
 
 
 def _landmarks(frames: np.ndarray, margin: float, landmarks: np.ndarray | None) -> np.ndarray:
