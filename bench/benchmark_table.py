@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 from deepfake.benchmark_report import set_rows
 from deepfake.metrics import bootstrap_intervals
-
-
-def cpu_model() -> str:
-    """The CPU's model name (what lscpu prints), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from export import cpu_model  # bench/export.py, beside this file (a script's folder is on sys.path)
 
 
 def main() -> None:

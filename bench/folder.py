@@ -17,11 +17,33 @@ the CPU from an ONNX copy in a temporary cache, MTCNN on ONNX Runtime too).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+from collections.abc import Iterator
 import os
 import shutil
 import time
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def model_seconds(detector) -> Iterator[list[float]]:
+    """Inside the block, the seconds the detector's model takes add up in the one-item list it yields."""
+    total = [0.0]
+    score = detector.score_tracks_in_detail
+
+    def timed_score(tracks):
+        t = time.perf_counter()
+        try:
+            return score(tracks)
+        finally:
+            total[0] += time.perf_counter() - t
+
+    detector.score_tracks_in_detail = timed_score
+    try:
+        yield total
+    finally:
+        detector.score_tracks_in_detail = score
 
 
 def copies(clip: Path, folder: Path, n: int) -> list[Path]:
@@ -63,20 +85,9 @@ def folder_run(paths: list[Path], detector, config, workers: int, out: Path) -> 
     from deepfake.results import ResultLog
 
     out.unlink(missing_ok=True)
-    model = [0.0]
     write = [0.0]
-    score = detector.score_tracks_in_detail
-
-    def timed_score(tracks):
-        t = time.perf_counter()
-        try:
-            return score(tracks)
-        finally:
-            model[0] += time.perf_counter() - t
-
-    detector.score_tracks_in_detail = timed_score
     statuses = []
-    try:
+    with model_seconds(detector) as model:
         with FaceExtractor(config, workers=workers) as extractor:
             log = ResultLog(out, "jsonl")
             start = time.perf_counter()
@@ -87,8 +98,6 @@ def folder_run(paths: list[Path], detector, config, workers: int, out: Path) -> 
                 statuses.append(pred.result["status"])
             seconds = time.perf_counter() - start
             log.close()
-    finally:
-        detector.score_tracks_in_detail = score
     return {"workers": workers, "seconds": seconds, "clips_per_s": len(paths) / seconds, "ok": statuses.count("ok"),
             "model_s": model[0], "write_s": write[0]}
 

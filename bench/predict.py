@@ -221,27 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         folder = None
         if args.clips > 0:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from folder import copies  # bench/folder.py, beside this file
+            from folder import copies, model_seconds  # bench/folder.py, beside this file
 
             paths = copies(clip, data / "folder", args.clips)
             folder_extractor = FaceExtractor(config, workers=args.workers)
-            model_time = [0.0]
-            score = detector.score_tracks_in_detail
-
-            def timed_score(tracks):  # how much of the folder run the model takes, in the main process
-                start_ = time.perf_counter()
-                try:
-                    return score(tracks)
-                finally:
-                    model_time[0] += time.perf_counter() - start_
-
-            detector.score_tracks_in_detail = timed_score
-            _sync(detector.device)
-            start = time.perf_counter()
-            statuses = [pred.result["status"] for pred in iter_predictions(paths, detector, folder_extractor)]
-            _sync(detector.device)
-            seconds = time.perf_counter() - start
-            detector.score_tracks_in_detail = score
+            with model_seconds(detector) as model_time:  # how much of the folder run the model takes
+                _sync(detector.device)
+                start = time.perf_counter()
+                statuses = [pred.result["status"] for pred in iter_predictions(paths, detector, folder_extractor)]
+                _sync(detector.device)
+                seconds = time.perf_counter() - start
             folder = {"clips": args.clips, "workers": args.workers, "seconds": seconds,
                       "clips_per_s": args.clips / seconds, "ok": statuses.count("ok"), "model_s": model_time[0]}
 
