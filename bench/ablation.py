@@ -97,18 +97,19 @@ def time_fakes(seconds: float = 1.0) -> str:
     """Frames/s of each on-the-fly fake kind in this process (one core), Markdown rows."""
     from data_prep.synth import face_photos
     from data_prep.track import square_crop
-    from deepfake.fakes import FAKE_KINDS, FakeConfig, fake_sequence
+    from deepfake.fakes import FAKE_KINDS, Donor, FakeConfig, canonical_face_landmarks, fake_sequence
 
-    photo = face_photos()[1]
+    photo, other = face_photos()[1], face_photos()[0]
     lines = ["| crop | " + " | ".join(FAKE_KINDS) + " |", "|---|" + "---|" * len(FAKE_KINDS)]
     for size in (64, 240):
         frames = np.stack([square_crop(photo.image, photo.box, 0.3, size)] * 10)
+        donor = Donor(square_crop(other.image, other.box, 0.3, size), canonical_face_landmarks(size, 0.3))
         cells = []
         for kind in FAKE_KINDS:
             config, rng, n = FakeConfig(mode="sbi", kinds={kind: 1.0}), np.random.default_rng(0), 0
             t0 = time.perf_counter()
             while time.perf_counter() - t0 < seconds:
-                fake_sequence(frames, rng, 0.3, config)
+                fake_sequence(frames, rng, 0.3, config, donor=lambda _: donor)
                 n += len(frames)
             cells.append(f"{n / (time.perf_counter() - t0):.0f}")
         lines.append(f"| {size} px | " + " | ".join(cells) + " |")

@@ -36,7 +36,7 @@ class FakeKind:
 
 KINDS: dict[str, FakeKind] = {k.name: k for k in (
     FakeKind("sbi", True, True, False, False, "self-blend: the face blended into itself through a soft mask (SBI)"),
-    FakeKind("swap", True, False, True, False, "face swap: another person's face, aligned, colour-matched, blended"),
+    FakeKind("swap", True, True, True, False, "face swap: another person's face, aligned, colour-matched, blended"),
     FakeKind("reenact", True, True, False, True, "mouth and eyes moved over time by a warp confined to them"),
     FakeKind("paste", True, False, True, False, "another person's face pasted with a hard edge"),
     FakeKind("lowres", True, False, False, False, "the inner face re-rendered at 1/4 resolution (a generator's)"),

@@ -47,25 +47,13 @@ from data_prep.index import (
 from data_prep.untouched import UNTOUCHED_BELOW
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
 from deepfake.contract import index_extraction
-from deepfake.fakes import FakeConfig, fake_sequence, real_sequence, check_fake_sources
+from deepfake.fakes import FakeConfig, check_fake_sources, fake_sequence, pick_donor, real_sequence
 from deepfake.scoring import track_windows
 from deepfake.splits import SPLIT_FILE, check_fractions, label_untouched, split_by_original  # public here too
 
-__all__ = [
-    "INDEX_COLUMNS",
-    "IndexFileError",
-    "FaceTrackRecord",
-    "read_index",
-    "load_tracks",
-    "split_by_original",
-    "label_untouched",
-    "AugmentConfig",
-    "FacePartCutout",
-    "build_augment",
-    "FaceSequenceDataset",
-    "BalancedSampler",
-    "FaceSequenceDataModule",
-]
+__all__ = ["INDEX_COLUMNS", "IndexFileError", "FaceTrackRecord", "read_index", "load_tracks", "split_by_original",
+           "label_untouched", "AugmentConfig", "FacePartCutout", "build_augment", "FaceSequenceDataset",
+           "BalancedSampler", "FaceSequenceDataModule"]
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +185,9 @@ class FaceSequenceDataset(Dataset):
                 blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item
                 kind = self.fake_kind_of_track.get(track_index)
                 config = self.fake_config if kind is None else replace(self.fake_config, kinds={kind: 1.0})
-                frames = fake_sequence(frames, blend_rng, self.margin, config, landmarks)
+                frames = fake_sequence(frames, blend_rng, self.margin, config, landmarks,
+                                       donor=lambda r: pick_donor(self.tracks, track_index, r, self.img_size,
+                                                                  self.margin))
             else:  # a real training sequence: a share of them gets a static control, still labelled real
                 frames = real_sequence(frames, rng, self.margin, self.fake_config, landmarks)
         if self.transform is not None:
@@ -401,7 +391,8 @@ class FaceSequenceDataModule(pl.LightningDataModule):
             for t in unsplit:
                 t.split = assignment[getattr(t, key)]
         if stage in (None, "fit"):  # before training: a recipe the tracks can't feed stops here, in one line
-            check_fake_sources(self.fakes, [t for t in tracks if t.split == "train"], self.index)
+            check_fake_sources(self.fakes, [t for t in tracks if t.split == "train"], self.index,
+                               val_tracks=[t for t in tracks if t.split == "val"])
         if not self.fakes.labelled:  # real-only training: every fake is self-blended from a real track
             dropped = sum(t.label == 1 for t in tracks)
             if dropped:

@@ -38,6 +38,12 @@ calibration are then chosen on fakes of kinds the training does not make (e.g. t
 flicker + morph), which a recipe that overfits its own generator cannot game. `detector.pt`'s meta says what the
 checkpoint and calibration were fitted on (`validation`, `FaceSequenceDataModule.validation_meta`).
 
+`swap` (a face swap made on the fly): another real track's face (a crop of another person, `Donor`: the dataset
+draws it from a track of another group, else of another video) aligned onto this sequence by the landmarks,
+colour-matched and blended through a self-blend mask (`data_prep.sbi.swap_face`, as `deepfake synth --fake-kind
+swap` makes them). It is the held-out kind of the real-only recipes: `val_kinds: {swap: 1}` chooses the checkpoint
+and fits the calibration on swaps between the validation split's people, a manipulation training never makes.
+
 `data.fakes` selects where the training fakes come from:
 - ``labelled``: the index's fakes only (the default, as before);
 - ``sbi``: self-blended copies of the real tracks only, for real-only data (labelled fakes in the index are left
@@ -48,14 +54,14 @@ checkpoint and calibration were fitted on (`validation`, `FaceSequenceDataModule
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Callable, Literal, NamedTuple
 
 import numpy as np
 
 import cv2
 
-from data_prep.index import IndexFileError
-from data_prep.sbi import sample_blend_params, self_blend
+from data_prep.index import IndexFileError, read_crop
+from data_prep.sbi import sample_blend_params, self_blend, swap_face
 from data_prep.temporal import (
     canonical_landmarks,
     flicker_params,
@@ -68,7 +74,8 @@ from data_prep.fake_kinds import TRAINING_KINDS
 from data_prep import track
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop",
-           "self_blend_sequence", "temporal_fake_sequence",
+           "self_blend_sequence", "temporal_fake_sequence", "swap_sequence", "Donor",
+           "canonical_face_landmarks", "pick_donor",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
@@ -88,7 +95,7 @@ class FakeConfig:
         mode: ``labelled``, ``sbi`` or ``both``.
         sbi_share: with ``both``, the share of fake draws that are self-blended (the rest are labelled fakes).
         drift: let the blend parameters drift smoothly over a sequence (False: the same on every frame).
-        kinds: shares of the kinds of fakes made on the fly (`FAKE_KINDS`: sbi, reenact, flicker, morph), e.g.
+        kinds: shares of the kinds of fakes made on the fly (`FAKE_KINDS`: sbi, swap, reenact, flicker, morph), e.g.
             ``{sbi: 0.5, reenact: 0.25, flicker: 0.125, morph: 0.125}``; normalised to sum to 1. Default: sbi only.
         static_control: share of the real training sequences given a static control (`static_control_sequence`),
             in [0, 1); 0 (the default) leaves real sequences untouched.
@@ -146,6 +153,14 @@ class FakeConfig:
         return self.mode in ("labelled", "both")
 
 
+class Donor(NamedTuple):
+    """Another person's face for a ``swap`` made on the fly: one (S, S, 3) uint8 RGB crop and its (5, 2) landmarks in
+    crop pixels."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+
+
 def _shares(given, names, what: str) -> dict[str, float]:
     if not isinstance(given, dict) or not given:
         raise ValueError(f"{what} must map {', '.join(names)} to shares, got {given!r}")
@@ -177,9 +192,11 @@ def recompressed(frames: np.ndarray, quality: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out))
 
 
-def check_fake_sources(config: FakeConfig, tracks, where) -> None:
+def check_fake_sources(config: FakeConfig, tracks, where, val_tracks=None) -> None:
     """Refuses, before training, a fake recipe that the training tracks cannot feed, in one line naming what is
-    missing: fakes made on the fly need real tracks, and landmark-following masks need the index's landmarks.
+    missing: fakes made on the fly need real tracks, swaps need two real videos in the split they are made in (the
+    validation split's are checked when `val_tracks` is given), and landmark-following masks need the index's
+    landmarks.
 
     Raises:
         IndexFileError: the recipe can't be made from `tracks` (`where` names the index).
@@ -190,6 +207,13 @@ def check_fake_sources(config: FakeConfig, tracks, where) -> None:
     if not reals:
         raise IndexFileError(f"{where}: no real face track in the training split, and data.fakes.mode {config.mode} "
                          f"makes its fakes from real tracks")
+    for split, given, kinds in (("training", tracks, config.kinds),
+                                ("validation", val_tracks, config.val_kinds or config.kinds)):
+        videos = {t.video for t in given or () if t.label == 0}
+        if kinds.get("swap") and given and len(videos) < 2:
+            raise IndexFileError(f"{where}: data.fakes.{'kinds' if split == 'training' else 'val_kinds'} makes swaps, "
+                                 f"which take their donor face from another real video, and the {split} split holds "
+                                 f"{len(videos)}")
     needs = sorted(k for k, share in config.masks.items() if share > 0 and MASK_SHAPES[k][0])
     if needs and all(getattr(t, "landmarks", None) is None for t in reals):
         raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and "
@@ -200,6 +224,12 @@ def face_box_in_crop(size: int, margin: float) -> np.ndarray:
     """The face box (x1, y1, x2, y2) inside a square crop of side `size` cut with `margin` per side
     (`data_prep.track.face_box_in_crop`), as float32: where the fakes place their masks and landmarks."""
     return track.face_box_in_crop(size, margin).astype(np.float32)
+
+
+def canonical_face_landmarks(size: int, margin: float) -> np.ndarray:
+    """(5, 2) float32 landmarks at their canonical places in the face box of a crop of side `size` cut with `margin`
+    (`data_prep.temporal.canonical_landmarks`): where a crop without recorded landmarks has its eyes, nose, mouth."""
+    return np.asarray(canonical_landmarks(face_box_in_crop(size, margin)), np.float32)
 
 
 def _landmarks(frames: np.ndarray, margin: float, landmarks: np.ndarray | None) -> np.ndarray:
@@ -241,12 +271,63 @@ def temporal_fake_sequence(frames: np.ndarray, kind: str, rng: np.random.Generat
     raise ValueError(f"unknown temporal fake kind {kind!r}; use reenact, flicker or morph")
 
 
-def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, config: FakeConfig,
+def pick_donor(tracks, track_index: int, rng: np.random.Generator, size: int, margin: float) -> Donor:
+    """A donor face for a swap of `tracks[track_index]`: one crop (read at `size`) of a real track of another group
+    (person), or of another video when every real track shares its group, with its landmarks (canonical ones when
+    the index has none).
+
+    Raises:
+        ValueError: no other real video in `tracks`.
+    """
+    track = tracks[track_index]
+    reals = [i for i, t in enumerate(tracks) if t.label == 0 and t.video != track.video]
+    others = [i for i in reals if tracks[i].group != track.group] or reals
+    if not others:
+        raise ValueError(f"a swap of {track.video} needs a donor face from another real video; there is none")
+    donor = tracks[others[int(rng.integers(len(others)))]]
+    j = int(rng.integers(len(donor.crops)))
+    crop_landmarks = getattr(donor, "crop_landmarks", None)
+    landmarks = crop_landmarks(size, margin) if callable(crop_landmarks) else None
+    points = (landmarks[j] if landmarks is not None and np.isfinite(landmarks[j]).all()
+              else canonical_face_landmarks(size, margin))
+    return Donor(read_crop(donor.crops[j], size), points)
+
+
+def swap_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, donor: Donor, drift: bool = True,
                   landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A face swap of a real crop sequence: the donor's face aligned onto every frame by the landmarks,
+    colour-matched and blended through one self-blend mask drifting over the sequence (`data_prep.sbi.swap_face`).
+
+    Args:
+        frames: (T, S, S, 3) uint8 RGB crops of one face track.
+        rng: the random generator (the data loader's, per worker and seed).
+        margin: the margin the crops were cut with.
+        donor: another person's crop and landmarks (`Donor`).
+        drift: smooth drift of the mask and blend ratio over the frames.
+        landmarks: optional (T, 5, 2) landmarks in crop pixels (canonical positions in the box when missing).
+
+    Returns:
+        (T, S, S, 3) uint8: the fake sequence.
+    """
+    params = sample_blend_params(rng, drift=drift)
+    box = face_box_in_crop(frames.shape[1], margin)
+    lm = _landmarks(frames, margin, landmarks)
+    image, donor_lm = np.ascontiguousarray(donor.image), np.asarray(donor.landmarks, np.float32).reshape(5, 2)
+    return np.stack([swap_face(f, box, lm[t], image, donor_lm, params, frame_index=t) for t, f in enumerate(frames)])
+
+
+def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, config: FakeConfig,
+                  landmarks: np.ndarray | None = None,
+                  donor: Callable[[np.random.Generator], Donor] | None = None) -> np.ndarray:
     """A fake made on the fly from a real crop sequence: its kind drawn from `config.kinds`, then made with one
-    parameter set (`self_blend_sequence` or `temporal_fake_sequence`). Deterministic given the generator's state."""
+    parameter set (`self_blend_sequence`, `swap_sequence` or `temporal_fake_sequence`). Deterministic given the
+    generator's state. `donor(rng)` gives a ``swap`` its donor face (called only for that kind)."""
     kind = _draw(config.kinds, rng)
-    if kind == "sbi":
+    if kind == "swap":
+        if donor is None:
+            raise ValueError("a swap made on the fly needs a donor face (another real track); none was given")
+        fake = swap_sequence(frames, rng, margin, donor(rng), config.drift, landmarks)
+    elif kind == "sbi":
         shape = _draw(config.masks, rng)
         fake = self_blend_sequence(frames, rng, margin, config.drift, landmarks=landmarks, shape=shape)
     else:

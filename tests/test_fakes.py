@@ -123,3 +123,53 @@ def test_real_only_configs_parse(name, capsys):
     assert train.main(["fit", "--config", str(path), "--print_config"]) == 0
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["data"]["fakes"]["mode"] == "sbi" and config["trainer"]["max_steps"] > 0
+
+
+def test_a_swap_made_on_the_fly_puts_the_donors_face_inside_the_face_alone(hopper):
+    from data_prep.track import square_crop
+    from deepfake.fakes import Donor, canonical_face_landmarks, fake_sequence
+
+    crops = _crops(hopper)
+    astronaut = next(p for p in face_photos() if p.person == "astronaut")
+    donor = Donor(square_crop(astronaut.image, astronaut.box, 0.3, 64), canonical_face_landmarks(64, 0.3))
+    config = FakeConfig(mode="sbi", kinds={"swap": 1.0})
+    fake = fake_sequence(crops, np.random.default_rng(0), 0.3, config, donor=lambda _: donor)
+    assert fake.shape == crops.shape and fake.dtype == np.uint8
+    x0, y0, x1, y1 = blend_region(crops.shape[1:], face_box_in_crop(64, 0.3))
+    diff = np.abs(fake.astype(int) - crops.astype(int)).max(axis=3)
+    outside = diff.copy()
+    outside[:, y0:y1, x0:x1] = 0
+    assert not outside.any() and diff[:, y0:y1, x0:x1].mean() > 3
+    # Deterministic given the generator; a swap without a donor is refused, naming what it needs.
+    assert np.array_equal(fake, fake_sequence(crops, np.random.default_rng(0), 0.3, config, donor=lambda _: donor))
+    with pytest.raises(ValueError, match="needs a donor face"):
+        fake_sequence(crops, np.random.default_rng(0), 0.3, config)
+
+
+def test_validation_on_held_out_swaps_takes_donors_from_other_videos(extracted_dataset, tmp_path):
+    from data_prep.index import IndexFileError
+    from deepfake.data import FaceSequenceDataModule
+    from deepfake.fakes import check_fake_sources, pick_donor
+
+    dm = FaceSequenceDataModule(str(extracted_dataset), seq_len=4, img_size=64, batch_size=8, num_workers=0,
+                                val_fraction=0.5, split_seed=1, epoch_size=16,  # 2 of 3 real videos in validation
+                                fakes={"mode": "sbi", "kinds": {"sbi": 1.0}, "val_kinds": {"swap": 1.0}})
+    dm.setup("fit")
+    assert len({t.video for t in dm.tracks["val"]}) == 2
+    assert dm.validation_meta()["kinds_unseen_in_training"] == ["swap"]
+    val = dm.eval_dataset("val")
+    fakes = [i for i, (_, _, fake) in enumerate(val.items) if fake]
+    assert fakes and all(val[i]["label"] == 1.0 for i in fakes)
+    tracks = val.tracks
+    for i in range(len(tracks)):  # the donor is always another video's face, another person's when there is one
+        if tracks[i].label == 0:
+            donor = pick_donor(tracks, i, np.random.default_rng(i), 64, 0.3)
+            assert donor.image.shape == (64, 64, 3) and donor.landmarks.shape == (5, 2)
+    # One real video in the split a swap is made in: refused before training, in one line naming the setting.
+    one = dm.tracks["train"]
+    assert len({t.video for t in one}) == 1
+    with pytest.raises(IndexFileError, match="data.fakes.kinds makes swaps.*training split holds 1"):
+        check_fake_sources(FakeConfig(mode="sbi", kinds={"swap": 1.0}), one, "index.csv")
+    with pytest.raises(IndexFileError, match="data.fakes.val_kinds makes swaps.*validation split holds 1"):
+        check_fake_sources(FakeConfig(mode="sbi", val_kinds={"swap": 1.0}), dm.tracks["val"], "index.csv",
+                           val_tracks=one)
