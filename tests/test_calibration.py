@@ -184,6 +184,13 @@ def test_old_checkpoint_scores_as_before_and_no_calibration_gives_the_raw_score(
         np.testing.assert_allclose(o.steps, r.steps, rtol=1e-6)  # the old file scores exactly as the raw one
         logit = np.log(r.steps) - np.log1p(-r.steps)
         np.testing.assert_allclose(c.steps, 1 / (1 + np.exp(-(logit / 4.0 - 0.5))), rtol=1e-4, atol=1e-6)
+        # Each window keeps its raw last-step logit, calibrated or not, the one its raw score is the sigmoid of.
+        np.testing.assert_array_equal(c.window_logits, r.window_logits)
+        np.testing.assert_array_equal(o.window_logits, r.window_logits)
+        np.testing.assert_allclose(1 / (1 + np.exp(-r.window_logits)), [p for _, _, p in r.windows], rtol=1e-6)
+    with torch.inference_mode():  # the model's own last-step logits of track 0's windows (0, 4) and (2, 6)
+        want = [float(d_raw.model(d_raw.prepare([tracks[0][s:e]]))[0, -1]) for s, e in ((0, 4), (2, 6))]
+    assert raw[0].window_logits.tolist() == pytest.approx(want, abs=1e-5) and len(raw[1].window_logits) == 1
     # The raw video score is recovered from a calibrated result's windows.
     frames = [list(range(6)), list(range(3))]
     as_result = lambda s: video_result("v.mp4", [(i, frames[i], t) for i, t in enumerate(s)])  # noqa: E731
