@@ -260,6 +260,26 @@ def test_calibrate_writes_a_detector_that_evaluate_and_predict_use(faces, confid
     assert uncalibrated_p(p_cal, cal_pair) == pytest.approx(p_raw["p_fake"], abs=1e-3)
 
 
+def test_calibrate_fits_the_window_logits_of_evaluations_scorer(faces, confident_weights, tmp_path):
+    """One scorer of labelled sets: calibrate fits on the raw window logits that evaluation's scorer keeps in each
+    face's `TrackScore`, and the scoring rule over them gives the raw video scores evaluation reports."""
+    from deepfake.inference import Detector, PredictConfig
+    from deepfake.labelled import iter_index_scores, load_source
+    from deepfake.recalibration import recalibrate
+
+    detector = Detector.load(confident_weights, device="cpu", precision="fp32", calibrated=False)
+    _, rows, notes = load_source(faces / "index.csv")
+    scored = list(iter_index_scores(rows, notes[0], detector))
+    assert [s.result["status"] for s in scored] == ["ok"] * 10
+    assert all(len(t.window_logits) == len(t.windows) for s in scored for t in s.tracks)
+    data = VideoLogits.from_videos([(s.video.label, [t.window_logits for t in s.tracks]) for s in scored])
+    np.testing.assert_allclose(video_probabilities(data), [s.result["p_fake"] for s in scored], atol=1e-6)
+    result = recalibrate(confident_weights, faces / "index.csv", tmp_path / "new.pt",
+                         config=PredictConfig(device="cpu", precision="fp32"))
+    assert result.n_videos == 10 and not result.no_face and not result.errors
+    assert result.record == fit_calibration(data, f"calibrate {faces / 'index.csv'}")
+
+
 def test_calibrate_refuses_a_set_too_small(faces, confident_weights, tmp_path, capsys):
     import pandas as pd
 
