@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from deepfake.calibration import apply_calibration, calibration_of
-from deepfake.scoring import TrackScore, contributions_of, steps_of, track_p_fake, track_windows
+from deepfake.scoring import TrackScore, track_score, track_windows
 
 __all__ = ["Detector", "PRECISIONS"]
 
@@ -127,14 +127,15 @@ class Detector:
 
         return np.stack([resize_crop(c, self.img_size) for c in crops])
 
-    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
-        """B windows of (T, S, S, 3) uint8 crops -> (B, T) per-step p(fake)."""
+    def _forward(self, batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """B windows of (T, S, S, 3) uint8 crops -> (B, T) raw logits (float32) and (B, T) per-step p(fake)."""
         import torch
 
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32"):
             logits = self.model(self.prepare(batch))
-        return self.probabilities(logits).cpu().numpy()
+        logits = logits.float()
+        return logits.cpu().numpy(), self.probabilities(logits).cpu().numpy()
 
     def score_tracks(self, tracks: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]]:
         """Score face tracks: (p_fake, per-step p_fake) per track (`score_tracks_in_detail` has more)."""
@@ -149,25 +150,25 @@ class Detector:
                 then decoded window by window, so a long video never sits in memory uncompressed).
 
         Returns:
-            Per track, its `TrackScore` by `deepfake.scoring`'s rule. A track without crops gives p_fake nan.
+            Per track, its `TrackScore` by `deepfake.scoring`'s rule, with each window's raw last-step logit (before
+            the calibration, whether or not the detector applies one). A track without crops gives p_fake nan.
         """
         windows = [(i, s, e) for i, t in enumerate(tracks) for s, e in track_windows(len(t), self.seq_len)]
         # Windows of equal length batch together without padding (only tracks shorter than seq_len differ).
         by_len: dict[int, list[int]] = {}
         for w, (_, s, e) in enumerate(windows):
             by_len.setdefault(e - s, []).append(w)
+        logits: list[np.ndarray | None] = [None] * len(windows)
         probs: list[np.ndarray | None] = [None] * len(windows)
         for group in by_len.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
                 batch = [tracks[windows[w][0]][windows[w][1]:windows[w][2]] for w in chunk]
-                for w, p in zip(chunk, self._forward(batch)):
-                    probs[w] = p
+                for w, z, p in zip(chunk, *self._forward(batch)):
+                    logits[w], probs[w] = z, p
         out = []
         for i, t in enumerate(tracks):
             mine = [w for w, (ti, _, _) in enumerate(windows) if ti == i]
-            spans, p = [windows[w][1:] for w in mine], [probs[w] for w in mine]
-            out.append(TrackScore(track_p_fake([float(q[-1]) for q in p]), steps_of(len(t), spans, p),
-                                  [(s, e, float(q[-1])) for (s, e), q in zip(spans, p)],
-                                  contributions_of(len(t), spans, p)))
+            out.append(track_score(len(t), [windows[w][1:] for w in mine], [probs[w] for w in mine],
+                                   [logits[w] for w in mine]))
         return out

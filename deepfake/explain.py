@@ -51,7 +51,7 @@ from deepfake.calibration import apply_calibration
 # the pictures and the types are their own modules; their names stay importable from here, where users look first
 from deepfake.explain_render import TILE_PX, render_track, save_explanation, write_explained_video  # noqa: F401
 from deepfake.explanation import ExplainError, Explanation, TrackExplanation, upsample_cams  # noqa: F401
-from deepfake.scoring import TrackScore, contributions_of, steps_of, track_p_fake, track_windows, video_result
+from deepfake.scoring import track_score, track_windows, video_result
 
 __all__ = ["TrackExplanation", "Explanation", "ExplainError", "MIN_CELLS", "resolve_layer", "gradcam_windows",
            "explain_faces", "save_explanation", "render_track", "write_explained_video", "write_explanation"]
@@ -210,6 +210,7 @@ def explain_faces(faces, detector, layer: str = "auto", margin: float | None = N
         weights = np.zeros(n, np.float64)
         done = np.zeros(n, bool)
         probs: list[np.ndarray | None] = [None] * len(spans)
+        raw: list[np.ndarray | None] = [None] * len(spans)
         by_len: dict[int, list[int]] = {}
         for w, (s, e) in enumerate(spans):
             by_len.setdefault(e - s, []).append(w)
@@ -219,21 +220,22 @@ def explain_faces(faces, detector, layer: str = "auto", margin: float | None = N
                 cams, logits = gradcam_windows(detector, [crops[spans[w][0]:spans[w][1]] for w in chunk], name,
                                                precision)
                 p = torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+                z = logits.cpu().numpy().astype(np.float64)
+                if detector.calibration is not None:  # the logits come calibrated, l / T + b: back to l
+                    z = (z - detector.calibration[1]) * detector.calibration[0]
                 cams = cams.cpu().numpy()
                 mass = cams.sum(axis=(2, 3), dtype=np.float64)  # (B, T)
                 if cams_of is None:
                     cams_of = np.zeros((n, *cams.shape[-2:]), np.float32)
                 for k, w in enumerate(chunk):
                     s, e = spans[w]
-                    probs[w] = p[k]
+                    probs[w], raw[w] = p[k], z[k]
                     fresh = np.flatnonzero(~done[s:e])  # each crop's map from the first window holding it
                     if len(fresh):
                         cams_of[s + fresh] = cams[k][fresh]
                         weights[s + fresh] = mass[k][fresh] / max(mass[k].sum(), 1e-30)
                         done[s + fresh] = True
-        score = TrackScore(track_p_fake([float(q[-1]) for q in probs]), steps_of(n, spans, probs),
-                           [(s, e, float(q[-1])) for (s, e), q in zip(spans, probs)],
-                           contributions_of(n, spans, probs))
+        score = track_score(n, spans, probs, raw)
         face = video_result(faces.video, [(track.track, track.frames, score)], threshold)["faces"][0]
         boxes = np.asarray(track.boxes, np.float32).reshape(-1, 4)
         squares = np.array([(x0, y0, x0 + side_, y0 + side_) for x0, y0, side_ in (crop_box(b, margin) for b in boxes)],

@@ -236,5 +236,6 @@ class NumpyDetector(Detector):
         z = apply_calibration(np.asarray(logits, np.float32), self.calibration)
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
-    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
-        return self.probabilities(self.model.run(self.prepare(batch)))
+    def _forward(self, batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        logits = np.asarray(self.model.run(self.prepare(batch)), np.float32)
+        return logits, self.probabilities(logits)

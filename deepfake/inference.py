@@ -34,10 +34,10 @@ from typing import Any
 from data_prep.video import MAX_PIXELS
 from deepfake.detector import PRECISIONS, Detector  # where they are defined; public here too
 from deepfake.inputs import collect_videos
-from deepfake.scoring import error_result, video_result
+from deepfake.scoring import TrackScore, error_result, video_result
 
 __all__ = ["PredictConfig", "Detector", "Prediction", "collect_videos", "load_predictor", "predict_video",
-           "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces",
+           "predict_paths", "iter_predictions", "iter_inputs", "iter_entries", "score_faces", "score_faces_in_detail",
            "PRECISIONS"]
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,18 @@ def score_faces(video: str, faces, detector: Detector, threshold: float = 0.5) -
     Returns:
         The per-video dict (module docstring; `json` format).
     """
+    return score_faces_in_detail(video, faces, detector, threshold)[0]
+
+
+def score_faces_in_detail(video: str, faces, detector: Detector,
+                          threshold: float = 0.5) -> tuple[dict, list[TrackScore]]:
+    """`score_faces`, with the `deepfake.scoring.TrackScore` of each face in the order of the result's `faces`
+    (each window's raw logit among them: what `deepfake.recalibration` fits on); no face gives none."""
     tracks = [t for t in faces.tracks if len(t.frames)]
     scores = detector.score_tracks_in_detail([t.images() for t in tracks]) if tracks else []
     result = video_result(video, [(t.track, t.frames, s) for t, s in zip(tracks, scores)], threshold,
                           geometry={t.track: (t.boxes, t.landmarks) for t in tracks})
-    return {**result, "runtime": detector.runtime} if tracks else result  # which runtime scored
+    return ({**result, "runtime": detector.runtime} if tracks else result), scores  # which runtime scored
 
 
 def predict_video(path: str | os.PathLike, detector: Detector, extractor, threshold: float = 0.5) -> dict:
@@ -150,11 +157,14 @@ class Prediction:
         result: the per-video dict.
         seconds: wall time spent on this video (extraction and scoring).
         faces: the extracted faces (crops for `--plot`), None on error.
+        scores: the `deepfake.scoring.TrackScore` of each scored face, in the order of the result's `faces` (raw
+            window logits among them); empty on error or without a face.
     """
 
     result: dict
     seconds: float
     faces: Any = field(default=None, repr=False)
+    scores: list[TrackScore] = field(default_factory=list, repr=False)
 
     @property
     def warning(self) -> str | None:
@@ -211,15 +221,16 @@ def _predictions(paths, detector, extractor, threshold, names, progress) -> Iter
     last = time.perf_counter()
     try:
         for (_, faces), name in zip(extractor.extract_many(paths, jpeg=True, progress=report), names):
+            scores: list[TrackScore] = []
             if isinstance(faces, VideoError):
                 result, faces = error_result(name, str(faces)), None
             else:
                 try:
-                    result = score_faces(name, faces, detector, threshold)
+                    result, scores = score_faces_in_detail(name, faces, detector, threshold)
                 except Exception as err:  # a bad video must not end the batch (e.g. out of memory on a huge one)
                     result, faces = error_result(name, f"scoring failed: {type(err).__name__}: {err}"), None
             now = time.perf_counter()
-            yield Prediction(result, now - last, faces)
+            yield Prediction(result, now - last, faces, scores)
             last = now
             done += 1
     except Exception as err:  # the extractor itself broke: report the rest one by one instead of stopping
@@ -227,14 +238,15 @@ def _predictions(paths, detector, extractor, threshold, names, progress) -> Iter
         log.warning("batch extraction failed (%s); going on file by file", reason)
         for path, name in zip(paths[done:], names[done:]):
             start = time.perf_counter()
+            scores = []
             try:
                 one = (lambda n, total, path=path: report(path, n, total)) if report else None
                 faces = extractor.extract(path, jpeg=True, progress=one)
-                result = score_faces(name, faces, detector, threshold)
+                result, scores = score_faces_in_detail(name, faces, detector, threshold)
             except Exception as err2:  # noqa: BLE001 - every failure becomes this file's one-line reason
                 result, faces = error_result(name, str(err2) if isinstance(err2, VideoError)
                                              else f"{type(err2).__name__}: {err2}"), None
-            yield Prediction(result, time.perf_counter() - start, faces)
+            yield Prediction(result, time.perf_counter() - start, faces, scores)
 
 
 def predict_paths(paths: Iterable[str | os.PathLike], detector: Detector, extractor, threshold: float = 0.5,

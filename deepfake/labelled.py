@@ -1,14 +1,19 @@
 """Labelled sets for evaluation: reading one (a folder of videos or an extracted index) into `LabelledVideo`s, and
 scoring it video by video with a detector, as `deepfake predict` would. `deepfake.evaluation` (metrics, files),
 `deepfake.robustness` (the same under distortions), `deepfake.benchmark` and `deepfake.recalibration` build on it.
+
+The one scorer of a labelled set is `iter_video_scores` (a folder of videos: `deepfake.inference.iter_predictions`)
+and `iter_index_scores` (an index's crops); each yields a `ScoredVideo` per video, in order: its predict-style result
+and its faces' `deepfake.scoring.TrackScore`s, which keep every window's raw logit (what a calibration is fitted on).
+`score_videos` and `score_index` are their results and timings.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,10 @@ import numpy as np
 from data_prep.files import CsvError, read_csv_dicts
 from data_prep.index import IndexFileError, read_crop, read_index
 from deepfake.inference import Detector, iter_predictions
-from deepfake.scoring import error_result, no_face_result, video_result
+from deepfake.scoring import TrackScore, error_result, no_face_result, video_result
 
-__all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
-           "video_label", "load_video_tracks"]
+__all__ = ["EvaluateConfig", "LabelledVideo", "ScoredVideo", "EvaluationError", "load_source", "iter_video_scores",
+           "iter_index_scores", "score_videos", "score_index", "video_label", "load_video_tracks"]
 
 
 class EvaluationError(Exception):
@@ -82,6 +87,26 @@ class LabelledVideo:
     label: int
     split: str = ""
     original: str = ""
+
+
+@dataclass
+class ScoredVideo:
+    """A labelled video, scored.
+
+    Attributes:
+        video: the `LabelledVideo`.
+        result: its predict-style result (`deepfake.scoring.video_result`; status ``ok``, ``no_face`` or ``error``).
+        seconds: wall time spent on it (extraction or reading its crops, and scoring).
+        tracks: the `deepfake.scoring.TrackScore` of each face, in the order of the result's `faces`, each window's
+            raw last-step logit in its `window_logits`; empty when no face was scored.
+        warning: what a user should know about a video that still scored (`deepfake.inference.Prediction.warning`).
+    """
+
+    video: LabelledVideo
+    result: dict
+    seconds: float
+    tracks: list[TrackScore] = field(default_factory=list, repr=False)
+    warning: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------- sources
@@ -160,20 +185,39 @@ def load_source(source: str | os.PathLike, layout: str = "auto", split: str | No
 # ------------------------------------------------------------------------------------------------- scoring
 
 
-def score_videos(videos: Sequence[LabelledVideo], detector: Detector, extractor, threshold: float = 0.5,
-                 progress: bool = False, desc: str = "evaluate") -> list[tuple[dict, float]]:
-    """Predict every video (the `deepfake predict` path); returns (result dict, seconds) in order."""
+def iter_video_scores(videos: Sequence[LabelledVideo], detector: Detector, extractor, threshold: float = 0.5,
+                      progress: bool = False, desc: str = "evaluate",
+                      prog: str = "deepfake evaluate") -> Iterator[ScoredVideo]:
+    """Predict every video (the `deepfake predict` path: `deepfake.inference.iter_predictions`), in order.
+
+    Args:
+        videos: the labelled videos.
+        detector: the loaded detector.
+        extractor: the `data_prep.extractor.FaceExtractor` that matches it (`deepfake.inference.load_predictor`).
+        threshold: verdict threshold.
+        progress: a progress bar.
+        desc: the progress bar's label.
+        prog: the command named in the warnings written above the bar (``PROG: warning: ...``).
+
+    Yields:
+        A `ScoredVideo` per video; one that can't be read or scored has an ``error`` result.
+    """
     from tqdm import tqdm
 
-    out = []
     preds = iter_predictions([v.path for v in videos], detector, extractor, threshold, names=[v.video for v in videos])
     bar = tqdm(preds, total=len(videos), unit="video", desc=desc, disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
-    for pred in bar:
-        if pred.warning:
-            bar.write(f"deepfake evaluate: warning: {pred.warning}", file=sys.stderr)
-        out.append((pred.result, pred.seconds))
-    return out
+    for i, pred in enumerate(bar):
+        warning = pred.warning
+        if warning:
+            bar.write(f"{prog}: warning: {warning}", file=sys.stderr)
+        yield ScoredVideo(videos[i], pred.result, pred.seconds, pred.scores, warning)
+
+
+def score_videos(videos: Sequence[LabelledVideo], detector: Detector, extractor, threshold: float = 0.5,
+                 progress: bool = False, desc: str = "evaluate") -> list[tuple[dict, float]]:
+    """Predict every video (`iter_video_scores`); returns (result dict, seconds) in order."""
+    return [(s.result, s.seconds) for s in iter_video_scores(videos, detector, extractor, threshold, progress, desc)]
 
 
 def _index_failures(folder: Path) -> list[dict]:
@@ -215,9 +259,9 @@ def load_video_tracks(rows, folder: Path) -> list[tuple[int, np.ndarray, np.ndar
     return tracks
 
 
-def score_index(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
-                progress: bool = False) -> tuple[list[LabelledVideo], list[tuple[dict, float]], list[dict]]:
-    """Score the crops of an extracted index, video by video (no detection).
+def iter_index_scores(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
+                      progress: bool = False, desc: str = "evaluate") -> Iterator[ScoredVideo]:
+    """Score the crops of an extracted index, video by video (no detection), in the order of their ids.
 
     Args:
         rows: the index rows (pandas DataFrame with `video,label,track,frame,crop`, optionally `split,original`).
@@ -225,9 +269,13 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
         detector: the loaded detector (crops are resized to its input size when the index has another).
         threshold: verdict threshold.
         progress: a progress bar.
+        desc: the progress bar's label.
 
-    Returns:
-        (videos, [(result, seconds)] in the same order, unlabelled results of `failures.csv`).
+    Yields:
+        A `ScoredVideo` per video; one whose crops can't be read has an ``error`` result.
+
+    Raises:
+        EvaluationError: a video whose rows hold another label than 0 or 1, or several (before any is scored).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -241,11 +289,10 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
         videos.append(LabelledVideo(str(video), folder / str(video), video_label(video, g, index_path),
                                     str(first.get("split", "") or ""), str(first.get("original", "") or "")))
 
-    results: list[tuple[dict, float]] = []
     # JPEG decoding of the next video overlaps the model on this one (cv2 releases the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:
         futures = [pool.submit(load_video_tracks, groups[0][1], folder)] if groups else []
-        for i, (video, _) in enumerate(tqdm(groups, unit="video", desc="evaluate", disable=not progress,
+        for i, (video, _) in enumerate(tqdm(groups, unit="video", desc=desc, disable=not progress,
                                             file=sys.stderr, dynamic_ncols=True)):
             start = time.perf_counter()
             if i + 1 < len(groups):
@@ -256,9 +303,29 @@ def score_index(rows, index_path: str | os.PathLike, detector: Detector, thresho
                 scores = detector.score_tracks_in_detail([c for _, _, c in tracks])
             except Exception as err:  # noqa: BLE001 - a missing crop costs one video, not the evaluation
                 reason = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
-                results.append((error_result(str(video), reason), time.perf_counter() - start))
+                yield ScoredVideo(videos[i], error_result(str(video), reason), time.perf_counter() - start)
                 continue
-            results.append((video_result(str(video), [(tr, frames, s) for (tr, frames, _), s in zip(tracks, scores)],
-                                         threshold),
-                            time.perf_counter() - start))
-    return videos, results, _index_failures(folder)
+            result = video_result(str(video), [(tr, frames, s) for (tr, frames, _), s in zip(tracks, scores)],
+                                  threshold)
+            yield ScoredVideo(videos[i], result, time.perf_counter() - start, scores)
+
+
+def score_index(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
+                progress: bool = False) -> tuple[list[LabelledVideo], list[tuple[dict, float]], list[dict]]:
+    """Score the crops of an extracted index, video by video (`iter_index_scores`).
+
+    Args:
+        rows: the index rows (pandas DataFrame with `video,label,track,frame,crop`, optionally `split,original`).
+        index_path: the index file (crop paths are relative to its folder).
+        detector: the loaded detector (crops are resized to its input size when the index has another).
+        threshold: verdict threshold.
+        progress: a progress bar.
+
+    Returns:
+        (videos, [(result, seconds)] in the same order, unlabelled results of `failures.csv`).
+    """
+    videos, results = [], []
+    for scored in iter_index_scores(rows, index_path, detector, threshold, progress):
+        videos.append(scored.video)
+        results.append((scored.result, scored.seconds))
+    return videos, results, _index_failures(Path(index_path).parent)

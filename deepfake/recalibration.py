@@ -6,9 +6,11 @@
 
 SOURCE is what `deepfake evaluate` takes (`deepfake.evaluation.load_source`): a labelled folder of videos (faces
 extracted with the checkpoint's settings, as `deepfake predict` does) or an extracted index.csv (its crops scored
-directly). Every window is scored by the **raw** detector, whatever calibration the weights hold, and its last-step
-logit kept; `deepfake.calibration.fit_calibration` fits a temperature (and maybe a bias) to the video scores the
-scoring rule makes of them. Videos without a face or that can't be read are left out (and counted).
+directly). It is scored by evaluation's scorer of labelled sets (`deepfake.labelled.iter_video_scores`,
+`iter_index_scores`) with the **raw** detector, whatever calibration the weights hold; each window's last-step logit
+is in its track's `deepfake.scoring.TrackScore` (`window_logits`), and `deepfake.calibration.fit_calibration` fits a
+temperature (and maybe a bias) to the video scores the scoring rule makes of them. Videos without a face or that
+can't be read or scored are left out (and counted).
 
 The new detector file holds the same weights and meta with the new ``calibration`` record (which says it was fitted
 by ``calibrate SOURCE`` and on how many videos, and what the calibration it replaces scored on this set); it is
@@ -20,26 +22,17 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from deepfake.calibration import VideoLogits, calibration_of, fit_calibration, video_probabilities
-from deepfake.inference import Detector, PredictConfig, load_predictor
+from deepfake.inference import PredictConfig, load_predictor
 
-__all__ = ["LogitScorer", "Recalibration", "recalibrate", "default_output"]
+__all__ = ["Recalibration", "recalibrate", "default_output"]
 
 log = logging.getLogger(__name__)
-
-
-class LogitScorer(Detector):
-    """A `Detector` whose per-step scores are the raw logits: the windows of its `TrackScore`s hold
-    (start, end, last-step logit). Only for collecting logits; its track and video "p_fake" mean nothing."""
-
-    def probabilities(self, logits):
-        return logits.float()
 
 
 @dataclass
@@ -67,53 +60,6 @@ def default_output(weights: str | os.PathLike) -> Path:
     """`<folder>/<name>.calibrated.pt` beside the weights."""
     weights = Path(weights)
     return weights.with_name(f"{weights.stem}.calibrated.pt")
-
-
-def _window_logits(scorer: LogitScorer, tracks) -> list[list[float]]:
-    return [[w[2] for w in t.windows] for t in scorer.score_tracks_in_detail(tracks)]
-
-
-def _score_index(rows, index: Path, scorer: LogitScorer, progress: bool, out: Recalibration) -> list:
-    from tqdm import tqdm
-
-    from deepfake.evaluation import load_video_tracks, video_label
-
-    folder = index.parent
-    scored = []
-    for video, g in tqdm(list(rows.groupby("video", sort=True)), unit="video", desc="calibrate",
-                         disable=not progress, file=sys.stderr, dynamic_ncols=True):
-        label = video_label(video, g, index)
-        try:
-            tracks = [crops for _, _, crops in load_video_tracks(g, folder)]
-            scored.append((label, _window_logits(scorer, tracks)))
-        except Exception as err:  # noqa: BLE001 - a missing crop costs one video, not the fit
-            out.errors.append((str(video), str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"))
-    return scored
-
-
-def _score_videos(videos, scorer: LogitScorer, extractor, progress: bool, out: Recalibration) -> list:
-    from tqdm import tqdm
-
-    from data_prep.video import VideoError
-
-    scored = []
-    paths = [os.path.abspath(v.path) for v in videos]
-    with extractor:
-        results = extractor.extract_many(paths, jpeg=True)
-        for v, (_, faces) in tqdm(zip(videos, results), total=len(videos), unit="video", desc="calibrate",
-                                  disable=not progress, file=sys.stderr, dynamic_ncols=True):
-            if isinstance(faces, VideoError):
-                out.errors.append((v.video, str(faces)))
-                continue
-            tracks = [t.images() for t in faces.tracks if len(t.frames)]
-            if not tracks:
-                out.no_face.append(v.video)
-                continue
-            try:
-                scored.append((v.label, _window_logits(scorer, tracks)))
-            except Exception as err:  # noqa: BLE001 - one video's failure is reported, the fit goes on
-                out.errors.append((v.video, f"scoring failed: {type(err).__name__}: {err}"))
-    return scored
 
 
 def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -144,7 +90,7 @@ def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, ou
         OSError: the new file can't be written.
     """
     from deepfake.checkpoint import save_detector
-    from deepfake.evaluation import load_source
+    from deepfake.labelled import iter_index_scores, iter_video_scores, load_source
 
     config = config or PredictConfig()
     mode, items, notes = load_source(source, layout, split)
@@ -156,18 +102,27 @@ def recalibrate(weights: str | os.PathLike | None, source: str | os.PathLike, ou
 
         raise WeightsError(f"{path} is an exported model: calibrate writes a new detector.pt, so give the PyTorch "
                            f"weights (then export the result again)")
-    scorer = LogitScorer(detector.model, detector.meta, device=str(detector.device), batch_size=detector.batch_size,
-                         precision=detector.precision, calibrated=False)
     result = Recalibration(record={}, out=None, weights=Path(path), n_videos=0)
     if mode == "index":
         result.n_videos = int(items["video"].nunique())
-        scored = _score_index(items, Path(notes[0]), scorer, progress, result)
+        scored = iter_index_scores(items, notes[0], detector, progress=progress, desc="calibrate")
     else:
         result.n_videos = len(items)
-        scored = _score_videos(items, scorer, extractor, progress, result)
+        scored = iter_video_scores(items, detector, extractor, progress=progress, desc="calibrate",
+                                   prog="deepfake calibrate")
+    logits = []  # per video scored: (label, per face its windows' raw last-step logits)
+    with extractor:
+        for one in scored:
+            status = one.result["status"]
+            if status == "ok":
+                logits.append((one.video.label, [t.window_logits for t in one.tracks]))
+            elif status == "no_face":
+                result.no_face.append(one.video.video)
+            else:
+                result.errors.append((one.video.video, one.result["error"]))
     if result.no_face or result.errors:
         warn(f"{len(result.no_face)} video(s) without a face and {len(result.errors)} unreadable left out of the fit")
-    data = VideoLogits.from_videos(scored)
+    data = VideoLogits.from_videos(logits)
     fitted_on = f"calibrate {os.fspath(source)}" + (f" (split {split})" if split else "")
     record = fit_calibration(data, fitted_on)
     previous_meta = detector.meta.get("calibration")

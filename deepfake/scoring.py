@@ -26,20 +26,24 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TrackScore", "track_windows", "track_p_fake", "video_p_fake", "steps_of", "contributions_of",
-           "verdict_of", "video_p_fake_arrays", "video_result", "no_face_result", "error_result", "video_scores", "RULE", "TOP_FRAMES"]
+__all__ = ["TrackScore", "track_windows", "track_p_fake", "track_score", "video_p_fake", "steps_of",
+           "contributions_of", "verdict_of", "video_p_fake_arrays", "video_result", "no_face_result", "error_result",
+           "video_scores", "RULE", "TOP_FRAMES"]
 
 TOP_FRAMES = 3  # frames listed per face as the ones that decide
 
 
 class TrackScore(NamedTuple):
-    """A face track's scores: its p(fake), per-step p(fake), windows (start, end, p_fake) in crop indices, and
-    each crop's contribution to its window's score."""
+    """A face track's scores: its p(fake), per-step p(fake), windows (start, end, p_fake) in crop indices, each
+    crop's contribution to its window's score, and each window's raw last-step logit, (W,) float64 in the order of
+    `windows`: the model's output before calibration and the sigmoid, what a calibration is fitted on
+    (`deepfake.calibration.VideoLogits.from_videos`)."""
 
     p_fake: float
     steps: np.ndarray
     windows: list[tuple[int, int, float]]
     contributions: np.ndarray
+    window_logits: np.ndarray
 
 RULE = ("track: mean over consecutive windows of seq_len crops of the last step's p(fake); "
         "video: max over its face tracks")
@@ -66,6 +70,16 @@ def track_windows(n: int, seq_len: int) -> list[tuple[int, int]]:
 def track_p_fake(window_scores: Sequence[float]) -> float:
     """A face track's p(fake) from its windows' scores (each the p(fake) of the window's last step): their mean."""
     return float(np.mean(window_scores)) if len(window_scores) else float("nan")
+
+
+def track_score(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequence[np.ndarray],
+                window_logits: Sequence[np.ndarray]) -> TrackScore:
+    """A track of `n` crops scored by the rule from its windows (start, end), each window's per-step p(fake) as
+    reported (calibrated when the detector is) and its per-step raw logits (before calibration and the sigmoid)."""
+    last = [float(p[-1]) for p in window_steps]
+    return TrackScore(track_p_fake(last), steps_of(n, windows, window_steps),
+                      [(s, e, p) for (s, e), p in zip(windows, last)], contributions_of(n, windows, window_steps),
+                      np.array([float(z[-1]) for z in window_logits], np.float64))
 
 
 def video_p_fake(track_scores: Sequence[float]) -> float:

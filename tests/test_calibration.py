@@ -184,6 +184,13 @@ def test_old_checkpoint_scores_as_before_and_no_calibration_gives_the_raw_score(
         np.testing.assert_allclose(o.steps, r.steps, rtol=1e-6)  # the old file scores exactly as the raw one
         logit = np.log(r.steps) - np.log1p(-r.steps)
         np.testing.assert_allclose(c.steps, 1 / (1 + np.exp(-(logit / 4.0 - 0.5))), rtol=1e-4, atol=1e-6)
+        # Each window keeps its raw last-step logit, calibrated or not, the one its raw score is the sigmoid of.
+        np.testing.assert_array_equal(c.window_logits, r.window_logits)
+        np.testing.assert_array_equal(o.window_logits, r.window_logits)
+        np.testing.assert_allclose(1 / (1 + np.exp(-r.window_logits)), [p for _, _, p in r.windows], rtol=1e-6)
+    with torch.inference_mode():  # the model's own last-step logits of track 0's windows (0, 4) and (2, 6)
+        want = [float(d_raw.model(d_raw.prepare([tracks[0][s:e]]))[0, -1]) for s, e in ((0, 4), (2, 6))]
+    assert raw[0].window_logits.tolist() == pytest.approx(want, abs=1e-5) and len(raw[1].window_logits) == 1
     # The raw video score is recovered from a calibrated result's windows.
     frames = [list(range(6)), list(range(3))]
     as_result = lambda s: video_result("v.mp4", [(i, frames[i], t) for i, t in enumerate(s)])  # noqa: E731
@@ -251,6 +258,26 @@ def test_calibrate_writes_a_detector_that_evaluate_and_predict_use(faces, confid
     assert p_cal["p_fake"] != p_raw["p_fake"]
     cal_pair = (record["temperature"], record["bias"])
     assert uncalibrated_p(p_cal, cal_pair) == pytest.approx(p_raw["p_fake"], abs=1e-3)
+
+
+def test_calibrate_fits_the_window_logits_of_evaluations_scorer(faces, confident_weights, tmp_path):
+    """One scorer of labelled sets: calibrate fits on the raw window logits that evaluation's scorer keeps in each
+    face's `TrackScore`, and the scoring rule over them gives the raw video scores evaluation reports."""
+    from deepfake.inference import Detector, PredictConfig
+    from deepfake.labelled import iter_index_scores, load_source
+    from deepfake.recalibration import recalibrate
+
+    detector = Detector.load(confident_weights, device="cpu", precision="fp32", calibrated=False)
+    _, rows, notes = load_source(faces / "index.csv")
+    scored = list(iter_index_scores(rows, notes[0], detector))
+    assert [s.result["status"] for s in scored] == ["ok"] * 10
+    assert all(len(t.window_logits) == len(t.windows) for s in scored for t in s.tracks)
+    data = VideoLogits.from_videos([(s.video.label, [t.window_logits for t in s.tracks]) for s in scored])
+    np.testing.assert_allclose(video_probabilities(data), [s.result["p_fake"] for s in scored], atol=1e-6)
+    result = recalibrate(confident_weights, faces / "index.csv", tmp_path / "new.pt",
+                         config=PredictConfig(device="cpu", precision="fp32"))
+    assert result.n_videos == 10 and not result.no_face and not result.errors
+    assert result.record == fit_calibration(data, f"calibrate {faces / 'index.csv'}")
 
 
 def test_calibrate_refuses_a_set_too_small(faces, confident_weights, tmp_path, capsys):

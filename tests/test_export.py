@@ -74,6 +74,7 @@ def test_same_windows_give_the_same_scores(exports, fmt):
         assert abs(w.p_fake - g.p_fake) <= 1e-4
         np.testing.assert_allclose(g.steps, w.steps, atol=1e-4, rtol=0)
         assert [s[:2] for s in g.windows] == [s[:2] for s in w.windows]
+        np.testing.assert_allclose(g.window_logits, w.window_logits, atol=1e-3, rtol=0)  # raw, before calibration
 
 
 def test_predict_scores_a_video_the_same_with_each_format(exports, synth_dataset, capsys):

@@ -13,7 +13,7 @@ from deepfake import scoring
 def _score(p: float, steps) -> scoring.TrackScore:
     steps = np.asarray(steps, np.float64)
     return scoring.TrackScore(p, steps, [(0, len(steps), p)], scoring.contributions_of(len(steps), [(0, len(steps))],
-                                                                                       [steps]))
+                                                                                       [steps]), np.zeros(1))
 
 
 def test_video_result_follows_the_rule():
@@ -33,9 +33,25 @@ def test_contributions_add_up_to_each_windows_score_and_name_the_top_frames():
     c = scoring.contributions_of(6, windows, steps)
     assert c[:4] == pytest.approx([0.0, 0.4, -0.1, 0.05]) and c[4:] == pytest.approx([0.02, 0.23])
     assert c[:4].sum() == pytest.approx(steps[0][-1] - 0.5)
-    score = scoring.TrackScore(0.9, scoring.steps_of(6, windows, steps), [(0, 4, 0.85), (2, 6, 0.95)], c)
+    score = scoring.TrackScore(0.9, scoring.steps_of(6, windows, steps), [(0, 4, 0.85), (2, 6, 0.95)], c, np.zeros(2))
     face = scoring.video_result("v.mp4", [(0, [0, 5, 10, 15, 20, 25], score)])["faces"][0]
     assert face["top_frames"] == [5, 25, 15]  # contributions 0.4, 0.23, 0.05
+
+
+def test_track_score_follows_the_rule_and_keeps_each_windows_raw_last_step_logit():
+    from scipy.special import expit
+
+    windows = scoring.track_windows(6, 4)  # (0, 4), (2, 6)
+    logits = [np.array([-1.0, 0.0, 1.0, 2.0], np.float32), np.array([0.5, 1.5, -0.5, 3.0], np.float32)]
+    steps = [expit(z / 2.0 + 0.25) for z in logits]  # reported scores, calibrated (T 2, b 0.25)
+    score = scoring.track_score(6, windows, steps, logits)
+    assert score.window_logits.dtype == np.float64 and score.window_logits.tolist() == [2.0, 3.0]
+    assert score.windows == [(0, 4, float(steps[0][-1])), (2, 6, float(steps[1][-1]))]
+    assert score.p_fake == scoring.track_p_fake([float(steps[0][-1]), float(steps[1][-1])])
+    np.testing.assert_array_equal(score.steps, scoring.steps_of(6, windows, steps))
+    np.testing.assert_array_equal(score.contributions, scoring.contributions_of(6, windows, steps))
+    empty = scoring.track_score(0, [], [], [])
+    assert np.isnan(empty.p_fake) and empty.windows == [] and empty.window_logits.shape == (0,)
 
 
 def test_steps_take_the_first_window_holding_a_crop():
