@@ -102,6 +102,9 @@ class FakeConfig:
         masks: shares of the self-blend mask shapes (`MASK_SHAPES`); default the box ellipse only.
         recompress: JPEG quality every fake frame made on the fly is re-encoded at (0: off).
         val_kinds: shares of the kinds of the validation fakes made on the fly; None: those of `kinds`.
+        colour_free: share of self-blends whose copy gets no colour change, only its resampling (resize blur) and
+            geometry: they differ from the real face by texture and boundary alone (0: off).
+        hard_edges: share of self-blends with a nearly hard mask edge (blur 0.3-1.5 % of the face) (0: off).
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
@@ -112,6 +115,8 @@ class FakeConfig:
     masks: dict[str, float] = field(default_factory=lambda: {"box": 1.0})
     recompress: int = 0
     val_kinds: dict[str, float] | None = None
+    colour_free: float = 0.0
+    hard_edges: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -133,6 +138,11 @@ class FakeConfig:
         self.masks = _shares(self.masks, MASK_SHAPES, "data.fakes.masks")
         if self.val_kinds is not None:
             self.val_kinds = _shares(self.val_kinds, FAKE_KINDS, "data.fakes.val_kinds")
+        for name in ("colour_free", "hard_edges"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.fakes.{name} must be a share in [0, 1], got {value!r}")
+            setattr(self, name, float(value))
         if not isinstance(self.recompress, int) or not 0 <= self.recompress <= 100:
             raise ValueError(f"data.fakes.recompress must be 0 (off) or a JPEG quality in [1, 100], got "
                              f"{self.recompress!r}")
@@ -329,7 +339,8 @@ def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, c
         fake = swap_sequence(frames, rng, margin, donor(rng), config.drift, landmarks)
     elif kind == "sbi":
         shape = _draw(config.masks, rng)
-        fake = self_blend_sequence(frames, rng, margin, config.drift, landmarks=landmarks, shape=shape)
+        fake = self_blend_sequence(frames, rng, margin, config.drift, landmarks=landmarks, shape=shape,
+                                   colour_free=config.colour_free, hard_edges=config.hard_edges)
     else:
         fake = temporal_fake_sequence(frames, kind, rng, margin, landmarks)
     return recompressed(fake, config.recompress) if config.recompress else fake
@@ -366,7 +377,8 @@ def real_sequence(frames: np.ndarray, rng: np.random.Generator | None, margin: f
 
 
 def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True,
-                        landmarks: np.ndarray | None = None, shape: str = "box") -> np.ndarray:
+                        landmarks: np.ndarray | None = None, shape: str = "box", colour_free: float = 0.0,
+                        hard_edges: float = 0.0) -> np.ndarray:
     """A self-blended fake of a real crop sequence: one set of blend parameters for all its frames.
 
     Args:
@@ -377,11 +389,18 @@ def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: fl
         landmarks: optional (T, 5, 2) landmarks in crop pixels (canonical positions in the box when missing), used
             by every mask shape but ``box``.
         shape: the mask shape (`MASK_SHAPES`); ``box`` (the default) draws nothing more from `rng`.
+        colour_free, hard_edges: shares of copies without colour change and of nearly hard mask edges
+            (`FakeConfig`); at 0 (the default) they draw nothing from `rng`.
 
     Returns:
         (T, S, S, 3) uint8: the fake sequence.
     """
     params = sample_blend_params(rng, drift=drift)
+    if colour_free > 0 and rng.random() < colour_free:  # texture and boundary alone: the copy is only resampled
+        params = replace(params, hue=0.0, saturation=1.0, brightness=0.0, contrast=1.0, rgb_shift=(0.0, 0.0, 0.0),
+                         resize=float(rng.uniform(0.35, 0.8)))
+    if hard_edges > 0 and rng.random() < hard_edges:
+        params = replace(params, mask_blur=float(rng.uniform(0.003, 0.015)))
     box = face_box_in_crop(frames.shape[1], margin)
     follow, (lo, hi), deform = MASK_SHAPES[shape]
     if shape != "box":

@@ -173,3 +173,25 @@ def test_validation_on_held_out_swaps_takes_donors_from_other_videos(extracted_d
     with pytest.raises(IndexFileError, match="data.fakes.val_kinds makes swaps.*validation split holds 1"):
         check_fake_sources(FakeConfig(mode="sbi", val_kinds={"swap": 1.0}), dm.tracks["val"], "index.csv",
                            val_tracks=one)
+
+
+def test_colour_free_and_hard_edged_self_blends(hopper):
+    from deepfake.fakes import fake_sequence
+
+    crops = _crops(hopper, n=4, size=128)
+
+    def colour_shift(config, seed):
+        fake = fake_sequence(crops, np.random.default_rng(seed), 0.3, config).astype(float)
+        changed = np.abs(fake - crops).max(axis=3) > 0
+        shift = np.abs((fake - crops)[changed].mean(axis=0)).max()  # mean per-channel change where it changed
+        return shift, changed.mean()
+
+    for seed in range(4):
+        coloured, _ = colour_shift(FakeConfig(mode="sbi"), seed)
+        plain, share = colour_shift(FakeConfig(mode="sbi", colour_free=1.0), seed)
+        assert share > 0.05 and plain < 1.5 < coloured  # resampled, not recoloured; the default always recolours
+    edges = FakeConfig(mode="sbi", hard_edges=1.0)
+    assert not np.array_equal(fake_sequence(crops, np.random.default_rng(0), 0.3, edges), crops)
+    for bad in ({"colour_free": 1.5}, {"hard_edges": -0.1}, {"colour_free": "half"}):
+        with pytest.raises(ValueError, match="must be a share in"):
+            FakeConfig(mode="sbi", **bad)
