@@ -61,11 +61,16 @@ def parts(cfg: SynthConfig, pair: int, n_faces: int) -> list[str]:
 
 
 def donors(cfg: SynthConfig, plan: ClipPlan) -> list[FacePhoto]:
-    """For a face swap, per face of the clip a photo of another person (seeded)."""
+    """For a face swap, per face of the clip a photo of another person (seeded); in a set of one person
+    (``unseen``), another photo of him."""
     photos = face_photos(cfg.people)
     rng = np.random.default_rng([cfg.seed, plan.pair, 3])
-    return [photos[int(rng.choice([i for i, p in enumerate(photos) if p.person != photos[f.photo_index].person]))]
-            for f in plan.faces]
+
+    def others(k: int) -> list[int]:
+        people = [i for i, p in enumerate(photos) if p.person != photos[k].person]
+        return people or [i for i in range(len(photos)) if i != k]
+
+    return [photos[int(rng.choice(others(f.photo_index)))] for f in plan.faces]
 
 
 def reenact_params(cfg: SynthConfig, pair: int, n_faces: int) -> list[ReenactParams]:

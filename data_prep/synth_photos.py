@@ -9,6 +9,9 @@ tested on people it never saw:
   darker skin, lower contrast);
 - ``suite-test``: Grace Hopper and scikit-image's cameraman (`skimage.data.camera()`, a grey photo of another man in
   three-quarter view), each with its mirror image: two people, so the test set's face swaps swap two unseen people.
+``unseen`` is the cameraman alone (the photo and its mirror image): the one person neither the demo nor the suite's
+training shows, for the demo's column on an unseen person. With one person, a swap's donor is his other photo (the
+mirror image's face onto the photo and back), and clips show one face.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ _GRACE_LANDMARKS = ((221.67, 192.21), (309.83, 186.13), (269.36, 239.17), (232.6
 _CAMERA_BOX = (199.22, 118.93, 254.27, 192.27)
 _CAMERA_LANDMARKS = ((234.39, 147.16), (252.32, 149.61), (250.75, 169.12), (231.23, 180.41), (243.45, 181.94))
 
-PHOTO_SETS = ("demo", "suite-train", "suite-test")
+PHOTO_SETS = ("demo", "suite-train", "suite-test", "unseen")
 
 
 def _mirror(photo: FacePhoto) -> FacePhoto:
@@ -75,7 +78,8 @@ def _relit(photo: FacePhoto) -> FacePhoto:
 
 @lru_cache(maxsize=4)
 def face_photos(people: str = "demo") -> tuple[FacePhoto, ...]:
-    """The face photos of a photo set (`PHOTO_SETS`); ``demo``: astronaut, Grace Hopper, and their mirror images."""
+    """The face photos of a photo set (`PHOTO_SETS`, module docstring); ``demo``: astronaut, Grace Hopper, and their
+    mirror images."""
     import skimage.data
     from matplotlib import cbook
     from PIL import Image
@@ -89,9 +93,11 @@ def face_photos(people: str = "demo") -> tuple[FacePhoto, ...]:
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         grace_image = np.asarray(Image.open(f).convert("RGB")).copy()
     grace = FacePhoto("grace_hopper", "grace_hopper", grace_image, np.array(_GRACE_BOX), np.array(_GRACE_LANDMARKS))
+    camera = FacePhoto("cameraman", "cameraman", np.repeat(skimage.data.camera()[..., None], 3, 2),
+                       np.array(_CAMERA_BOX), np.array(_CAMERA_LANDMARKS))
+    if people == "unseen":
+        return camera, _mirror(camera)
     if people == "suite-test":
-        camera = FacePhoto("cameraman", "cameraman", np.repeat(skimage.data.camera()[..., None], 3, 2),
-                           np.array(_CAMERA_BOX), np.array(_CAMERA_LANDMARKS))
         return grace, camera, _mirror(grace), _mirror(camera)
     return astronaut, grace, _mirror(astronaut), _mirror(grace)
 

@@ -119,6 +119,8 @@ class SynthConfig:
             raise ValueError(f"--fake-kind must be one of {', '.join(FAKE_KINDS)}, got {self.fake_kind!r}")
         if self.people not in PHOTO_SETS:
             raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)}, got {self.people!r}")
+        if self.multi_face > 0 and len({p.person for p in face_photos(self.people)}) < 2:
+            raise ValueError(f"--multi-face needs two people, and --people {self.people} shows one")
         if self.fake_faces not in ("all", "one"):
             raise ValueError(f"--fake-faces must be all or one, got {self.fake_faces!r}")
         if self.preset not in X264_PRESETS:

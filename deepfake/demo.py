@@ -80,6 +80,7 @@ class DemoConfig:
     Attributes:
         train_count: clips of the training set (half real, half self-blended fakes).
         heldout_count: clips of the held-out set.
+        unseen_count: clips of the set of face swaps of a person the demo never shows (`--people unseen`).
         width: frame width of the generated clips.
         height: frame height.
         seconds: clip length.
@@ -105,6 +106,7 @@ class DemoConfig:
 
     train_count: int = 240
     heldout_count: int = 80
+    unseen_count: int = 40
     width: int = 320
     height: int = 240
     seconds: float = 4.0
@@ -124,7 +126,7 @@ class DemoConfig:
     quick: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("train_count", "heldout_count"):
+        for name in ("train_count", "heldout_count", "unseen_count"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 4):
                 raise ValueError(f"{name} must be an integer >= 4 (two real clips and their fakes), got {value!r}")
@@ -148,7 +150,7 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, **overrides: Any) -> DemoConfig:
         """Small and fast: 16 training clips of 2 s, 8 held-out clips, 3 epochs, no worker processes."""
-        settings = dict(train_count=16, heldout_count=8, seconds=2.0, max_epochs=3, train_minutes=None,
+        settings = dict(train_count=16, heldout_count=8, unseen_count=4, seconds=2.0, max_epochs=3, train_minutes=None,
                         extract_workers=0, loader_workers=0, sbi_steps=20, quick=True)
         return cls(**{**settings, **overrides})
 
@@ -301,8 +303,7 @@ class _Demo(StageRunner):
                                   "p_fake": result.get("p_fake"), "verdict": result.get("verdict"),
                                   "faces": len(result.get("faces") or []), "status": result.get("status")}
 
-        self._generalize(extracted, runs, weights, heldout_dir, data / "heldout_swap", data / "heldout_reenact",
-                         fit_key)
+        self._generalize(extracted, runs, weights, heldout_dir, data, fit_key)
 
         self.report["artifacts"] = {
             "training videos": os.fspath(train_dir),
@@ -318,12 +319,13 @@ class _Demo(StageRunner):
         }
         return self.report
 
-    def _generalize(self, extracted: Path, runs: Path, weights: Path, heldout: Path, swaps: Path, reenacts: Path,
-                    fit_key: str) -> None:
+    def _generalize(self, extracted: Path, runs: Path, weights: Path, heldout: Path, data: Path, fit_key: str) -> None:
         """Stage 6: a detector trained from the real clips alone (`sbi_tiny_cpu.yaml`: self-blended and temporal
         fakes made on the fly) beside the one trained on labelled fakes, both scored on the held-out self-blended
-        fakes and on held-out face swaps and reenact clips (mouth and eyes warped over time) that neither saw
-        (`deepfake synth --fake-kind swap|reenact`)."""
+        fakes, on held-out face swaps and reenact clips (mouth and eyes warped over time) that neither saw
+        (`deepfake synth --fake-kind swap|reenact`), and on face swaps of a person neither saw (`--people unseen`,
+        the cameraman: the demo's own two people flatter every detector trained on them)."""
+        swaps, reenacts, unseen = data / "heldout_swap", data / "heldout_reenact", data / "unseen_swap"
         from data_prep import synth
         from deepfake import train
         from deepfake.cross import evaluate_sets
@@ -331,16 +333,20 @@ class _Demo(StageRunner):
 
         c = self.config
         sbi_config = find_config("sbi_tiny_cpu.yaml")
-        key = stage_key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION, "reenact")
+        key = stage_key(fit_key, "generalize", sbi_config.read_text(), c.sbi_steps, synth.GENERATOR_VERSION, "reenact",
+                       "unseen", c.unseen_count)
         cross = self.out / "cross"
 
         def run() -> dict:
-            for folder, kind in ((swaps, "swap"), (reenacts, "reenact")):
-                cfg = synth.SynthConfig(count=c.heldout_count, width=c.width, height=c.height, seconds=c.seconds,
-                                        fps=c.fps, seed=c.heldout_seed, fake_kind=kind, progress=False)
-                self.quiet("generalize", f"deepfake synth {folder} --count {c.heldout_count} --resolution "
+            for folder, kind, count, people in ((swaps, "swap", c.heldout_count, "demo"),
+                                                (reenacts, "reenact", c.heldout_count, "demo"),
+                                                (unseen, "swap", c.unseen_count, "unseen")):
+                cfg = synth.SynthConfig(count=count, width=c.width, height=c.height, seconds=c.seconds, fps=c.fps,
+                                        seed=c.heldout_seed, fake_kind=kind, people=people, progress=False)
+                self.quiet("generalize", f"deepfake synth {folder} --count {count} --resolution "
                             f"{c.width}x{c.height} --seconds {c.seconds:g} --fps {c.fps:g} --seed {c.heldout_seed} "
-                            f"--fake-kind {kind}", lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
+                            f"--fake-kind {kind} --people {people}",
+                           lambda folder=folder, cfg=cfg: synth.make_dataset(folder, cfg))
             overrides: dict[str, Any] = {"data.index": extracted, "run_dir": runs, "run_name": "demo_sbi",
                                          "trainer.enable_progress_bar": False, "trainer.max_steps": c.sbi_steps,
                                          "data.num_workers": c.loader_workers,
@@ -349,14 +355,15 @@ class _Demo(StageRunner):
             fitted = self.quiet("generalize", f"deepfake fit --config {sbi_config} {options}",
                                  lambda: train.fit(sbi_config, overrides))
             table = {}
-            sets = ("self-blended fakes", "face swaps (never seen)", "reenact clips (never seen)")
+            sets = ("self-blended fakes", "face swaps (never seen)", "reenact clips (never seen)",
+                    "face swaps, unseen person")
             for name, w in (("labelled fakes (tiny_cpu.yaml)", weights),
                             ("real faces only (sbi_tiny_cpu.yaml)", fitted.weights)):
                 folder = cross / ("labelled" if w == weights else "real_only")
-                rows = self.quiet("generalize", f"deepfake evaluate {heldout} {swaps} {reenacts} --weights {w} "
-                                   f"--out {folder}",
+                rows = self.quiet("generalize", f"deepfake evaluate {heldout} {swaps} {reenacts} {unseen} "
+                                   f"--weights {w} --out {folder}",
                                    lambda w=w, folder=folder: evaluate_sets(
-                                       [heldout, swaps, reenacts], folder, w,
+                                       [heldout, swaps, reenacts, unseen], folder, w,
                                        predict_config=PredictConfig(device=c.device)))
                 table[name] = {label: row.get("auc") for label, row in zip(sets, rows)}
             lines = ["| trained on | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
@@ -366,8 +373,8 @@ class _Demo(StageRunner):
             return {"table": table, "sbi_weights": fitted.weights.relative_to(self.out).as_posix()}
 
         info = self.stage("generalize", 6, key, f"a detector trained from the real clips alone, and both detectors "
-                           f"on held-out face swaps and reenact clips ({c.sbi_steps} steps)", [cross / "cross.md"],
-                           [cross, swaps, reenacts], run)
+                           f"on held-out face swaps and reenact clips, and on swaps of an unseen person "
+                           f"({c.sbi_steps} steps)", [cross / "cross.md"], [cross, swaps, reenacts, unseen], run)
         self.report["generalize"] = info.get("table")
 
 

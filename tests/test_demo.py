@@ -88,8 +88,10 @@ def test_quick_demo_report_and_artifacts(quick_demo):
     # reenact clips.
     cross = report["generalize"]
     assert len(cross) == 2 and all(set(aucs) == {"self-blended fakes", "face swaps (never seen)",
-                                                 "reenact clips (never seen)"} for aucs in cross.values())
+                                                 "reenact clips (never seen)", "face swaps, unseen person"}
+                                   for aucs in cross.values())
     assert "reenact clips (never seen)" in text and (out / "data" / "heldout_reenact" / "labels.csv").is_file()
+    assert "face swaps, unseen person" in text and (out / "data" / "unseen_swap" / "labels.csv").is_file()
     assert "generalization: held-out video AUC" in text and (out / "cross" / "cross.md").is_file()
 
 

@@ -35,6 +35,12 @@ def test_train_and_test_people_are_disjoint():
     assert not {p.name.split("_mirror")[0].split("_relit")[0] for p in train} & {p.name.split("_mirror")[0]
                                                                                  for p in test}
     assert "demo" in PHOTO_SETS and {p.person for p in face_photos()} == {"astronaut", "grace_hopper"}
+    # The demo's column on an unseen person: someone neither the demo nor the suite's training shows.
+    unseen = face_photos("unseen")
+    assert {p.person for p in unseen} == {"cameraman"} and len(unseen) == 2
+    assert not {p.person for p in unseen} & ({p.person for p in face_photos()} | {p.person for p in train})
+    with pytest.raises(ValueError, match="--multi-face needs two people"):
+        SynthConfig(people="unseen", multi_face=0.5)
     with pytest.raises(ValueError, match="people must be one of"):
         SynthConfig(people="everyone")
 

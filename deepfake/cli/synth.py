@@ -10,7 +10,8 @@ import sys
 import time
 from functools import partial
 
-from data_prep.synth import FAKE_KINDS, X264_PRESETS, SynthConfig, SynthError, make_dataset, parse_resolution, PHOTO_SETS
+from data_prep.synth import (FAKE_KINDS, PHOTO_SETS, X264_PRESETS, SynthConfig, SynthError, make_dataset,
+                             parse_resolution)
 from deepfake.cli.common import OneLineParser, UsageError, fail, path_arg
 
 __all__ = ["main"]
@@ -46,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                         "over time, no blending; paste: a swap with a hard edge; lowres: the inner face at 1/4 "
                         "resolution; part: another person's eyes or mouth only (default %(default)s)")
     p.add_argument("--people", default=d.people, choices=PHOTO_SETS,
-                   help="the photos the clips show: demo, or the generalization suite's disjoint suite-train and "
-                        "suite-test sets (default %(default)s)")
+                   help="the photos the clips show: demo, the generalization suite's disjoint suite-train and "
+                        "suite-test sets, or unseen (the one person in neither: the cameraman) (default %(default)s)")
     p.add_argument("--fake-faces", default=d.fake_faces, choices=("all", "one"),
                    help="in clips with two faces (--multi-face): manipulate both, or only one of them, as a DFDC fake "
                         "that changes one of two people (default %(default)s)")
