@@ -312,14 +312,7 @@ def iter_index_scores(rows, index_path: str | os.PathLike, detector: Detector, t
 
 def score_index(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
                 progress: bool = False) -> tuple[list[LabelledVideo], list[tuple[dict, float]], list[dict]]:
-    """Score the crops of an extracted index, video by video (`iter_index_scores`).
-
-    Args:
-        rows: the index rows (pandas DataFrame with `video,label,track,frame,crop`, optionally `split,original`).
-        index_path: the index file (crop paths are relative to its folder).
-        detector: the loaded detector (crops are resized to its input size when the index has another).
-        threshold: verdict threshold.
-        progress: a progress bar.
+    """Score the crops of an extracted index, video by video: `iter_index_scores` (its arguments), collected.
 
     Returns:
         (videos, [(result, seconds)] in the same order, unlabelled results of `failures.csv`).

@@ -195,3 +195,25 @@ def test_colour_free_and_hard_edged_self_blends(hopper):
     for bad in ({"colour_free": 1.5}, {"hard_edges": -0.1}, {"colour_free": "half"}):
         with pytest.raises(ValueError, match="must be a share in"):
             FakeConfig(mode="sbi", **bad)
+
+
+@pytest.mark.slow  # ~25 s on 2 cores (B1's ONNX copy alone 6 s): make test keeps test_real_only_configs_parse
+def test_the_gpu_real_only_recipe_trains_a_few_steps_on_cpu(extracted_dataset, tmp_path):
+    """configs/sbi_b1_lstm.yaml as shipped (EfficientNet-B1, LSTM(512), its fakes and validation), shrunk only in
+    what a CPU smoke run can afford: no ImageNet download, 64-px inputs, T = 2, 2 steps of 2 sequences."""
+    from pathlib import Path
+
+    from deepfake.checkpoint import load_detector
+    from deepfake.cli import train
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "sbi_b1_lstm.yaml"
+    status = train.main(["fit", "--config", str(config), "--data.index", str(extracted_dataset),
+                         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_steps", "2",
+                         "--trainer.enable_progress_bar", "false", "--model.net.pretrained", "false",
+                         "--model.net.img_size", "64", "--data.seq_len", "2", "--data.batch_size", "2",
+                         "--data.epoch_size", "4", "--data.num_workers", "0", "--data.persistent_workers", "false",
+                         "--data.val_fraction", "0.5", "--data.split_seed", "1", "--run_dir", str(tmp_path)])
+    assert status == 0
+    model, meta = load_detector(next(tmp_path.rglob("detector.pt")))
+    assert meta["model"]["backbone"] == "efficientnet_b1" and meta["model"]["lstm_hidden"] == 512
+    assert meta["validation"]["fake_kinds"]
