@@ -36,7 +36,8 @@ class AugmentConfig:
         noise: Gaussian noise.
         blur: Gaussian blur.
         color: brightness/contrast or hue/saturation/value jitter.
-        gray: conversion to grey.
+        gray: conversion to grey: true (probability 0.1, scaled by `strength`), false, or a probability of its own
+            (not scaled), e.g. 0.3 so that a detector trained on colour faces meets grey ones (CCTV, old footage).
         geometric: shift, scale and rotation (the face stays roughly centred).
         cutout: face-part cut-out: blacks out the eyes, nose, mouth or one half of the face, placed from the
             crop margin, so the model can't rely on one region.
@@ -51,7 +52,7 @@ class AugmentConfig:
     noise: bool = True
     blur: bool = True
     color: bool = True
-    gray: bool = True
+    gray: bool | float = True
     geometric: bool = True
     cutout: bool = True
     perturb: dict[str, Any] | None = None
@@ -59,6 +60,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.strength, (int, float)) and 0.0 <= self.strength <= 2.0):
             raise ValueError(f"augment strength must be in [0, 2], got {self.strength!r}")
+        if not isinstance(self.gray, bool) and not (isinstance(self.gray, (int, float)) and 0.0 <= self.gray <= 1.0):
+            raise ValueError(f"augment gray must be true, false or a probability in [0, 1], got {self.gray!r}")
         if self.perturb is not None and not isinstance(self.perturb, dict):
             raise ValueError(f"augment perturb must be a mapping of DeeperForensicsDistortion arguments or null, "
                              f"got {self.perturb!r}")
@@ -138,8 +141,10 @@ def build_augment(cfg: AugmentConfig, margin: float = DEFAULT_MARGIN) -> A.Compo
                 A.RandomBrightnessContrast(brightness_limit=0.2 * s, contrast_limit=0.2 * s),
                 A.HueSaturationValue(hue_shift_limit=10 * s, sat_shift_limit=20 * s, val_shift_limit=15 * s),
             ], p=p(0.5)))
-        if cfg.gray:
+        if cfg.gray is True:
             t.append(A.ToGray(p=p(0.1)))
+        elif cfg.gray:  # a probability of its own
+            t.append(A.ToGray(p=float(cfg.gray)))
         if cfg.cutout:
             t.append(FacePartCutout(margin=margin, p=p(0.25)))
         if cfg.blur:

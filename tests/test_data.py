@@ -252,6 +252,18 @@ def test_augment_strength_zero_keeps_only_flips():
         AugmentConfig(strength=3.0)
 
 
+def test_augment_gray_takes_a_probability_of_its_own():
+    from deepfake.augment import AugmentConfig, build_augment
+
+    def gray_p(cfg):
+        return [t.p for t in build_augment(cfg).transforms if type(t).__name__ == "ToGray"]
+
+    assert gray_p(AugmentConfig(strength=0.3)) == [pytest.approx(0.03)]  # true: 0.1 scaled by strength, as before
+    assert gray_p(AugmentConfig(strength=0.3, gray=0.4)) == [0.4] and gray_p(AugmentConfig(gray=False)) == []
+    with pytest.raises(ValueError, match="augment gray must be"):
+        AugmentConfig(gray=1.5)
+
+
 def test_augment_perturb_hook():
     from deepfake import perturb_augment
 
