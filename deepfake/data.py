@@ -47,7 +47,7 @@ from data_prep.index import (
 from data_prep.untouched import UNTOUCHED_BELOW
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
 from deepfake.contract import index_extraction
-from deepfake.fakes import FakeConfig, check_fake_sources, fake_sequence, pick_donor, real_sequence
+from deepfake.fakes import FakeConfig, check_fake_sources, donor_pool, fake_sequence, pick_donor, real_sequence
 from deepfake.scoring import track_windows
 from deepfake.splits import SPLIT_FILE, check_fractions, label_untouched, split_by_original  # public here too
 
@@ -83,6 +83,7 @@ class FaceSequenceDataset(Dataset):
             (`FakeConfig.static_control`, `deepfake.fakes.real_sequence`; 0: untouched).
         masks, recompress, colour_free, hard_edges: self-blend mask shapes, the JPEG re-encoding of fakes, and
             shares of colour-free and hard-edged self-blends (`FakeConfig`).
+        donors: the real tracks swaps take their donor faces from (`deepfake.fakes.donor_pool`; default: these).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
     item), `track` (index into `tracks`), `video` (index into `videos`).
@@ -93,7 +94,7 @@ class FaceSequenceDataset(Dataset):
                  self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
                  fake_kinds: dict[str, float] | None = None, static_control: float = 0.0,
                  masks: dict[str, float] | None = None, recompress: int = 0, colour_free: float = 0.0,
-                 hard_edges: float = 0.0) -> None:
+                 hard_edges: float = 0.0, donors: Sequence[FaceTrackRecord] | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -101,6 +102,7 @@ class FaceSequenceDataset(Dataset):
         if not tracks:
             raise ValueError("no face tracks to make sequences from")
         self.tracks = list(tracks)
+        self.donors = list(donors) if donors is not None else donor_pool(self.tracks)  # whose faces swaps borrow
         self.seq_len = int(seq_len)
         self.img_size = int(img_size)
         self.train = bool(train)
@@ -189,7 +191,7 @@ class FaceSequenceDataset(Dataset):
                 kind = self.fake_kind_of_track.get(track_index)
                 config = self.fake_config if kind is None else replace(self.fake_config, kinds={kind: 1.0})
                 frames = fake_sequence(frames, blend_rng, self.margin, config, landmarks,
-                                       donor=lambda r: pick_donor(self.tracks, track_index, r, self.img_size,
+                                       donor=lambda r: pick_donor(track, self.donors, r, self.img_size,
                                                                   self.margin))
             else:  # a real training sequence: a share of them gets a static control, still labelled real
                 frames = real_sequence(frames, rng, self.margin, self.fake_config, landmarks)
@@ -459,6 +461,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                                        transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN), **blend)
         if split not in self._datasets or self._datasets[split].img_size != self.img_size:
             blend["fake_kinds"] = self.fakes.val_kinds or self.fakes.kinds  # validation: maybe kinds training lacks
+            blend["donors"] = donor_pool(tracks, self.tracks["train"])
             self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
                                                         eval_windows=self.eval_windows, **blend)
         return self._datasets[split]

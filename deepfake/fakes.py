@@ -75,7 +75,7 @@ from data_prep import track
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop",
            "self_blend_sequence", "temporal_fake_sequence", "swap_sequence", "Donor",
-           "canonical_face_landmarks", "pick_donor",
+           "canonical_face_landmarks", "pick_donor", "donor_pool",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
@@ -204,9 +204,9 @@ def recompressed(frames: np.ndarray, quality: int) -> np.ndarray:
 
 def check_fake_sources(config: FakeConfig, tracks, where, val_tracks=None) -> None:
     """Refuses, before training, a fake recipe that the training tracks cannot feed, in one line naming what is
-    missing: fakes made on the fly need real tracks, swaps need two real videos in the split they are made in (the
-    validation split's are checked when `val_tracks` is given), and landmark-following masks need the index's
-    landmarks.
+    missing: fakes made on the fly need real tracks, swaps need two real videos to take donors from (`donor_pool`:
+    the validation split's, checked when `val_tracks` is given, may borrow the training split's), and
+    landmark-following masks need the index's landmarks.
 
     Raises:
         IndexFileError: the recipe can't be made from `tracks` (`where` names the index).
@@ -219,11 +219,11 @@ def check_fake_sources(config: FakeConfig, tracks, where, val_tracks=None) -> No
                          f"makes its fakes from real tracks")
     for split, given, kinds in (("training", tracks, config.kinds),
                                 ("validation", val_tracks, config.val_kinds or config.kinds)):
-        videos = {t.video for t in given or () if t.label == 0}
+        videos = {t.video for t in donor_pool(given or (), tracks if split == "validation" else ())}
         if kinds.get("swap") and given and len(videos) < 2:
             raise IndexFileError(f"{where}: data.fakes.{'kinds' if split == 'training' else 'val_kinds'} makes swaps, "
-                                 f"which take their donor face from another real video, and the {split} split holds "
-                                 f"{len(videos)}")
+                                 f"which take their donor face from another real video, and the {split} split"
+                                 f"{' with the training split' if split == 'validation' else ''} holds {len(videos)}")
     needs = sorted(k for k, share in config.masks.items() if share > 0 and MASK_SHAPES[k][0])
     if needs and all(getattr(t, "landmarks", None) is None for t in reals):
         raise IndexFileError(f"{where}: no landmarks in the index (extracted before they were kept), and "
@@ -281,26 +281,34 @@ def temporal_fake_sequence(frames: np.ndarray, kind: str, rng: np.random.Generat
     raise ValueError(f"unknown temporal fake kind {kind!r}; use reenact, flicker or morph")
 
 
-def pick_donor(tracks, track_index: int, rng: np.random.Generator, size: int, margin: float) -> Donor:
-    """A donor face for a swap of `tracks[track_index]`: one crop (read at `size`) of a real track of another group
-    (person), or of another video when every real track shares its group, with its landmarks (canonical ones when
-    the index has none).
+def pick_donor(track, pool, rng: np.random.Generator, size: int, margin: float) -> Donor:
+    """A donor face for a swap of `track`: one crop (read at `size`) of a real track in `pool` of another group
+    (person), or of another video when every real track there shares its group, with its landmarks (canonical ones
+    when the index has none).
 
     Raises:
-        ValueError: no other real video in `tracks`.
+        ValueError: no other real video in `pool`.
     """
-    track = tracks[track_index]
-    reals = [i for i, t in enumerate(tracks) if t.label == 0 and t.video != track.video]
-    others = [i for i in reals if tracks[i].group != track.group] or reals
+    reals = [t for t in pool if t.label == 0 and t.video != track.video]
+    others = [t for t in reals if t.group != track.group] or reals
     if not others:
         raise ValueError(f"a swap of {track.video} needs a donor face from another real video; there is none")
-    donor = tracks[others[int(rng.integers(len(others)))]]
+    donor = others[int(rng.integers(len(others)))]
     j = int(rng.integers(len(donor.crops)))
     crop_landmarks = getattr(donor, "crop_landmarks", None)
     landmarks = crop_landmarks(size, margin) if callable(crop_landmarks) else None
     points = (landmarks[j] if landmarks is not None and np.isfinite(landmarks[j]).all()
               else canonical_face_landmarks(size, margin))
     return Donor(read_crop(donor.crops[j], size), points)
+
+
+def donor_pool(tracks, fallback=()) -> list:
+    """The real tracks swaps of `tracks` take their donors from: their own when they hold two real videos (people
+    of the same split), else those and `fallback`'s (e.g. a small validation split borrows the training split's)."""
+    reals = [t for t in tracks if t.label == 0]
+    if len({t.video for t in reals}) >= 2:
+        return reals
+    return reals + [t for t in fallback if t.label == 0]
 
 
 def swap_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, donor: Donor, drift: bool = True,

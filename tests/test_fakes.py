@@ -149,30 +149,37 @@ def test_a_swap_made_on_the_fly_puts_the_donors_face_inside_the_face_alone(hoppe
 def test_validation_on_held_out_swaps_takes_donors_from_other_videos(extracted_dataset, tmp_path):
     from data_prep.index import IndexFileError
     from deepfake.data import FaceSequenceDataModule
-    from deepfake.fakes import check_fake_sources, pick_donor
+    from deepfake.fakes import check_fake_sources, donor_pool, pick_donor
 
+    fakes = {"mode": "sbi", "kinds": {"sbi": 1.0}, "val_kinds": {"swap": 1.0}}
     dm = FaceSequenceDataModule(str(extracted_dataset), seq_len=4, img_size=64, batch_size=8, num_workers=0,
-                                val_fraction=0.5, split_seed=1, epoch_size=16,  # 2 of 3 real videos in validation
-                                fakes={"mode": "sbi", "kinds": {"sbi": 1.0}, "val_kinds": {"swap": 1.0}})
+                                val_fraction=0.5, split_seed=1, epoch_size=16, fakes=fakes)  # 2 of 3 reals in val
     dm.setup("fit")
     assert len({t.video for t in dm.tracks["val"]}) == 2
     assert dm.validation_meta()["kinds_unseen_in_training"] == ["swap"]
     val = dm.eval_dataset("val")
-    fakes = [i for i, (_, _, fake) in enumerate(val.items) if fake]
-    assert fakes and all(val[i]["label"] == 1.0 for i in fakes)
-    tracks = val.tracks
-    for i in range(len(tracks)):  # the donor is always another video's face, another person's when there is one
-        if tracks[i].label == 0:
-            donor = pick_donor(tracks, i, np.random.default_rng(i), 64, 0.3)
+    assert {t.video for t in val.donors} == {t.video for t in dm.tracks["val"]}  # donors from validation's people
+    items = [i for i, (_, _, fake) in enumerate(val.items) if fake]
+    assert items and all(val[i]["label"] == 1.0 for i in items)
+    for track in val.tracks:  # the donor is always another video's face
+        for seed in range(3):
+            donor = pick_donor(track, val.donors, np.random.default_rng(seed), 64, 0.3)
             assert donor.image.shape == (64, 64, 3) and donor.landmarks.shape == (5, 2)
-    # One real video in the split a swap is made in: refused before training, in one line naming the setting.
-    one = dm.tracks["train"]
-    assert len({t.video for t in one}) == 1
+    # A validation split of one real video borrows the training split's faces.
+    small = FaceSequenceDataModule(str(extracted_dataset), seq_len=4, img_size=64, batch_size=8, num_workers=0,
+                                   val_fraction=0.5, split_seed=0, epoch_size=16, fakes=fakes)
+    small.setup("fit")
+    assert len({t.video for t in small.tracks["val"]}) == 1
+    borrowed = small.eval_dataset("val")
+    assert {t.video for t in borrowed.donors} == {t.video for t in small.tracks["val"] + small.tracks["train"]}
+    assert all(borrowed[i]["label"] == 1.0 for i, (_, _, fake) in enumerate(borrowed.items) if fake)
+    assert donor_pool(small.tracks["val"]) == small.tracks["val"]
+    # One real video in all: refused before training, in one line naming the setting.
+    one = small.tracks["val"]
     with pytest.raises(IndexFileError, match="data.fakes.kinds makes swaps.*training split holds 1"):
         check_fake_sources(FakeConfig(mode="sbi", kinds={"swap": 1.0}), one, "index.csv")
-    with pytest.raises(IndexFileError, match="data.fakes.val_kinds makes swaps.*validation split holds 1"):
-        check_fake_sources(FakeConfig(mode="sbi", val_kinds={"swap": 1.0}), dm.tracks["val"], "index.csv",
-                           val_tracks=one)
+    with pytest.raises(IndexFileError, match="data.fakes.val_kinds makes swaps.*with the training split holds 1"):
+        check_fake_sources(FakeConfig(mode="sbi", val_kinds={"swap": 1.0}), one, "index.csv", val_tracks=one)
 
 
 def test_colour_free_and_hard_edged_self_blends(hopper):
