@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--compare", nargs="+", metavar="NAME",
+                   help="print the finished variants NAME... of OUT side by side (mean AUC and spread per model and "
+                        "kind, from OUT/NAME/generalize.json), write OUT/compare.md, and stop")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 8 training reals, 8 + 8 clips per kind, one seed, 30 steps; numbers mean little")
     return p
@@ -256,8 +259,43 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(out: Path, names: list[str]) -> str:
+    """Finished variants side by side: per kind, each variant's and model's mean AUC over seeds (spread)."""
+    reports = {}
+    for name in names:
+        path = out / name / "generalize.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} does not exist: run the variant first (--name {name})")
+        reports[name] = json.loads(path.read_text())
+    columns = [(n, m) for n, r in reports.items() for m in r["summary"]]
+    kinds = list(next(iter(reports[names[0]]["summary"].values())))
+    lines = ["| kind | target | " + " | ".join(f"{n} {m}" for n, m in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for kind in kinds:
+        cells = []
+        for n, m in columns:
+            s = reports[n]["summary"][m].get(kind)
+            cells.append("n/a" if s is None else f"{s['mean']:.3f} ({s['spread']:.2f})")
+        lines.append(f"| {kind.replace('_crf', ' CRF ')} | {target_of(kind):.2f} | " + " | ".join(cells) + " |")
+    means = []
+    for n, m in columns:
+        values = [reports[n]["summary"][m][k]["mean"] for k in kinds if k in reports[n]["summary"][m]]
+        means.append(f"{np.mean(values):.3f}")
+    lines.append("| mean of kinds | | " + " | ".join(means) + " |")
+    settings = "; ".join(f"{n}: " + (", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "as configured")
+                         + f", seeds {r['settings']['seeds']}"
+                         + (f", {r['settings']['steps']} steps" if r["settings"].get("steps") else "")
+                         for n, r in reports.items())
+    return "\n".join(lines) + f"\n\nCells: mean AUC over seeds (spread = max - min). {settings}."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.compare:
+        table = compare(Path(args.out), args.compare)
+        print(table)
+        atomic_write(Path(args.out) / "compare.md", table + "\n")
+        return 0
     if args.quick:
         args.train_reals, args.per_class, args.seeds, args.bootstrap = 8, 8, args.seeds[:1], 200
         args.steps = args.steps or 30

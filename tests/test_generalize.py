@@ -114,6 +114,12 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     assert "val/auc_flicker" in header or "val/auc_morph" in header
     table = (out / "baseline" / "generalize.md").read_text()
     assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
+    # Finished variants side by side (here one), and a variant not run yet named in one line.
+    assert bench.main(["--out", str(out), "--compare", "baseline"]) == 0
+    compared = (out / "compare.md").read_text()
+    assert "| kind | target | baseline lstm |" in compared and "| mean of kinds |" in compared
+    with pytest.raises(SystemExit, match="run the variant first"):
+        bench.main(["--out", str(out), "--compare", "baseline", "other"])
     # The test sets share their real clips and hold only the suite's test people's clips.
     labels = (out / "data" / "test_clips" / "labels.csv").read_text().splitlines()
     assert sum(",real," in line for line in labels) == 3 and sum(",fake," in line for line in labels) == 6
