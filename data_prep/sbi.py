@@ -54,8 +54,6 @@ class BlendParams:
         scale: (x, y) scale about the mask centre.
         shift: (x, y) translation as fractions of the box width and height.
         resize: the copy is shrunk by this factor and enlarged back (1.0: no resize blur).
-        sharpen: unsharp-mask amount of the copy (0: none), so its face can be sharper than its surroundings, as a
-            swapped-in face from a sharper source is (SBI's source transforms: downscale or sharpen).
     Mask (an ellipse inside the face, its outline deformed by a few harmonics, then Gaussian-blurred):
         mask_axes: ellipse semi-axes as fractions of the box half-width and half-height.
         mask_offset: (x, y) offset of the ellipse centre as fractions of the box width and height.
@@ -77,7 +75,6 @@ class BlendParams:
     scale: tuple[float, float] = (1.0, 1.0)
     shift: tuple[float, float] = (0.0, 0.0)
     resize: float = 1.0
-    sharpen: float = 0.0
     mask_axes: tuple[float, float] = (0.85, 0.9)
     mask_offset: tuple[float, float] = (0.0, 0.03)
     mask_harmonics: tuple[tuple[float, float], ...] = ()
@@ -96,7 +93,6 @@ class BlendParams:
             (len(self.scale) == 2 and min(self.scale) > 0, f"scale needs 2 positive values, got {self.scale}"),
             (len(self.shift) == 2, f"shift needs 2 values, got {self.shift}"),
             (0.05 <= self.resize <= 1.0, f"resize must be in [0.05, 1], got {self.resize}"),
-            (0.0 <= self.sharpen <= 3.0, f"sharpen must be in [0, 3], got {self.sharpen}"),
             (len(self.mask_axes) == 2 and 0 < min(self.mask_axes) and max(self.mask_axes) <= 1.2,
              f"mask_axes must be 2 values in (0, 1.2], got {self.mask_axes}"),
             (len(self.mask_offset) == 2 and max(abs(v) for v in self.mask_offset) <= 0.25,
@@ -321,9 +317,6 @@ def self_blend(
         small = (max(2, round(roi_w * params.resize)), max(2, round(roi_h * params.resize)))
         src = cv2.resize(cv2.resize(src, small, interpolation=cv2.INTER_AREA), (roi_w, roi_h),
                          interpolation=cv2.INTER_LINEAR).reshape(roi3.shape)
-    if params.sharpen > 0:  # unsharp mask: the copy's detail amplified
-        detail = src.astype(np.float32) - cv2.GaussianBlur(src, (0, 0), 1.0).reshape(roi3.shape).astype(np.float32)
-        src = np.clip(np.rint(src + params.sharpen * detail), 0, 255).astype(np.uint8)
     src = _jitter_colour(src, params)
 
     mask = _draw_mask(roi_w, roi_h, (cx, cy, a, b, angle), params, params.mask_blur * max(bw, bh)) * ratio

@@ -81,8 +81,8 @@ class FaceSequenceDataset(Dataset):
         fake_kinds: shares of the kinds of fakes made on the fly (`FakeConfig.kinds`; default self-blends only).
         static_control: in training, the share of real sequences served as a static control, still labelled real
             (`FakeConfig.static_control`, `deepfake.fakes.real_sequence`; 0: untouched).
-        masks, recompress, colour_free, hard_edges, sharpen: self-blend mask shapes, the JPEG re-encoding of
-            fakes, and shares of colour-free, hard-edged and sharpened self-blends (`FakeConfig`).
+        masks, recompress, colour_free, hard_edges: self-blend mask shapes, the JPEG re-encoding of fakes, and
+            shares of colour-free and hard-edged self-blends (`FakeConfig`).
         donors: the real tracks swaps take their donor faces from (`deepfake.fakes.donor_pool`; default: these).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
@@ -94,8 +94,7 @@ class FaceSequenceDataset(Dataset):
                  self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
                  fake_kinds: dict[str, float] | None = None, static_control: float = 0.0,
                  masks: dict[str, float] | None = None, recompress: int = 0, colour_free: float = 0.0,
-                 hard_edges: float = 0.0, sharpen: float = 0.0,
-                 donors: Sequence[FaceTrackRecord] | None = None) -> None:
+                 hard_edges: float = 0.0, donors: Sequence[FaceTrackRecord] | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -110,7 +109,7 @@ class FaceSequenceDataset(Dataset):
         self.transform = transform
         self.margin, self.drift = float(margin), bool(drift)
         self.fake_config = FakeConfig(drift=self.drift, static_control=static_control, recompress=recompress,
-                                      colour_free=colour_free, hard_edges=hard_edges, sharpen=sharpen,
+                                      colour_free=colour_free, hard_edges=hard_edges,
                                       **({"kinds": fake_kinds} if fake_kinds else {}),
                                       **({"masks": masks} if masks else {}))
         # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
@@ -455,7 +454,7 @@ class FaceSequenceDataModule(pl.LightningDataModule):
                  "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds,
                  "static_control": self.fakes.static_control, "masks": self.fakes.masks,
                  "recompress": self.fakes.recompress, "colour_free": self.fakes.colour_free,
-                 "hard_edges": self.fakes.hard_edges, "sharpen": self.fakes.sharpen}
+                 "hard_edges": self.fakes.hard_edges}
         if split == "train":
             size = int(self.train_img_size or self.img_size)
             return FaceSequenceDataset(tracks, self.seq_len, size, train=True,

@@ -105,8 +105,6 @@ class FakeConfig:
         colour_free: share of self-blends whose copy gets no colour change, only its resampling (resize blur) and
             geometry: they differ from the real face by texture and boundary alone (0: off).
         hard_edges: share of self-blends with a nearly hard mask edge (blur 0.3-1.5 % of the face) (0: off).
-        sharpen: share of self-blends whose copy is sharpened (unsharp mask 0.5-1.5) instead of resized, so the
-            inner face is sharper than its surroundings, not only blurrier (0: off).
     """
 
     mode: Literal["labelled", "sbi", "both"] = "labelled"
@@ -119,7 +117,6 @@ class FakeConfig:
     val_kinds: dict[str, float] | None = None
     colour_free: float = 0.0
     hard_edges: float = 0.0
-    sharpen: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -141,7 +138,7 @@ class FakeConfig:
         self.masks = _shares(self.masks, MASK_SHAPES, "data.fakes.masks")
         if self.val_kinds is not None:
             self.val_kinds = _shares(self.val_kinds, FAKE_KINDS, "data.fakes.val_kinds")
-        for name in ("colour_free", "hard_edges", "sharpen"):
+        for name in ("colour_free", "hard_edges"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"data.fakes.{name} must be a share in [0, 1], got {value!r}")
@@ -351,8 +348,7 @@ def fake_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, c
     elif kind == "sbi":
         shape = _draw(config.masks, rng)
         fake = self_blend_sequence(frames, rng, margin, config.drift, landmarks=landmarks, shape=shape,
-                                   colour_free=config.colour_free, hard_edges=config.hard_edges,
-                                   sharpen=config.sharpen)
+                                   colour_free=config.colour_free, hard_edges=config.hard_edges)
     else:
         fake = temporal_fake_sequence(frames, kind, rng, margin, landmarks)
     return recompressed(fake, config.recompress) if config.recompress else fake
@@ -390,7 +386,7 @@ def real_sequence(frames: np.ndarray, rng: np.random.Generator | None, margin: f
 
 def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: float, drift: bool = True,
                         landmarks: np.ndarray | None = None, shape: str = "box", colour_free: float = 0.0,
-                        hard_edges: float = 0.0, sharpen: float = 0.0) -> np.ndarray:
+                        hard_edges: float = 0.0) -> np.ndarray:
     """A self-blended fake of a real crop sequence: one set of blend parameters for all its frames.
 
     Args:
@@ -401,8 +397,8 @@ def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: fl
         landmarks: optional (T, 5, 2) landmarks in crop pixels (canonical positions in the box when missing), used
             by every mask shape but ``box``.
         shape: the mask shape (`MASK_SHAPES`); ``box`` (the default) draws nothing more from `rng`.
-        colour_free, hard_edges, sharpen: shares of copies without colour change, of nearly hard mask edges and of
-            sharpened copies (`FakeConfig`); at 0 (the default) they draw nothing from `rng`.
+        colour_free, hard_edges: shares of copies without colour change and of nearly hard mask edges
+            (`FakeConfig`); at 0 (the default) they draw nothing from `rng`.
 
     Returns:
         (T, S, S, 3) uint8: the fake sequence.
@@ -411,8 +407,6 @@ def self_blend_sequence(frames: np.ndarray, rng: np.random.Generator, margin: fl
     if colour_free > 0 and rng.random() < colour_free:  # texture and boundary alone: the copy is only resampled
         params = replace(params, hue=0.0, saturation=1.0, brightness=0.0, contrast=1.0, rgb_shift=(0.0, 0.0, 0.0),
                          resize=float(rng.uniform(0.35, 0.8)))
-    if sharpen > 0 and rng.random() < sharpen:  # sharper than its surroundings instead of blurrier
-        params = replace(params, resize=1.0, sharpen=float(rng.uniform(0.5, 1.5)))
     if hard_edges > 0 and rng.random() < hard_edges:
         params = replace(params, mask_blur=float(rng.uniform(0.003, 0.015)))
     box = face_box_in_crop(frames.shape[1], margin)
