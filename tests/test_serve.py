@@ -74,9 +74,11 @@ def wait_done(client, job_id: str, timeout: float = 120.0, headers=None) -> dict
 
 
 def predict_json(path: Path, weights: Path, capsys) -> dict:
-    # The server's workers keep PyTorch under --runtime auto (jobs may ask for explanations; docs/speed.md).
+    # The server's workers keep PyTorch under --runtime auto for a detector.pt (jobs may ask for explanations;
+    # docs/speed.md); an exported file (.onnx, .pt2) runs on its own runtime, which auto picks.
+    runtime = "torch" if Path(weights).suffix == ".pt" else "auto"
     assert predict_cli.main([str(path), "--weights", str(weights), "--device", "cpu", "--format", "json",
-                             "--no-progress", "--runtime", "torch"]) == 0
+                             "--no-progress", "--runtime", runtime]) == 0
     return json.loads(capsys.readouterr().out)[0]
 
 
