@@ -123,8 +123,7 @@ class ScoringActor:
                  threads: int) -> None:
         import torch
 
-        from deepfake.inference import load_predictor
-        from deepfake.serve.worker import one_line
+        from deepfake.serve.worker import load_serving_predictor, one_line
 
         torch.set_num_threads(max(1, int(threads)))
         self.folder = Path(tempfile.mkdtemp(prefix="deepfake-ray-actor-"))
@@ -133,8 +132,7 @@ class ScoringActor:
         try:
             path = self.folder / Path(weights_name).name
             path.write_bytes(weights)
-            self.config = PredictConfig(**{**config.__dict__, "workers": 0})
-            self.detector, self.extractor, _ = load_predictor(path, self.config, sha256)
+            self.config, (self.detector, self.extractor, _) = load_serving_predictor(path, config, sha256)
         except Exception as err:  # noqa: BLE001 - the front reads it and counts a failed start
             self.load_error = one_line(err)
 

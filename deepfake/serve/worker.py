@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepfake.inference import PredictConfig
 
-__all__ = ["worker_main", "run_job", "run_job_safely", "one_line"]
+__all__ = ["worker_main", "run_job", "run_job_safely", "one_line", "load_serving_predictor"]
 
 PROGRESS_EVERY_S = 0.25  # a job's progress is reported at most this often
 
@@ -23,6 +23,21 @@ PROGRESS_EVERY_S = 0.25  # a job's progress is reported at most this often
 def one_line(err: BaseException) -> str:
     """An exception as one line (its message, or its type's name when it has none)."""
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_serving_predictor(weights, config: PredictConfig, sha256: str | None = None):
+    """`load_predictor` as every server worker (process or Ray actor) loads it: one video at a time (decoding on a
+    thread), and under `--runtime auto` PyTorch kept, since jobs may ask for explanations; `--runtime onnx` is faster
+    and answers such jobs without explanations (a note), as with an exported model (docs/speed.md).
+
+    Returns:
+        (the config used, (detector, extractor, weights path)).
+    """
+    from deepfake.inference import load_predictor
+
+    config = PredictConfig(**{**config.__dict__, "workers": 0})
+    return config, load_predictor(weights, config, sha256,
+                                  needs_torch="explanations" if config.runtime == "auto" else None)
 
 
 def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | None, threads: int, inbox,
@@ -43,16 +58,11 @@ def worker_main(index: int, weights: str, config: PredictConfig, sha256: str | N
 
     torch.set_num_threads(max(1, int(threads)))
     from deepfake.contract import ExtractionWarning
-    from deepfake.inference import load_predictor
 
     try:
-        config = PredictConfig(**{**config.__dict__, "workers": 0})  # decode on a thread: one video at a time
-        # Jobs may ask for explanations, which need PyTorch: `--runtime auto` keeps it; `--runtime onnx` is faster
-        # and answers such jobs without explanations (a note), as with an exported model (docs/speed.md).
         with warnings.catch_warnings(record=True) as caught:  # e.g. a --stride unlike the training crops'
             warnings.simplefilter("always", ExtractionWarning)
-            detector, extractor, path = load_predictor(weights, config, sha256,
-                                                       needs_torch="explanations" if config.runtime == "auto" else None)
+            config, (detector, extractor, path) = load_serving_predictor(weights, config, sha256)
     except Exception as err:  # noqa: BLE001 - WeightsError, ValueError (bad device), anything else: one line
         events.put(("load_failed", index, one_line(err)))
         return
