@@ -47,7 +47,8 @@ from data_prep.index import (
 from data_prep.untouched import UNTOUCHED_BELOW
 from deepfake.augment import DEFAULT_MARGIN, AugmentConfig, FacePartCutout, build_augment
 from deepfake.contract import index_extraction
-from deepfake.fakes import FakeConfig, check_fake_sources, donor_pool, fake_sequence, pick_donor, real_sequence
+from deepfake.fakes import (FakeConfig, check_fake_sources, donor_pool, fake_sequence, pick_donor, real_sequence,
+                            track_crop_landmarks)
 from deepfake.scoring import track_windows
 from deepfake.splits import SPLIT_FILE, check_fractions, label_untouched, split_by_original  # public here too
 
@@ -183,8 +184,7 @@ class FaceSequenceDataset(Dataset):
         frames = np.stack([read_crop(p, self.img_size) for p in paths])  # (L, H, W, 3)
         control = self.train and not fake and track.label == 0 and self.fake_config.static_control > 0
         if fake or control:  # before the augmentations, as a real fake would reach them
-            crop_landmarks = getattr(track, "crop_landmarks", None)  # None for indexes without landmarks
-            landmarks = crop_landmarks(self.img_size, self.margin) if callable(crop_landmarks) else None
+            landmarks = track_crop_landmarks(track, self.img_size, self.margin)  # None without landmarks
             landmarks = landmarks[start:start + t] if landmarks is not None else None
             if fake:
                 blend_rng = rng if self.train else np.random.default_rng([index, 7919])  # evaluation: fixed per item

@@ -75,7 +75,7 @@ from data_prep import track
 
 __all__ = ["FakeConfig", "FAKE_KINDS", "MASK_SHAPES", "check_fake_sources", "recompressed", "face_box_in_crop",
            "self_blend_sequence", "temporal_fake_sequence", "swap_sequence", "Donor",
-           "canonical_face_landmarks", "pick_donor", "donor_pool",
+           "canonical_face_landmarks", "track_crop_landmarks", "pick_donor", "donor_pool",
            "fake_sequence", "static_control_sequence", "real_sequence"]
 
 MODES = ("labelled", "sbi", "both")
@@ -281,6 +281,13 @@ def temporal_fake_sequence(frames: np.ndarray, kind: str, rng: np.random.Generat
     raise ValueError(f"unknown temporal fake kind {kind!r}; use reenact, flicker or morph")
 
 
+def track_crop_landmarks(track, size: int, margin: float) -> np.ndarray | None:
+    """A track's (N, 5, 2) landmarks in the pixels of its crops resized to `size` (`FaceTrackRecord.crop_landmarks`),
+    or None when the index (or the track type) has none."""
+    crop_landmarks = getattr(track, "crop_landmarks", None)
+    return crop_landmarks(size, margin) if callable(crop_landmarks) else None
+
+
 def pick_donor(track, pool, rng: np.random.Generator, size: int, margin: float) -> Donor:
     """A donor face for a swap of `track`: one crop (read at `size`) of a real track in `pool` of another group
     (person), or of another video when every real track there shares its group, with its landmarks (canonical ones
@@ -295,8 +302,7 @@ def pick_donor(track, pool, rng: np.random.Generator, size: int, margin: float) 
         raise ValueError(f"a swap of {track.video} needs a donor face from another real video; there is none")
     donor = others[int(rng.integers(len(others)))]
     j = int(rng.integers(len(donor.crops)))
-    crop_landmarks = getattr(donor, "crop_landmarks", None)
-    landmarks = crop_landmarks(size, margin) if callable(crop_landmarks) else None
+    landmarks = track_crop_landmarks(donor, size, margin)
     points = (landmarks[j] if landmarks is not None and np.isfinite(landmarks[j]).all()
               else canonical_face_landmarks(size, margin))
     return Donor(read_crop(donor.crops[j], size), points)
