@@ -418,10 +418,13 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         """The split this run uses, as `split.csv` (video,split,group) in the run's folder: `deepfake evaluate
         --split-file` and later runs take it, so they score exactly the videos training held out."""
         trainer = self.trainer
-        # Only into a run folder: without a logger, Lightning's log_dir is the working directory.
-        if trainer is None or not trainer.loggers or not trainer.log_dir or not trainer.is_global_zero:
+        if trainer is None or not trainer.loggers:
             return
+        # Only into a run folder: without a logger, Lightning's log_dir is the working directory. Every rank reads
+        # log_dir once (under DDP it is a broadcast, which hangs the run if one rank calls it more often).
         folder = trainer.log_dir
+        if not folder or not trainer.is_global_zero:
+            return
         rows = sorted({(t.video, t.split, t.group) for split in self.tracks.values() for t in split})
         atomic_write(Path(folder) / SPLIT_FILE, csv_text(rows, ["video", "split", "group"]))
 
