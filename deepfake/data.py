@@ -74,16 +74,13 @@ class FaceSequenceDataset(Dataset):
         eval_windows: "all": the windows `deepfake predict` scores (`deepfake.scoring.track_windows`:
             consecutive windows, the last one ending at the track's end); "center": the centred window of each
             track.
-        self_blended: also serve a self-blended fake of every real track (`deepfake.fakes`), as a track and video
-            of its own (named `<video>#sbi`), label 1. In evaluation each window gets fixed blend parameters (the
-            same every epoch); in training, fresh ones each draw.
+        fakes: the fakes made on the fly (`deepfake.fakes.FakeConfig`, as `data.fakes` configures them; its
+            `kinds` are the kinds served here, so validation passes its `val_kinds` there). With a mode that
+            self-blends (`FakeConfig.self_blended`) every real track also serves a fake of itself, as a track and
+            video of its own (named `<video>#sbi`), label 1: in evaluation each window gets fixed parameters (the
+            same every epoch), in training fresh ones each draw. Its `static_control` applies to real training
+            sequences in any mode. Default (None): no fakes made on the fly.
         margin: the margin the crops were cut with (places the face inside a crop for blending).
-        drift: let the blend parameters drift smoothly over a sequence.
-        fake_kinds: shares of the kinds of fakes made on the fly (`FakeConfig.kinds`; default self-blends only).
-        static_control: in training, the share of real sequences served as a static control, still labelled real
-            (`FakeConfig.static_control`, `deepfake.fakes.real_sequence`; 0: untouched).
-        masks, recompress, colour_free, hard_edges: self-blend mask shapes, the JPEG re-encoding of fakes, and
-            shares of colour-free and hard-edged self-blends (`FakeConfig`).
         donors: the real tracks swaps take their donor faces from (`deepfake.fakes.donor_pool`; default: these).
 
     Items are dicts: `frames` (T, 3, H, W) uint8, `length` (valid frames), `label` (float), `index` (the
@@ -92,10 +89,8 @@ class FaceSequenceDataset(Dataset):
 
     def __init__(self, tracks: Sequence[FaceTrackRecord], seq_len: int, img_size: int, train: bool = False,
                  transform: A.Compose | None = None, eval_windows: Literal["all", "center"] = "all",
-                 self_blended: bool = False, margin: float = DEFAULT_MARGIN, drift: bool = True,
-                 fake_kinds: dict[str, float] | None = None, static_control: float = 0.0,
-                 masks: dict[str, float] | None = None, recompress: int = 0, colour_free: float = 0.0,
-                 hard_edges: float = 0.0, donors: Sequence[FaceTrackRecord] | None = None) -> None:
+                 fakes: FakeConfig | None = None, margin: float = DEFAULT_MARGIN,
+                 donors: Sequence[FaceTrackRecord] | None = None) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if eval_windows not in ("all", "center"):
@@ -108,13 +103,10 @@ class FaceSequenceDataset(Dataset):
         self.img_size = int(img_size)
         self.train = bool(train)
         self.transform = transform
-        self.margin, self.drift = float(margin), bool(drift)
-        self.fake_config = FakeConfig(drift=self.drift, static_control=static_control, recompress=recompress,
-                                      colour_free=colour_free, hard_edges=hard_edges,
-                                      **({"kinds": fake_kinds} if fake_kinds else {}),
-                                      **({"masks": masks} if masks else {}))
+        self.margin = float(margin)
+        self.fake_config = fakes if fakes is not None else FakeConfig()
         # A self-blended copy of a real track is a track (index + len(tracks)) and a video ("<video>#sbi") of its own.
-        blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self_blended else []
+        blended = [i for i, t in enumerate(self.tracks) if t.label == 0] if self.fake_config.self_blended else []
         self.videos = sorted({t.video for t in self.tracks} | {f"{self.tracks[i].video}#sbi" for i in blended})
         video_ids = {v: i for i, v in enumerate(self.videos)}
         self._video_of_track = [video_ids[t.video] for t in self.tracks]
@@ -453,20 +445,17 @@ class FaceSequenceDataModule(pl.LightningDataModule):
         if not tracks:
             raise IndexFileError(f"{self.index}: no face tracks in the {split} split (set val_fraction/test_fraction, "
                                  f"or give rows split={split} in the index)")
-        blend = {"self_blended": self.fakes.self_blended, "margin": self.margin or DEFAULT_MARGIN,
-                 "drift": self.fakes.drift, "fake_kinds": self.fakes.kinds,
-                 "static_control": self.fakes.static_control, "masks": self.fakes.masks,
-                 "recompress": self.fakes.recompress, "colour_free": self.fakes.colour_free,
-                 "hard_edges": self.fakes.hard_edges}
+        margin = self.margin or DEFAULT_MARGIN
         if split == "train":
             size = int(self.train_img_size or self.img_size)
-            return FaceSequenceDataset(tracks, self.seq_len, size, train=True,
-                                       transform=build_augment(self.augment, self.margin or DEFAULT_MARGIN), **blend)
+            return FaceSequenceDataset(tracks, self.seq_len, size, train=True, fakes=self.fakes, margin=margin,
+                                       transform=build_augment(self.augment, margin))
         if split not in self._datasets or self._datasets[split].img_size != self.img_size:
-            blend["fake_kinds"] = self.fakes.val_kinds or self.fakes.kinds  # validation: maybe kinds training lacks
-            blend["donors"] = donor_pool(tracks, self.tracks["train"])
+            # validation may make kinds training never does (`FakeConfig.val_kinds`), swapping in training's faces too
+            fakes = replace(self.fakes, kinds=self.fakes.val_kinds or self.fakes.kinds)
             self._datasets[split] = FaceSequenceDataset(tracks, self.seq_len, int(self.img_size), train=False,
-                                                        eval_windows=self.eval_windows, **blend)
+                                                        eval_windows=self.eval_windows, fakes=fakes, margin=margin,
+                                                        donors=donor_pool(tracks, self.tracks["train"]))
         return self._datasets[split]
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:

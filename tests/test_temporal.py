@@ -199,8 +199,8 @@ def test_the_loader_serves_static_controls_as_real_in_training_only(extracted_da
 
     def serve(share: float, train: bool) -> list[dict]:
         torch.manual_seed(0)
-        ds = FaceSequenceDataset(reals, seq_len=4, img_size=64, train=train, self_blended=True, static_control=share,
-                                 fake_kinds={"reenact": 1.0})
+        fakes = FakeConfig(mode="sbi", static_control=share, kinds={"reenact": 1.0})
+        ds = FaceSequenceDataset(reals, seq_len=4, img_size=64, train=train, fakes=fakes)
         real_items = [i for i in range(len(ds)) if not ds.self_blended_items[i]]
         return [ds[i] for _ in range(6 if train else 1) for i in real_items]  # a fresh draw each time in training
 
