@@ -54,7 +54,8 @@ from data_prep.layouts import LayoutError, VideoRecord, find_videos
 from data_prep.workers import default_workers
 
 from data_prep.parts import (
-    BoxReuse, DatasetError, crop_clashes, is_done, part_paths, read_part_status, run_lock, write_failure, write_video_part,
+    BoxReuse, DatasetError, crop_clashes, is_done, part_paths, read_part_status, run_lock, write_failure,
+    write_video_part,
 )
 
 __all__ = ["DatasetError", "ExtractSummary", "extract_dataset", "merge_shards", "shard_name", "shard_of"]

@@ -27,9 +27,9 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write", "atomic_folder",
-           "atomic_path", "csv_text", "read_csv_dicts", "CsvError", "OutputError", "LockedError", "check_path",
-           "output_kind", "refuse_input_as_output", "hold_lock", "ENV_CACHE", "cache_folder", "sha256_of"]
+__all__ = ["OneLineError", "VIDEO_EXTENSIONS", "is_video_name", "iter_videos", "real_key", "atomic_write",
+           "atomic_folder", "atomic_path", "csv_text", "read_csv_dicts", "CsvError", "OutputError", "LockedError",
+           "check_path", "output_kind", "refuse_input_as_output", "hold_lock", "ENV_CACHE", "cache_folder", "sha256_of"]
 
 ENV_CACHE = "DEEPFAKE_CACHE"  # overrides the cache folder (`cache_folder`)
 

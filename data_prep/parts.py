@@ -24,8 +24,8 @@ from data_prep.untouched import face_change
 from data_prep.video import VideoError
 from data_prep.workers import VideoJob
 
-__all__ = ["DatasetError", "crop_clashes", "part_paths", "read_part_status", "is_done", "write_video_part", "write_failure",
-           "run_lock", "BoxReuse"]
+__all__ = ["DatasetError", "crop_clashes", "part_paths", "read_part_status", "is_done", "write_video_part",
+           "write_failure", "run_lock", "BoxReuse"]
 
 
 class DatasetError(ValueError):

@@ -228,7 +228,8 @@ def load_exported(path: str | os.PathLike, device: str = "auto") -> tuple[OnnxNe
 
 def load_by_suffix(path: str | os.PathLike, device: str = "auto"):
     """(model, meta) of a weights file by its suffix alone: .onnx / .pt2 -> an exported net (`deepfake.runtime`,
-    without timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`); `deepfake.detector.Detector.load`'s."""
+    without timm), anything else -> a PyTorch `DeepfakeDetector` (`deepfake.checkpoint`);
+    `deepfake.detector.Detector.load`'s."""
     from deepfake.runtime import exported_format, load_exported
 
     if exported_format(path):

@@ -8,11 +8,12 @@ r"""Training: the detector's LightningCLI (`deepfake fit | validate | test`) and
 
 Every run writes to RUN_DIR/RUN_NAME/version_N/ (`--run_dir`, `--run_name`; default runs/deepfake): the resolved
 `config.yaml`, `metrics.csv` (CSV logger), TensorBoard events, and `checkpoints/` with the best checkpoint by
-`val/balanced_logloss` (the mean of the real and fake classes' log losses; `--checkpoint.*` configures it) and `last.ckpt`. After `fit`, the best network is exported as
-`checkpoints/detector.pt` (plain weights + settings; `deepfake.checkpoint.load_detector` loads it with
-`weights_only=True`), which `deepfake predict` uses. Its meta holds a calibration fitted on that checkpoint's
-validation videos (`deepfake.calibration`: a temperature, maybe a bias; skipped, and said so, when the validation
-set is too small), which predict, evaluate and submit apply unless told `--no-calibration`.
+`val/balanced_logloss` (the mean of the real and fake classes' log losses; `--checkpoint.*` configures it) and
+`last.ckpt`. After `fit`, the best network is exported as `checkpoints/detector.pt` (plain weights + settings;
+`deepfake.checkpoint.load_detector` loads it with `weights_only=True`), which `deepfake predict` uses. Its meta holds
+a calibration fitted on that checkpoint's validation videos (`deepfake.calibration`: a temperature, maybe a bias;
+skipped, and said so, when the validation set is too small), which predict, evaluate and submit apply unless told
+`--no-calibration`.
 
 On a GPU the defaults are bf16 mixed precision and channels_last; several GPUs or nodes go through Lightning's
 DDP (`--trainer.devices 8 --trainer.strategy ddp`, plus `--trainer.num_nodes N` under SLURM or torchrun).

@@ -170,7 +170,8 @@ def import_cycles(root: Path) -> list[list[str]]:
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):  # `from deepfake import scoring` imports the module deepfake.scoring
             if isinstance(node, ast.ImportFrom) and not node.level and node.module and layer_of(node.module):
-                targets |= {f"{node.module}.{a.name}" for a in node.names if _is_module(root, f"{node.module}.{a.name}")}
+                names = (f"{node.module}.{a.name}" for a in node.names)
+                targets |= {name for name in names if _is_module(root, name)}
         graph[module] = targets - {module}
     # Tarjan's strongly connected components; a component of more than one module is a cycle
     index: dict[str, int] = {}

@@ -462,7 +462,8 @@ def test_dfdc_fakes_reuse_their_originals_boxes(dfdc, tmp_path):
         boxes[row["video"].split("/")[1]].append([row["frame"], row["x1"], row["y1"], row["x2"], row["y2"]])
     assert boxes["fake.mp4"] == boxes["real.mp4"] and len(boxes["short.mp4"]) == 4
     fake_rows = [r for r in rows if r["video"].endswith("/fake.mp4")]
-    assert {(r["label"], r["split"], r["original"]) for r in fake_rows} == {("1", "train", "dfdc_train_part_0/real.mp4")}
+    assert {(r["label"], r["split"], r["original"]) for r in fake_rows} == {
+        ("1", "train", "dfdc_train_part_0/real.mp4")}
 
 
 def test_no_reuse_original_boxes_detects_every_fake(dfdc, tmp_path):
@@ -522,8 +523,9 @@ def test_synth_dataset_recall_against_ground_truth(extracted_dataset, synth_data
 def test_size_auto_follows_the_training_config(dfdc, tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "out"
-    status = extract.main([str(dfdc), str(out), "--size", "auto", "--size-from", str(root / "configs" / "tiny_cpu.yaml"),
-                           "--stride", "2", "--device", "cpu", "--workers", "0", "--limit", "1", "--no-progress"])
+    status = extract.main([str(dfdc), str(out), "--size", "auto", "--size-from",
+                           str(root / "configs" / "tiny_cpu.yaml"), "--stride", "2", "--device", "cpu",
+                           "--workers", "0", "--limit", "1", "--no-progress"])
     assert status == 0
     assert json.loads((out / "extract_config.json").read_text())["size"] == 64
     assert extract.main([str(dfdc), str(tmp_path / "o2"), "--size", "auto", "--no-progress"]) == 2
