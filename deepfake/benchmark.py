@@ -197,7 +197,7 @@ def score_set(ts: TestSet, folder: Path, predictor: tuple, identity: dict, thres
         videos, extra = items, []
         scored = score_videos(videos, detector, extractor, threshold, progress, desc=ts.name)
         about = {r.video: (r.dataset, r.method) for r in find_videos(ts.source, _layout(ts)).records}
-    results = [r for r, _ in scored]
+    results = [s.result for s in scored]
     summary = summarize(videos, results, threshold, None, extra)
     video_rows, frame_rows = [], []
     for v, r in zip(videos, results):

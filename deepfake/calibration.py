@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from deepfake.scoring import track_p_fake, video_p_fake, video_p_fake_arrays  # the one scoring rule
+from deepfake.scoring import video_p_fake_arrays  # the one scoring rule
 
 __all__ = ["calibration_of", "apply_calibration", "VideoLogits", "video_probabilities", "fit_calibration",
-           "describe", "uncalibrated_p", "MIN_VIDEOS", "MIN_PER_CLASS", "BIAS_MIN_GAIN", "T_BOUNDS", "B_BOUNDS"]
+           "describe", "MIN_VIDEOS", "MIN_PER_CLASS", "BIAS_MIN_GAIN", "T_BOUNDS", "B_BOUNDS"]
 
 MIN_VIDEOS = 10
 MIN_PER_CLASS = 3
@@ -243,28 +243,3 @@ def describe(record: dict[str, Any] | None) -> str:
         text += (f": log loss {num(before.get('logloss'))} -> {num(after.get('logloss'))}, "
                  f"ECE {num(before.get('ece'))} -> {num(after.get('ece'))}")
     return text
-
-
-def uncalibrated_p(result: dict, calibration: tuple[float, float] | None) -> float | None:
-    """The raw p(fake) of a predict-style result scored with `calibration`, recovered from its windows' scores.
-
-    Each window's calibrated score w = sigmoid(l / T + b) gives back the raw logit l = T * (logit(w) - b); the
-    scoring rule then makes the raw video score. Window scores are rounded to 6 decimals in a result, so the
-    recovered score is exact to about 1e-4 (1e-3 at the extremes, where log loss clips anyway). None for a result
-    without a score or without windows.
-    """
-    if result.get("status") != "ok" or result.get("p_fake") is None:
-        return None
-    if calibration is None:
-        return float(result["p_fake"])
-    from scipy.special import expit, logit
-
-    temperature, bias = calibration
-    tracks = []
-    for face in result.get("faces") or []:
-        w = np.asarray([win["p_fake"] for win in face.get("windows") or []], np.float64)
-        if not len(w):
-            return None
-        with np.errstate(divide="ignore"):
-            tracks.append(track_p_fake(expit(temperature * (logit(w) - bias))))
-    return video_p_fake(tracks) if tracks else None

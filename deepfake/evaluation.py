@@ -30,7 +30,7 @@ Writes, in DIR (every file atomically):
   AP, EER, ECE (15 bins) and Brier score, the confusion counts at `--threshold`, the counts of videos scored /
   without a face / in error and how they were counted; `all_videos` (above); `calibration` (whether the scores
   were calibrated, with what) and, when they were, `uncalibrated` (the same metrics of the raw scores, recovered
-  from the windows' scores: `deepfake.calibration.uncalibrated_p`); and the settings.
+  from the windows' raw logits: `deepfake.scoring.raw_video_p_fake`); and the settings.
 - `roc.png`: the ROC curve with its AUC and the operating point at the threshold.
 - `reliability.png`: the reliability diagram (fraction of fakes against mean p(fake) in 15 bins) with the
   histogram of the scores, calibrated and, when they differ, raw.
@@ -64,7 +64,6 @@ from pathlib import Path
 
 
 from data_prep.files import atomic_write, csv_text
-from deepfake.calibration import uncalibrated_p
 from deepfake.contract import extraction_record, index_differences
 from deepfake.inference import Detector, PredictConfig, load_predictor
 from deepfake.scoring import RULE
@@ -75,7 +74,7 @@ from deepfake.labelled import (  # public here too, where users look for them
 )
 from deepfake.robustness import evaluate_robustness
 from deepfake.summary import (
-    PREDICTION_COLUMNS, calibration_report, clean_json, counted_as, json_text, prediction_rows, summarize,
+    PREDICTION_COLUMNS, calibration_report, clean_json, counted_as, counted_raw, json_text, prediction_rows, summarize,
 )
 
 __all__ = ["EvaluateConfig", "LabelledVideo", "EvaluationError", "load_source", "score_videos", "score_index",
@@ -162,9 +161,9 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
     else:
         videos = items
         scored = score_videos(videos, detector, extractor, config.threshold, progress)
-    results = [r for r, _ in scored]
+    results = [s.result for s in scored]
     metrics = summarize(videos, results, config.threshold, config.no_face_prior, extra)
-    metrics["calibration"], uncalibrated = calibration_report(detector, videos, results, config.threshold,
+    metrics["calibration"], uncalibrated = calibration_report(detector, scored, config.threshold,
                                                               config.no_face_prior)
     if uncalibrated is not None:
         metrics["uncalibrated"] = clean_json(uncalibrated)
@@ -183,18 +182,16 @@ def evaluate(source: str | os.PathLike, out: str | os.PathLike, weights: str | o
                                                          else index_settings), "settings": settings}
     try:
         atomic_write(out / "predictions.csv",
-                     csv_text(prediction_rows(videos, scored, config.no_face_prior), PREDICTION_COLUMNS))
+                     csv_text(prediction_rows(scored, config.no_face_prior), PREDICTION_COLUMNS))
         atomic_write(out / "metrics.json", json_text(report))
         from deepfake.plots import plot_reliability, plot_roc
 
-        counted = [(v.label, p, r) for v, r in zip(videos, results)
+        counted = [(v.label, p) for v, r in zip(videos, results)
                    for _, p in [counted_as(r, config.no_face_prior)] if p is not None]
-        y, p = [y for y, _, _ in counted], [p for _, p, _ in counted]
+        y, p = [y for y, _ in counted], [p for _, p in counted]
         plot_roc(y, p, out / "roc.png", title=f"{Path(source).name}: {len(counted)} videos",
                  threshold=config.threshold)
-        raw = None
-        if uncalibrated is not None:
-            raw = [uncalibrated_p(r, detector.calibration) if r["status"] == "ok" else q for _, q, r in counted]
+        raw = counted_raw(scored, config.no_face_prior)[1] if uncalibrated is not None else None
         plot_reliability(y, p, out / "reliability.png", raw=raw,
                          title=f"{Path(source).name}: {len(counted)} videos"
                                + (", calibrated" if detector.calibration is not None else ""))

@@ -5,7 +5,7 @@ scoring it video by video with a detector, as `deepfake predict` would. `deepfak
 The one scorer of a labelled set is `iter_video_scores` (a folder of videos: `deepfake.inference.iter_predictions`)
 and `iter_index_scores` (an index's crops); each yields a `ScoredVideo` per video, in order: its predict-style result
 and its faces' `deepfake.scoring.TrackScore`s, which keep every window's raw logit (what a calibration is fitted on).
-`score_videos` and `score_index` are their results and timings.
+`score_videos` and `score_index` collect them.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 from data_prep.files import CsvError, read_csv_dicts
 from data_prep.index import IndexFileError, read_crop, read_index
 from deepfake.inference import Detector, iter_predictions
-from deepfake.scoring import TrackScore, error_result, no_face_result, video_result
+from deepfake.scoring import TrackScore, error_result, no_face_result, raw_video_p_fake, video_result
 
 __all__ = ["EvaluateConfig", "LabelledVideo", "ScoredVideo", "EvaluationError", "load_source", "iter_video_scores",
            "iter_index_scores", "score_videos", "score_index", "video_label", "load_video_tracks"]
@@ -107,6 +107,12 @@ class ScoredVideo:
     seconds: float
     tracks: list[TrackScore] = field(default_factory=list, repr=False)
     warning: str | None = None
+
+    @property
+    def raw_p_fake(self) -> float | None:
+        """The video's p(fake) before calibration (`deepfake.scoring.raw_video_p_fake` of its tracks): the
+        reported one when the detector has no calibration; None when no face was scored."""
+        return raw_video_p_fake(self.tracks)
 
 
 # ------------------------------------------------------------------------------------------------- sources
@@ -215,9 +221,9 @@ def iter_video_scores(videos: Sequence[LabelledVideo], detector: Detector, extra
 
 
 def score_videos(videos: Sequence[LabelledVideo], detector: Detector, extractor, threshold: float = 0.5,
-                 progress: bool = False, desc: str = "evaluate") -> list[tuple[dict, float]]:
-    """Predict every video (`iter_video_scores`); returns (result dict, seconds) in order."""
-    return [(s.result, s.seconds) for s in iter_video_scores(videos, detector, extractor, threshold, progress, desc)]
+                 progress: bool = False, desc: str = "evaluate") -> list[ScoredVideo]:
+    """Predict every video (`iter_video_scores`); returns their `ScoredVideo`s in order."""
+    return list(iter_video_scores(videos, detector, extractor, threshold, progress, desc))
 
 
 def _index_failures(folder: Path) -> list[dict]:
@@ -311,14 +317,11 @@ def iter_index_scores(rows, index_path: str | os.PathLike, detector: Detector, t
 
 
 def score_index(rows, index_path: str | os.PathLike, detector: Detector, threshold: float = 0.5,
-                progress: bool = False) -> tuple[list[LabelledVideo], list[tuple[dict, float]], list[dict]]:
+                progress: bool = False) -> tuple[list[LabelledVideo], list[ScoredVideo], list[dict]]:
     """Score the crops of an extracted index, video by video: `iter_index_scores` (its arguments), collected.
 
     Returns:
-        (videos, [(result, seconds)] in the same order, unlabelled results of `failures.csv`).
+        (videos, their `ScoredVideo`s in the same order, unlabelled results of `failures.csv`).
     """
-    videos, results = [], []
-    for scored in iter_index_scores(rows, index_path, detector, threshold, progress):
-        videos.append(scored.video)
-        results.append((scored.result, scored.seconds))
-    return videos, results, _index_failures(Path(index_path).parent)
+    scored = list(iter_index_scores(rows, index_path, detector, threshold, progress))
+    return [s.video for s in scored], scored, _index_failures(Path(index_path).parent)

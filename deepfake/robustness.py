@@ -103,7 +103,7 @@ def evaluate_perturbed(videos: Sequence[LabelledVideo], distortions, detector: D
             scored = score_videos([LabelledVideo(videos[i].video, p, videos[i].label) for i, p in ready], detector,
                                   extractor, threshold, progress=progress, desc=f"score {d.name}")
             for (i, _), item in zip(ready, scored):
-                results[i] = item
+                results[i] = (item.result, item.seconds)
         done = [r for r in results if r is not None]
         if part is not None:
             atomic_write(part, json_text({"key": parts_key, "distortion": d.name,

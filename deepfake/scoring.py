@@ -27,8 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["TrackScore", "track_windows", "track_p_fake", "track_score", "video_p_fake", "steps_of",
-           "contributions_of", "verdict_of", "video_p_fake_arrays", "video_result", "no_face_result", "error_result",
-           "video_scores", "RULE", "TOP_FRAMES"]
+           "contributions_of", "verdict_of", "video_p_fake_arrays", "raw_video_p_fake", "video_result",
+           "no_face_result", "error_result", "video_scores", "RULE", "TOP_FRAMES"]
 
 TOP_FRAMES = 3  # frames listed per face as the ones that decide
 
@@ -85,6 +85,16 @@ def track_score(n: int, windows: Sequence[tuple[int, int]], window_steps: Sequen
 def video_p_fake(track_scores: Sequence[float]) -> float:
     """A video's p(fake) from its face tracks' p(fake): the most fake face."""
     return float(max(track_scores))
+
+
+def raw_video_p_fake(tracks: Sequence[TrackScore]) -> float | None:
+    """A video's p(fake) before any calibration: the rule over its tracks' raw window logits (`window_logits`,
+    each window's score the sigmoid of its logit), what a detector without calibration reports; None without a
+    track."""
+    if not tracks:
+        return None
+    return video_p_fake([track_p_fake(1.0 / (1.0 + np.exp(-np.asarray(t.window_logits, np.float64))))
+                         for t in tracks])
 
 
 def video_p_fake_arrays(window_p: np.ndarray, track: np.ndarray, video: np.ndarray, n_videos: int) -> np.ndarray:

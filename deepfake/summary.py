@@ -8,13 +8,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deepfake.calibration import uncalibrated_p
 from deepfake.inference import Detector
-
-from deepfake.labelled import LabelledVideo
+from deepfake.labelled import LabelledVideo, ScoredVideo
 
 __all__ = ["PREDICTION_COLUMNS", "DEFAULT_PRIOR", "SUMMARY_KEYS", "clean_json", "counted_as", "summarize",
-           "calibration_report", "prediction_rows", "json_text"]
+           "counted_raw", "calibration_report", "prediction_rows", "json_text"]
 
 PREDICTION_COLUMNS = ["video", "label", "p_fake", "status", "verdict", "counted", "faces", "crops", "seconds",
                       "split", "original", "error"]
@@ -98,10 +96,22 @@ def summarize(videos: Sequence[LabelledVideo], results: Sequence[dict], threshol
     return clean_json(out)
 
 
-def calibration_report(detector: Detector, videos: Sequence[LabelledVideo], results: Sequence[dict],
-                       threshold: float = 0.5, no_face_prior: float | None = None) -> tuple[dict, dict | None]:
+def counted_raw(scored: Sequence[ScoredVideo], no_face_prior: float | None) -> tuple[list[int], list[float]]:
+    """Labels and raw (uncalibrated) p(fake) of the videos that count (`counted_as`), in order: a scored video's
+    `ScoredVideo.raw_p_fake`, a no-face or unreadable one at its prior."""
+    y, raw = [], []
+    for s in scored:
+        _, prob = counted_as(s.result, no_face_prior)
+        if prob is not None:
+            y.append(s.video.label)
+            raw.append(s.raw_p_fake if s.result["status"] == "ok" else prob)
+    return y, raw
+
+
+def calibration_report(detector: Detector, scored: Sequence[ScoredVideo], threshold: float = 0.5,
+                       no_face_prior: float | None = None) -> tuple[dict, dict | None]:
     """Whether the scores were calibrated and with what, and (when they were) the metrics of the raw scores over
-    the same videos: (`calibration` block, `uncalibrated` block or None)."""
+    the same videos (`counted_raw`): (`calibration` block, `uncalibrated` block or None)."""
     from deepfake.metrics import binary_metrics
 
     record = detector.meta.get("calibration")
@@ -110,14 +120,7 @@ def calibration_report(detector: Detector, videos: Sequence[LabelledVideo], resu
     if detector.calibration is not None:
         info.update(temperature=detector.calibration[0], bias=detector.calibration[1],
                     **{k: record.get(k) for k in ("fitted_on", "n_videos") if record})
-        y, raw = [], []
-        for v, r in zip(videos, results):
-            _, prob = counted_as(r, no_face_prior)
-            if prob is not None:
-                y.append(v.label)
-                raw.append(uncalibrated_p(r, detector.calibration) if r["status"] == "ok" else prob)
-        if any(q is None for q in raw):
-            return {**info, "note": "raw scores not recoverable (results without windows)"}, None
+        y, raw = counted_raw(scored, no_face_prior)
         m = binary_metrics(np.asarray(y, np.float64), np.asarray(raw, np.float64), threshold)
         return info, {k: m[k] for k in SUMMARY_KEYS}
     if record is None:
@@ -130,10 +133,11 @@ def calibration_report(detector: Detector, videos: Sequence[LabelledVideo], resu
     return info, None
 
 
-def prediction_rows(videos: Sequence[LabelledVideo], scored: Sequence[tuple[dict, float]],
-                     no_face_prior: float | None) -> list[dict]:
+def prediction_rows(scored: Sequence[ScoredVideo], no_face_prior: float | None) -> list[dict]:
+    """`predictions.csv`'s rows (`PREDICTION_COLUMNS`), one per scored labelled video."""
     rows = []
-    for v, (r, seconds) in zip(videos, scored):
+    for s in scored:
+        v, r, seconds = s.video, s.result, s.seconds
         counted, _ = counted_as(r, no_face_prior)
         rows.append({"video": v.video, "label": v.label,
                      "p_fake": "" if r["p_fake"] is None else f"{r['p_fake']:.6f}", "status": r["status"],

@@ -22,12 +22,11 @@ from deepfake.calibration import (
     calibration_of,
     describe,
     fit_calibration,
-    uncalibrated_p,
     video_probabilities,
 )
 from deepfake.checkpoint import build_meta, load_detector, save_detector
 from deepfake.metrics import binary_metrics, expected_calibration_error, reliability_bins
-from deepfake.scoring import video_result, video_scores
+from deepfake.scoring import raw_video_p_fake, track_p_fake, video_p_fake, video_result, video_scores
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, img_size=64, lstm_hidden=16)
 
@@ -191,10 +190,12 @@ def test_old_checkpoint_scores_as_before_and_no_calibration_gives_the_raw_score(
     with torch.inference_mode():  # the model's own last-step logits of track 0's windows (0, 4) and (2, 6)
         want = [float(d_raw.model(d_raw.prepare([tracks[0][s:e]]))[0, -1]) for s, e in ((0, 4), (2, 6))]
     assert raw[0].window_logits.tolist() == pytest.approx(want, abs=1e-5) and len(raw[1].window_logits) == 1
-    # The raw video score is recovered from a calibrated result's windows.
+    # The raw video score comes from a calibrated detector's window logits, as the uncalibrated one reports it.
     frames = [list(range(6)), list(range(3))]
     as_result = lambda s: video_result("v.mp4", [(i, frames[i], t) for i, t in enumerate(s)])  # noqa: E731
-    assert uncalibrated_p(as_result(calibrated), (4.0, -0.5)) == pytest.approx(as_result(raw)["p_fake"], abs=1e-4)
+    assert raw_video_p_fake(calibrated) == pytest.approx(as_result(raw)["p_fake"], abs=1e-6)
+    assert as_result(calibrated)["p_fake"] != pytest.approx(as_result(raw)["p_fake"], abs=1e-3) and (
+        raw_video_p_fake([]) is None)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +239,7 @@ def test_calibrate_writes_a_detector_that_evaluate_and_predict_use(faces, confid
         confident_weights, "old")
     assert cal["calibration"]["applied"] and cal["calibration"]["temperature"] == pytest.approx(record["temperature"])
     assert cal["logloss"] == pytest.approx(record["after"]["logloss"], abs=1e-4)
-    assert cal["uncalibrated"]["logloss"] == pytest.approx(old["logloss"], abs=1e-4)
+    assert cal["uncalibrated"]["logloss"] == pytest.approx(old["logloss"], abs=1e-6)
     assert not raw["calibration"]["applied"] and "--no-calibration" in raw["calibration"]["reason"]
     assert raw["logloss"] == pytest.approx(old["logloss"], abs=1e-9) and "uncalibrated" not in raw
     assert old["calibration"] == {"applied": False, "reason": "the checkpoint has no calibration"}
@@ -256,8 +257,11 @@ def test_calibrate_writes_a_detector_that_evaluate_and_predict_use(faces, confid
     p_cal, p_raw = run_predict(new), run_predict(new, "--no-calibration")
     assert p_raw["p_fake"] == run_predict(confident_weights)["p_fake"]
     assert p_cal["p_fake"] != p_raw["p_fake"]
-    cal_pair = (record["temperature"], record["bias"])
-    assert uncalibrated_p(p_cal, cal_pair) == pytest.approx(p_raw["p_fake"], abs=1e-3)
+    # each window's raw score calibrated as sigmoid(logit / T + b), then the rule: the calibrated video score
+    temperature, bias = record["temperature"], record["bias"]
+    want = video_p_fake([track_p_fake([1 / (1 + np.exp(-(np.log(w["p_fake"] / (1 - w["p_fake"])) / temperature + bias)))
+                                       for w in face["windows"]]) for face in p_raw["faces"]])
+    assert p_cal["p_fake"] == pytest.approx(want, abs=1e-4)
 
 
 def test_calibrate_fits_the_window_logits_of_evaluations_scorer(faces, confident_weights, tmp_path):
