@@ -96,6 +96,11 @@ class Job:
     video: Path | None = None      # the file to read
     owned: bool = False            # the video is an upload of ours (deleted when the job ends)
 
+    def task(self) -> dict[str, Any]:
+        """What a worker needs to run the job (`deepfake.serve.worker`): id, video, name, folder, explain, plot."""
+        return {"id": self.id, "video": os.fspath(self.video), "name": self.name, "folder": os.fspath(self.folder),
+                "explain": self.explain, "plot": self.plot}
+
     @classmethod
     def new(cls, root: Path, name: str, explain: bool = False, plot: bool = True) -> Job:
         """A queued job with a fresh id and its own folder under `root`."""
@@ -362,19 +367,27 @@ class JobPool:
     # ------------------------------------------------------------------------------- the dispatcher thread
 
     def _dispatch(self) -> None:
-        """Hand waiting jobs to idle workers (caller holds the lock)."""
+        """Hand waiting jobs to idle workers (caller holds the lock); a pool kind says what idle is and how a job
+        starts (`_idle`, `_start`)."""
         if self.unhealthy:
             return
         for w in self._workers:
             if not self._waiting:
                 return
-            if w.ready and w.job is None and w.process.is_alive():
-                job = self.jobs[self._waiting.popleft()]
-                job.state, job.stage, job.started = "running", "reading", time.time()
-                w.job = job.id
-                self._save(job)
-                w.inbox.put({"id": job.id, "video": os.fspath(job.video), "name": job.name,
-                             "folder": os.fspath(job.folder), "explain": job.explain, "plot": job.plot})
+            if self._idle(w):
+                self._start(w, self.jobs[self._waiting.popleft()])
+
+    def _idle(self, w: Any) -> bool:
+        return w.ready and w.job is None and w.process.is_alive()
+
+    def _start(self, w: Any, job: Job) -> None:
+        self._mark_running(w, job, "reading")
+        w.inbox.put(job.task())
+
+    def _mark_running(self, w: Any, job: Job, stage: str) -> None:
+        job.state, job.stage, job.started = "running", stage, time.time()
+        w.job = job.id
+        self._save(job)
 
     def _run(self) -> None:
         last_housekeeping = 0.0

@@ -274,28 +274,20 @@ class RayJobPool(JobPool):
 
     # ------------------------------------------------------------------------------- the dispatcher thread
 
-    def _dispatch(self) -> None:
-        """Hand waiting jobs to idle actors (caller holds the lock)."""
+    def _idle(self, w: _Actor) -> bool:
+        return w.ready and w.job is None
+
+    def _start(self, w: _Actor, job: Job) -> None:
+        """The video goes into Ray's object store (an actor may run on another node), then to the actor."""
         import ray
 
-        if self.unhealthy:
+        try:
+            video = ray.put(job.video.read_bytes())
+        except OSError as err:
+            self._fail(job, f"can't read the video: {err.strerror or err}")
             return
-        for w in self._workers:
-            if not self._waiting:
-                return
-            if w.ready and w.job is None:
-                job = self.jobs[self._waiting.popleft()]
-                try:
-                    video = ray.put(job.video.read_bytes())
-                except OSError as err:
-                    self._fail(job, f"can't read the video: {err.strerror or err}")
-                    continue
-                job.state, job.stage, job.started = "running", "scoring", time.time()
-                w.job = job.id
-                self._save(job)
-                w.pending = w.handle.run.remote({"id": job.id, "video": os.fspath(job.video), "name": job.name,
-                                                 "folder": os.fspath(job.folder), "explain": job.explain,
-                                                 "plot": job.plot}, video)
+        self._mark_running(w, job, "scoring")
+        w.pending = w.handle.run.remote(job.task(), video)
 
     def _run(self) -> None:
         import ray
