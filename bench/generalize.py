@@ -4,12 +4,16 @@
     python bench/generalize.py --quick                           # a smoke test: tiny sets, one seed, few steps
     python bench/generalize.py --name steps800 --set trainer.max_steps=800   # a variant, beside the others in OUT
     python bench/generalize.py --config configs/my.yaml --seeds 0 1 2 3 4 --models lstm
+    python bench/photos.py bench_output/photos && python bench/generalize.py --name people7 \
+        --train-photos bench_output/photos           # seven training people instead of one
 
 People (`data_prep.synth_photos.PHOTO_SETS`): training clips show only the astronaut (scikit-image's photo of Eileen
 Collins, its mirror image and a re-lit, recoloured copy of each: `deepfake synth --people suite-train`); every test
 clip shows Grace Hopper (matplotlib's sample photo) or scikit-image's cameraman, each with its mirror image (`--people
 suite-test`). No photo, and no person, is in both; the demo's people are the astronaut and Grace Hopper, so the
-demo's own detectors have seen Grace Hopper (the suite is for configs it trains itself).
+demo's own detectors have seen Grace Hopper (the suite is for configs it trains itself). `--train-photos DIR` adds
+training people: every clear face in DIR's photos (`bench/photos.py` fetches a group photo of six from PyPI); the
+test sets stay the same, so its figures compare with the astronaut-only ones.
 
 Test kinds (`data_prep.synth_fakes`), each a set of N real + N fake clips (640x360, 2 s, 10 fps; the reals are the
 same clips in every kind), and each again after heavy compression (the same clips encoded at H.264 CRF 38, reals too):
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="test kinds (default: all)")
     p.add_argument("--no-heavy", action="store_true", help="leave out the CRF 38 copies of the test kinds")
     p.add_argument("--train-reals", type=int, default=32, help="real training clips (default %(default)s)")
+    p.add_argument("--train-photos", metavar="DIR",
+                   help="more training people: every clear face in the photos of DIR is a person (`deepfake synth "
+                        "--people DIR`; bench/photos.py fetches six); the training clips then cycle through the "
+                        "astronaut's four photos and these, as many clips in all (--train-reals). Keep the suite's "
+                        "test people (Grace Hopper, the cameraman) out of DIR")
     p.add_argument("--per-class", type=int, default=40, help="real and fake clips per test kind (default %(default)s)")
     p.add_argument("--seconds", type=float, default=2.0, help="clip length (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
@@ -107,17 +116,34 @@ def _extract(clips: Path, out: Path, log: Path) -> Path:
     return out / "index.csv"
 
 
+def train_people(args) -> tuple[str, str]:
+    """The training clips' people (`deepfake synth --people`) and the name of their data folders: ``train`` for
+    the astronaut alone, ``train-<12 hex>`` (a hash of the photos' names and bytes) with --train-photos."""
+    if not args.train_photos:
+        return "suite-train", "train"
+    import hashlib
+
+    from data_prep.synth_photos import IMAGE_EXTENSIONS, check_people
+
+    folder = Path(args.train_photos).expanduser().resolve()
+    check_people(str(folder))
+    digest = hashlib.sha256()
+    for photo in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS):
+        digest.update(photo.name.encode() + b"\0" + photo.read_bytes())
+    return f"suite-train+{folder}", f"train-{digest.hexdigest()[:12]}"
+
+
 def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
     """The training index (real clips of the training people) and one index per test set (kind, compression)."""
     data, log = out / "data", out / "logs" / "data.log"
     t0 = time.perf_counter()
-    train_clips = data / "train_clips"
-    if not (out / "extracted" / "train" / "index.csv").is_file():
-        made = _synth(data / "synth" / "train", 2 * args.train_reals, TRAIN_SEED, "sbi", "suite-train", 18,
-                      args.seconds)
+    people, train = train_people(args)
+    train_clips = data / f"{train}_clips"
+    if not (out / "extracted" / train / "index.csv").is_file():
+        made = _synth(data / "synth" / train, 2 * args.train_reals, TRAIN_SEED, "sbi", people, 18, args.seconds)
         for clip in sorted((made / "real").glob("*.mp4")):  # the reals alone: training makes its own fakes
             _link(clip, train_clips / "real" / clip.name)
-    train_index = _extract(train_clips, out / "extracted" / "train", log)
+    train_index = _extract(train_clips, out / "extracted" / train, log)
 
     crfs = [18] + ([] if args.no_heavy else [HEAVY_CRF])
     test_clips, rows = data / "test_clips", []
@@ -308,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(line, flush=True)  # noqa: E731
     start = time.perf_counter()
     say(f"generalization suite in {out}: {args.name} ({machine()}, torch threads {args.threads})")
-    train_index, sets = make_data(out, args, say)
+    try:
+        train_index, sets = make_data(out, args, say)
+    except ValueError as err:  # --train-photos: no such folder, or no face in it
+        print(f"bench/generalize.py: {err}", file=sys.stderr)
+        return 2
     results: dict = {}
     for model in args.models:
         for seed in args.seeds:
@@ -319,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     n = next(iter(summary[args.models[0]].values()))
     footer = (f"\n\n{args.name}: {Path(args.config).name}" + "".join(f", {k}={v}" for k, v in overrides.items())
+              + (f"; training people: the astronaut and the faces of {args.train_photos}" if args.train_photos else "")
               + f"; seeds {args.seeds}; {n['n_real']} + {n['n_fake']} videos per kind; mean AUC over seeds, spread "
               f"= max - min over seeds, 95% CI = bootstrap over videos ({args.bootstrap} stratified resamples) of the "
               f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "

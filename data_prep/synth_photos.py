@@ -12,6 +12,10 @@ tested on people it never saw:
 ``unseen`` is the cameraman alone (the photo and its mirror image): the one person neither the demo nor the suite's
 training shows, for the demo's column on an unseen person. With one person, a swap's donor is his other photo (the
 mirror image's face onto the photo and back), and clips show one face.
+
+Any other people: a folder of photos (`folder_photos`: every clear face MTCNN finds in its images is a person of its
+own, with its mirror image), and sets joined with ``+`` (``suite-train+photos/``: the astronaut's photos and the
+folder's). `check_people` says what a value may be.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FacePhoto", "PHOTO_SETS", "face_photos", "cutout"]
+__all__ = ["FacePhoto", "PHOTO_SETS", "IMAGE_EXTENSIONS", "MIN_FACE_PX", "MIN_FACE_SCORE", "check_people",
+           "folder_photos", "face_photos", "cutout"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +60,9 @@ _CAMERA_BOX = (199.22, 118.93, 254.27, 192.27)
 _CAMERA_LANDMARKS = ((234.39, 147.16), (252.32, 149.61), (250.75, 169.12), (231.23, 180.41), (243.45, 181.94))
 
 PHOTO_SETS = ("demo", "suite-train", "suite-test", "unseen")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MIN_FACE_PX = 64  # a folder photo's face narrower than this is left out: scaled up into a clip it would be a blur
+MIN_FACE_SCORE = 0.98  # MTCNN's probability a folder photo's face needs
 
 
 def _mirror(photo: FacePhoto) -> FacePhoto:
@@ -76,16 +85,69 @@ def _relit(photo: FacePhoto) -> FacePhoto:
     return FacePhoto(f"{photo.name}_relit", photo.person, image, photo.box, photo.landmarks)
 
 
-@lru_cache(maxsize=4)
+def check_people(people: str) -> None:
+    """ValueError (one line) unless `people` is a photo set (`PHOTO_SETS`), a folder holding images, or such values
+    joined with ``+``."""
+    for part in str(people).split("+"):
+        if part in PHOTO_SETS:
+            continue
+        folder = Path(part).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)} or a folder of face photos (several "
+                             f"joined with +), got {part!r}")
+        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir()):
+            raise ValueError(f"people: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+
+
+@lru_cache(maxsize=8)
+def folder_photos(folder: str) -> tuple[FacePhoto, ...]:
+    """Every clear face in the images of `folder` (`IMAGE_EXTENSIONS`, by name), each a person of its own named
+    ``<file stem>_<k>`` (k counts a photo's faces left to right): MTCNN (`data_prep.detector.FaceDetector`, on the
+    CPU) finds its box and landmarks; faces below `MIN_FACE_SCORE` or narrower than `MIN_FACE_PX` are left out.
+    A group photo gives several people (a face's cut-out may show a neighbour's edge). ValueError when no face is
+    left."""
+    from PIL import Image
+
+    from data_prep.detector import FaceDetector
+    from data_prep.faces import ExtractConfig
+
+    detector = FaceDetector(ExtractConfig(device="cpu"))
+    photos = []
+    for path in sorted(Path(folder).expanduser().iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            with Image.open(path) as im:
+                image = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+        except OSError as err:
+            raise ValueError(f"people: can't read {path}: {err}") from None
+        found = detector.detect(image[None])[0]
+        keep = [i for i in range(len(found.boxes)) if found.scores[i] >= MIN_FACE_SCORE
+                and found.boxes[i, 2] - found.boxes[i, 0] >= MIN_FACE_PX]
+        for k, i in enumerate(sorted(keep, key=lambda i: float(found.boxes[i, 0]))):
+            name = f"{path.stem}_{k}"
+            photos.append(FacePhoto(name, name, image, found.boxes[i].astype(np.float64),
+                                    found.landmarks[i].astype(np.float64)))
+    if not photos:
+        raise ValueError(f"people: no face of at least {MIN_FACE_PX} px (MTCNN p >= {MIN_FACE_SCORE}) in the "
+                         f"images of {folder}")
+    return tuple(photos)
+
+
+@lru_cache(maxsize=8)
 def face_photos(people: str = "demo") -> tuple[FacePhoto, ...]:
-    """The face photos of a photo set (`PHOTO_SETS`, module docstring); ``demo``: astronaut, Grace Hopper, and their
-    mirror images."""
+    """The face photos of a photo set (`PHOTO_SETS`, module docstring; ``demo``: astronaut, Grace Hopper, and their
+    mirror images), of a folder (`folder_photos`, each with its mirror image), or of several joined with ``+``."""
     import skimage.data
     from matplotlib import cbook
     from PIL import Image
 
+    check_people(people)
+    if "+" in people:
+        return tuple(photo for part in people.split("+") for photo in face_photos(part))
     if people not in PHOTO_SETS:
-        raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)}, got {people!r}")
+        photos = folder_photos(str(Path(people).expanduser().resolve()))
+        return photos + tuple(_mirror(p) for p in photos)
     astronaut = FacePhoto("astronaut", "astronaut", skimage.data.astronaut()[..., :3].copy(),
                           np.array(_ASTRONAUT_BOX), np.array(_ASTRONAUT_LANDMARKS))
     if people == "suite-train":

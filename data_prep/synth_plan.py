@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from data_prep.fake_kinds import SYNTH_KINDS as FAKE_KINDS
-from data_prep.synth_photos import PHOTO_SETS, cutout, face_photos
+from data_prep.synth_photos import check_people, cutout, face_photos
 from data_prep.video_writer import X264_THREADS
 
 __all__ = ["SynthConfig", "SynthError", "ClipPlan", "FacePlan", "plan_clip", "parse_resolution", "RESOLUTIONS",
@@ -73,7 +73,8 @@ class SynthConfig:
         fake_faces: in a clip with two faces, ``all`` (both manipulated) or ``one`` (only the left or top one: a
             DFDC-style fake that leaves the other person as they were; training's `data.untouched_tracks` deals
             with such tracks).
-        people: the photo set the clips show (`data_prep.synth_photos.PHOTO_SETS`; ``demo`` by default).
+        people: the photo set the clips show (`data_prep.synth_photos.PHOTO_SETS`, a folder of face photos, or
+            several joined with ``+``: `check_people`; ``demo`` by default).
         progress: show a progress bar over clips.
     """
 
@@ -117,8 +118,7 @@ class SynthConfig:
             raise ValueError(f"--crf must be in [0, 51], got {self.crf}")
         if self.fake_kind not in FAKE_KINDS:
             raise ValueError(f"--fake-kind must be one of {', '.join(FAKE_KINDS)}, got {self.fake_kind!r}")
-        if self.people not in PHOTO_SETS:
-            raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)}, got {self.people!r}")
+        check_people(self.people)
         if self.multi_face > 0 and len({p.person for p in face_photos(self.people)}) < 2:
             raise ValueError(f"--multi-face needs two people, and --people {self.people} shows one")
         if self.fake_faces not in ("all", "one"):

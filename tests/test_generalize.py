@@ -45,6 +45,50 @@ def test_train_and_test_people_are_disjoint():
         SynthConfig(people="everyone")
 
 
+def test_a_folder_of_photos_gives_people_of_its_own(tmp_path, capsys):
+    """`--people DIR`: every clear face in a folder's photos is a person (with its mirror image); sets join with +."""
+    import shutil
+
+    from matplotlib import cbook
+    from PIL import Image
+
+    from deepfake.cli import synth as synth_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        shutil.copyfileobj(f, open(photos / "hopper.jpg", "wb"))
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(photos / "wall.png")  # no face: adds nobody
+    (photos / "notes.txt").write_text("not a photo")
+    found = face_photos(str(photos))
+    assert [p.person for p in found] == ["hopper_0", "hopper_0"] and found[1].name == "hopper_0_mirror"
+    hopper = next(p for p in face_photos("suite-test") if p.name == "grace_hopper")
+    # the face stored for the packaged photo (MTCNN too, at facenet-pytorch's defaults): within 5 % of its width
+    width = hopper.box[2] - hopper.box[0]
+    np.testing.assert_allclose(found[0].box, hopper.box, atol=0.05 * width)
+    np.testing.assert_allclose(found[0].landmarks, hopper.landmarks, atol=0.05 * width)
+    joined = face_photos(f"suite-train+{photos}")
+    assert {p.person for p in joined} == {"astronaut", "hopper_0"} and len(joined) == 6
+    # synth makes clips of them, and a swap needs two people: the astronaut lends the other face
+    assert synth_cli.main([str(tmp_path / "clips"), "--people", f"suite-train+{photos}", "--count", "4",
+                           "--fake-kind", "swap", "--seconds", "0.4", "--fps", "5", "--resolution", "320x180",
+                           "--no-progress"]) == 0
+    assert len(list((tmp_path / "clips" / "fake").glob("*.mp4"))) == 2
+    # Bad folders: one line each.
+    (tmp_path / "empty").mkdir()
+    for bad, message in ((tmp_path / "nowhere", "or a folder of face photos"), (tmp_path / "empty", "holds no image")):
+        with pytest.raises(ValueError, match=message):
+            SynthConfig(people=str(bad))
+    only_wall = tmp_path / "wall"
+    only_wall.mkdir()
+    shutil.copy(photos / "wall.png", only_wall)
+    with pytest.raises(ValueError, match="no face of at least 64 px"):
+        face_photos(str(only_wall))
+    capsys.readouterr()
+    assert synth_cli.main([str(tmp_path / "x"), "--people", str(tmp_path / "nowhere")]) == 2
+    assert "or a folder of face photos" in capsys.readouterr().err
+
+
 def test_part_swap_changes_only_the_part():
     photos = face_photos("suite-test")
     grace, camera = photos[0], photos[1]
@@ -168,3 +212,32 @@ def test_a_recipe_the_index_cannot_feed_stops_before_training_in_one_line(extrac
     # The box mask alone needs no landmarks: the same index trains.
     FaceSequenceDataModule(str(tmp_path / "no_landmarks"), seq_len=4, img_size=64, batch_size=4, num_workers=0,
                            val_fraction=0.34, fakes={"mode": "sbi"}).setup("fit")
+
+
+def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypatch, tmp_path):
+    """--train-photos: the training data's folder is named by the photos' hash (the astronaut-only data stays
+    `train`); bench/photos.py takes only the published file."""
+    import argparse
+    import tarfile
+
+    bench = _bench(monkeypatch)
+    assert bench.train_people(argparse.Namespace(train_photos=None)) == ("suite-train", "train")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"one")
+    people, folder = bench.train_people(argparse.Namespace(train_photos=str(photos)))
+    assert people == f"suite-train+{photos.resolve()}" and folder.startswith("train-") and len(folder) == 18
+    (photos / "a.png").write_bytes(b"two")
+    assert bench.train_people(argparse.Namespace(train_photos=str(photos)))[1] != folder  # other photos, other data
+
+    spec = importlib.util.spec_from_file_location("bench_photos", ROOT / "bench" / "photos.py")
+    fetcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetcher)
+    forged = tmp_path / "insightface-0.7.3.tar.gz"
+    with tarfile.open(forged, "w:gz") as tar:
+        tar.add(photos / "a.png", arcname=next(iter(fetcher.MEMBERS)))
+    with pytest.raises(RuntimeError, match="is not insightface-0.7.3.tar.gz as published"):
+        fetcher.fetch(tmp_path / "out", forged)
+    with pytest.raises(RuntimeError, match="no such file"):
+        fetcher.fetch(tmp_path / "out", tmp_path / "missing.tar.gz")
+    assert not (tmp_path / "out").exists()

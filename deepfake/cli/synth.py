@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="sbi: self-blended fakes; swap: face swaps between people; reenact: mouth and eyes warped "
                         "over time, no blending; paste: a swap with a hard edge; lowres: the inner face at 1/4 "
                         "resolution; part: another person's eyes or mouth only (default %(default)s)")
-    p.add_argument("--people", default=d.people, choices=PHOTO_SETS,
+    p.add_argument("--people", default=d.people, metavar="|".join(PHOTO_SETS) + "|DIR",
                    help="the photos the clips show: demo, the generalization suite's disjoint suite-train and "
-                        "suite-test sets, or unseen (the one person in neither: the cameraman) (default %(default)s)")
+                        "suite-test sets, unseen (the one person in neither: the cameraman), or a folder of your own "
+                        "photos (every clear face in them is a person); join several with + (default %(default)s)")
     p.add_argument("--fake-faces", default=d.fake_faces, choices=("all", "one"),
                    help="in clips with two faces (--multi-face): manipulate both, or only one of them, as a DFDC fake "
                         "that changes one of two people (default %(default)s)")
