@@ -163,6 +163,29 @@ def test_the_job_folder_of_a_killed_server_is_removed_at_the_next_start(tmp_path
             p.wait(10)
 
 
+def test_the_folder_of_a_killed_ray_actor_is_removed_when_the_next_one_starts(tmp_path, monkeypatch):
+    from deepfake.serve.ray_pool import ACTOR_PREFIX, ScoringActor
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = ("import time; from deepfake.serve.store import make_temp_root; "
+            "from deepfake.serve.ray_pool import ACTOR_PREFIX; root, lock = make_temp_root(ACTOR_PREFIX); "
+            "(root / 'detector.pt').write_bytes(b'x'); print(root, flush=True); time.sleep(120)")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    actor_process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        killed = Path(actor_process.stdout.readline().strip())
+        actor_process.send_signal(signal.SIGKILL)
+        actor_process.wait(10)
+        assert killed.name.startswith(ACTOR_PREFIX) and (killed / "detector.pt").is_file()
+        actor = ScoringActor(b"not a checkpoint", "detector.pt", PredictConfig(device="cpu"), None, 1)  # in-process
+        assert actor.load_error and actor.folder.is_dir() and actor.folder.parent == tmp_path
+        assert not killed.exists(), "the killed actor's folder is removed"
+        assert remove_abandoned_roots(tmp_path, ACTOR_PREFIX) == [] and actor.folder.is_dir()  # a live one stays
+    finally:
+        actor_process.kill()
+        actor_process.wait(10)
+
+
 # ------------------------------------------------------------------------------------------ the state folder
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from data_prep.files import OneLineError
 from deepfake.inference import PredictConfig
 from deepfake.serve.jobs import HOUSEKEEPING_S, Job, JobPool
+from deepfake.serve.store import make_temp_root, remove_abandoned_roots
 
 __all__ = ["RayJobPool", "ScoringActor", "RayError", "ray_init", "MAX_ATTEMPTS", "CONNECT_TIMEOUT_S"]
 
@@ -47,6 +48,7 @@ log = logging.getLogger("deepfake.serve")
 
 MAX_ATTEMPTS = 3          # a job whose actor died this many times fails
 CONNECT_TIMEOUT_S = 30.0  # an unreachable Ray address fails within this
+ACTOR_PREFIX = "deepfake-ray-actor-"  # each actor's temporary folder, $TMPDIR/deepfake-ray-actor-*
 
 
 class RayError(OneLineError):
@@ -126,7 +128,9 @@ class ScoringActor:
         from deepfake.serve.worker import load_serving_predictor, one_line
 
         torch.set_num_threads(max(1, int(threads)))
-        self.folder = Path(tempfile.mkdtemp(prefix="deepfake-ray-actor-"))
+        # Its folder is locked while the actor lives; those of actors killed before they could remove theirs go now.
+        remove_abandoned_roots(prefix=ACTOR_PREFIX)
+        self.folder, self._lock = make_temp_root(ACTOR_PREFIX)
         self.detector = self.extractor = None
         self.load_error: str | None = None
         try:

@@ -83,21 +83,23 @@ class FolderLock:
 # ------------------------------------------------------------------------------------------ temporary folders
 
 
-def make_temp_root() -> tuple[Path, FolderLock]:
-    """A new ``$TMPDIR/deepfake-serve-*`` folder and the lock that marks it as this process's."""
-    root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+def make_temp_root(prefix: str = TEMP_PREFIX) -> tuple[Path, FolderLock]:
+    """A new ``$TMPDIR/<prefix>*`` folder (default ``deepfake-serve-*``) and the lock that marks it as this
+    process's."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     return root, FolderLock(root / OWNER_FILE)
 
 
-def remove_abandoned_roots(parent: str | os.PathLike | None = None) -> list[Path]:
-    """Delete the temporary job folders under `parent` (default: the temp folder) whose server is gone.
+def remove_abandoned_roots(parent: str | os.PathLike | None = None, prefix: str = TEMP_PREFIX) -> list[Path]:
+    """Delete the temporary folders `<prefix>*` (default: the servers' job folders) under `parent` (default: the
+    temp folder) whose process is gone.
 
     A folder is abandoned when nobody holds the lock on its ``.owner`` file, or (made by a version without one)
     when it has no such file and is older than a day (made by a version without one, which may still be running).
     Returns the folders removed.
     """
     removed = []
-    for folder in Path(parent or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*"):
         try:
             if not folder.is_dir() or folder.is_symlink():
                 continue
@@ -115,7 +117,7 @@ def remove_abandoned_roots(parent: str | os.PathLike | None = None) -> list[Path
         except OSError as err:  # not ours to remove (another user's), or gone meanwhile
             log.debug("left %s: %s", folder, err)
     if removed:
-        log.info("removed %d job folder(s) left by servers that were killed: %s", len(removed),
+        log.info("removed %d temporary folder(s) left by processes that were killed: %s", len(removed),
                  ", ".join(str(p) for p in removed))
     return removed
 
