@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -242,8 +243,41 @@ def evaluate_run(weights: Path, sets: dict[str, Path], out: Path, log: Path) -> 
     return result
 
 
-def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int) -> dict:
-    """Per model and set: AUC per seed, mean, spread (max - min), std and the bootstrap interval of the mean."""
+def people_of(videos: list[str], per_class: int, seconds: float) -> list[str]:
+    """Who each test video shows (`real/crf18/clip_0003.mp4`, `fake/swap_crf18/clip_0043.mp4`): the person of its
+    real clip's photo in the synth plan (a fake is made on the real clip of the same pair)."""
+    from data_prep.synth import SynthConfig
+    from data_prep.synth_photos import face_photos
+    from data_prep.synth_plan import plan_clip
+
+    cfg = SynthConfig(count=2 * per_class, seed=TEST_SEED, fake_kind="swap", people="suite-test", seconds=seconds,
+                      **VIDEO)
+    photos = face_photos("suite-test")
+    out = []
+    for video in videos:
+        number = int(Path(video).stem.split("_")[1])
+        pair = number - per_class if video.startswith("fake/") else number
+        out.append(photos[plan_clip(cfg, pair, False).faces[0].photo_index].person)
+    return out
+
+
+def by_person(y: np.ndarray, ps: list[np.ndarray], people: list[str]) -> dict[str, float]:
+    """Each test person's AUC (their real clips against the fakes made on them), mean over the seeds' scores."""
+    from deepfake.metrics import ranking_metrics
+
+    who = np.asarray(people)
+    out = {}
+    for person in sorted(set(people)):
+        keep = who == person
+        aucs = [ranking_metrics(y[keep], p[keep]).get("auc") for p in ps]
+        out[person] = float(np.mean([np.nan if a is None else a for a in aucs]))
+    return out
+
+
+def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int,
+              people: Callable[[list[str]], list[str]] | None = None) -> dict:
+    """Per model and set: AUC per seed, mean, spread (max - min), std and the bootstrap interval of the mean, and
+    with `people` (videos -> who they show) each person's mean AUC (`by_person`)."""
     from deepfake.metrics import binary_metrics
 
     summary: dict = {}
@@ -259,11 +293,27 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int) -> di
                 "auc": dict(zip(map(str, seeds), aucs)), "mean": float(np.mean(aucs)),
                 "spread": float(np.max(aucs) - np.min(aucs)), "std": float(np.std(aucs)), "ci95": list(ci),
                 "n_real": int((first["y"] == 0).sum()), "n_fake": int((first["y"] == 1).sum())}
+            if people is not None and same:
+                summary[model][name]["by_person"] = by_person(first["y"], [runs[s][name]["p"] for s in seeds],
+                                                              people(first["videos"]))
     return summary
 
 
 def target_of(name: str) -> float:
     return TARGET.get(name.split("_crf")[0], TARGET_OTHER)
+
+
+def person_markdown(summary: dict) -> str:
+    """Kinds as rows, each model's mean AUC per test person: where a recipe fails, person by person."""
+    columns = [(m, person) for m in summary for person in next(iter(summary[m].values())).get("by_person", {})]
+    if not columns:
+        return ""
+    lines = ["| kind, by person (mean AUC over seeds) | " + " | ".join(f"{m}: {p}" for m, p in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name in next(iter(summary.values())):
+        cells = [summary[m][name].get("by_person", {}).get(p, float("nan")) for m, p in columns]
+        lines.append(f"| {name.replace('_crf', ' CRF ')} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown(summary: dict) -> str:
@@ -345,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             weights = train_run(out, model, seed, train_index, args, overrides, say)
             results.setdefault(model, {})[seed] = evaluate_run(weights, sets, weights.parent.parent / "suite",
                                                                out / "logs" / f"{args.name}_evaluate.log")
-    summary = summarize(results, args.bootstrap)
+    summary = summarize(results, args.bootstrap, lambda videos: people_of(videos, args.per_class, args.seconds))
     wall = time.perf_counter() - start
     n = next(iter(summary[args.models[0]].values()))
     footer = (f"\n\n{args.name}: {Path(args.config).name}" + "".join(f", {k}={v}" for k, v in overrides.items())
@@ -355,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
               f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "
               f"{time.strftime('%Y-%m-%d %H:%M')} UTC; wall time {wall / 60:.1f} min"
               + (" -- --quick: a smoke test, the numbers mean little" if args.quick else ""))
-    table = markdown(summary) + footer
+    table = markdown(summary) + "\n\n" + person_markdown(summary) + footer
     say("\n" + table)
     report = out / args.name
     report.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,12 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     for kind in summary.values():
         assert kind["n_real"] == 3 and kind["n_fake"] >= 2
         assert 0.0 <= kind["mean"] <= 1.0 and kind["ci95"][0] <= kind["ci95"][1]
+        assert set(kind["by_person"]) == {"grace_hopper", "cameraman"}  # each test person's own AUC
+    # who a test video shows: a fake shows the person of its real clip (the same pair)
+    videos = ["real/crf18/clip_0000.mp4", "real/crf18/clip_0001.mp4", "fake/swap_crf18/clip_0003.mp4",
+              "fake/swap_crf18/clip_0004.mp4"]
+    who = bench.people_of(videos, 3, 1.0)
+    assert who[0] == who[2] and who[1] == who[3] and who[0] != who[1]
     from deepfake.checkpoint import load_detector
 
     weights = next((out / "runs" / "baseline").rglob("detector.pt"))
@@ -158,6 +164,7 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     assert "val/auc_flicker" in header or "val/auc_morph" in header
     table = (out / "baseline" / "generalize.md").read_text()
     assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
+    assert "| kind, by person (mean AUC over seeds) | lstm: cameraman | lstm: grace_hopper |" in table
     # Finished variants side by side (here one), and a variant not run yet named in one line.
     assert bench.main(["--out", str(out), "--compare", "baseline"]) == 0
     compared = (out / "compare.md").read_text()
