@@ -124,12 +124,12 @@ def train_people(args) -> tuple[str, str]:
         return "suite-train", "train"
     import hashlib
 
-    from data_prep.synth_photos import IMAGE_EXTENSIONS, check_people
+    from data_prep.synth_photos import check_people, image_files
 
     folder = Path(args.train_photos).expanduser().resolve()
     check_people(str(folder))
     digest = hashlib.sha256()
-    for photo in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS):
+    for photo in image_files(folder):
         digest.update(photo.name.encode() + b"\0" + photo.read_bytes())
     return f"suite-train+{folder}", f"train-{digest.hexdigest()[:12]}"
 

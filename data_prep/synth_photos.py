@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FacePhoto", "PHOTO_SETS", "IMAGE_EXTENSIONS", "MIN_FACE_PX", "MIN_FACE_SCORE", "check_people",
-           "folder_photos", "face_photos", "cutout"]
+__all__ = ["FacePhoto", "PHOTO_SETS", "IMAGE_EXTENSIONS", "MIN_FACE_PX", "MIN_FACE_SCORE", "image_files",
+           "check_people", "folder_photos", "face_photos", "cutout"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +85,11 @@ def _relit(photo: FacePhoto) -> FacePhoto:
     return FacePhoto(f"{photo.name}_relit", photo.person, image, photo.box, photo.landmarks)
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """The photos of a folder: its files named with an `IMAGE_EXTENSIONS` suffix, sorted by name."""
+    return sorted(f for f in Path(folder).expanduser().iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def check_people(people: str) -> None:
     """ValueError (one line) unless `people` is a photo set (`PHOTO_SETS`), a folder holding images, or such values
     joined with ``+``."""
@@ -95,7 +100,7 @@ def check_people(people: str) -> None:
         if not folder.is_dir():
             raise ValueError(f"people must be one of {', '.join(PHOTO_SETS)} or a folder of face photos (several "
                              f"joined with +), got {part!r}")
-        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir()):
+        if not image_files(folder):
             raise ValueError(f"people: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
 
 
@@ -113,9 +118,7 @@ def folder_photos(folder: str) -> tuple[FacePhoto, ...]:
 
     detector = FaceDetector(ExtractConfig(device="cpu"))
     photos = []
-    for path in sorted(Path(folder).expanduser().iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
+    for path in image_files(folder):
         try:
             with Image.open(path) as im:
                 image = np.ascontiguousarray(np.asarray(im.convert("RGB")))
