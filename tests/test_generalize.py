@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,12 +240,22 @@ def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypa
 
     spec = importlib.util.spec_from_file_location("bench_photos", ROOT / "bench" / "photos.py")
     fetcher = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_photos", fetcher)  # its dataclass looks its module up
     spec.loader.exec_module(fetcher)
-    forged = tmp_path / "insightface-0.7.3.tar.gz"
+    forged = tmp_path / "face_recognition-1.3.0.tar.gz"
     with tarfile.open(forged, "w:gz") as tar:
-        tar.add(photos / "a.png", arcname=next(iter(fetcher.MEMBERS)))
-    with pytest.raises(RuntimeError, match="is not insightface-0.7.3.tar.gz as published"):
-        fetcher.fetch(tmp_path / "out", forged)
+        tar.add(photos / "a.png", arcname=next(iter(fetcher.FACE_RECOGNITION.members)))
+    with pytest.raises(RuntimeError, match="not one of the files of the 'sharp' set as published"):
+        fetcher.fetch(tmp_path / "out", "sharp", [forged])
     with pytest.raises(RuntimeError, match="no such file"):
-        fetcher.fetch(tmp_path / "out", tmp_path / "missing.tar.gz")
+        fetcher.fetch(tmp_path / "out", "sharp", [tmp_path / "missing.tar.gz"])
     assert not (tmp_path / "out").exists()
+    # A file whose hash a set names gives its photos under their new names, and only those.
+    from data_prep.files import sha256_of
+
+    member, name = next(iter(fetcher.FACE_RECOGNITION.members.items()))
+    monkeypatch.setitem(fetcher.SETS, "mine", (fetcher.Source("https://example.invalid/x.tar.gz", sha256_of(forged),
+                                                              {member: name}),))
+    assert fetcher.fetch(tmp_path / "out", "mine", [forged]) == [tmp_path / "out" / name]
+    assert (tmp_path / "out" / name).read_bytes() == b"two"
+    assert [f.name for f in (tmp_path / "out").iterdir() if f.is_file()] == [name]
