@@ -224,6 +224,43 @@ def train_run(out: Path, model: str, seed: int, index: Path, args, overrides: di
     return fitted.weights
 
 
+def training_end(weights: Path) -> dict | None:
+    """How a run's training ended: its last epoch's loss against a constant guess's (`deepfake.losses`), and whether
+    that means it learned nothing (`stalled`); None for a run that logged no `train/chance` (before 2026-12-07)."""
+    import pandas as pd
+
+    from deepfake.losses import learned_nothing
+
+    logged = weights.parent.parent / "metrics.csv"
+    if not logged.is_file():
+        return None
+    m = pd.read_csv(logged)
+    if "train/chance" not in m or "train/loss_epoch" not in m:
+        return None
+    last = m.dropna(subset=["train/chance", "train/loss_epoch"])
+    if last.empty:
+        return None
+    loss, chance = float(last["train/loss_epoch"].iloc[-1]), float(last["train/chance"].iloc[-1])
+    return {"loss": loss, "chance": chance, "ratio": loss / chance, "stalled": learned_nothing(loss, chance)}
+
+
+def training_markdown(ends: dict[str, dict[int, dict | None]]) -> str:
+    """One line per model: each seed's last training loss as a share of a constant guess's, stalled ones named."""
+    from deepfake.losses import STALLED_RATIO
+
+    lines = []
+    for model, seeds in ends.items():
+        known = {seed: end for seed, end in seeds.items() if end}
+        if known:
+            cells = ", ".join(f"seed {seed} {end['ratio']:.2f}{' (stalled)' if end['stalled'] else ''}"
+                              for seed, end in sorted(known.items()))
+            lines.append(f"- {model}: {cells}")
+    if not lines:
+        return ""
+    return (f"Training's last epoch, loss / a constant guess's (>= {STALLED_RATIO}: the run learned nothing, its "
+            "detector scores at chance):\n" + "\n".join(lines))
+
+
 def evaluate_run(weights: Path, sets: dict[str, Path], out: Path, log: Path) -> dict[str, dict]:
     """Videos, labels and p(fake) of one detector on every test set (evaluations in OUT are reused)."""
     from deepfake.evaluation import evaluate
@@ -390,9 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/generalize.py: {err}", file=sys.stderr)
         return 2
     results: dict = {}
+    ends: dict = {}
     for model in args.models:
         for seed in args.seeds:
             weights = train_run(out, model, seed, train_index, args, overrides, say)
+            ends.setdefault(model, {})[seed] = training_end(weights)
             results.setdefault(model, {})[seed] = evaluate_run(weights, sets, weights.parent.parent / "suite",
                                                                out / "logs" / f"{args.name}_evaluate.log")
     summary = summarize(results, args.bootstrap, lambda videos: people_of(videos, args.per_class, args.seconds))
@@ -405,15 +444,18 @@ def main(argv: list[str] | None = None) -> int:
               f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "
               f"{time.strftime('%Y-%m-%d %H:%M')} UTC; wall time {wall / 60:.1f} min"
               + (" -- --quick: a smoke test, the numbers mean little" if args.quick else ""))
-    table = markdown(summary) + "\n\n" + person_markdown(summary) + footer
+    trained = training_markdown(ends)
+    table = (markdown(summary) + "\n\n" + person_markdown(summary) + (f"\n\n{trained}" if trained else "")
+             + footer)
     say("\n" + table)
     report = out / args.name
     report.mkdir(parents=True, exist_ok=True)
     (report / "generalize.md").write_text(table + "\n")
     settings = {k: v for k, v in vars(args).items() if k != "set"}
     (report / "generalize.json").write_text(json.dumps(
-        {"name": args.name, "config": args.config, "overrides": overrides, "summary": summary, "machine": machine(),
-         "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "settings": settings}, indent=2) + "\n")
+        {"name": args.name, "config": args.config, "overrides": overrides, "summary": summary, "training": ends,
+         "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "settings": settings},
+        indent=2) + "\n")
     return 0
 
 

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from deepfake.checkpoint import build_meta
-from deepfake.losses import SequenceBCELoss
+from deepfake.losses import SequenceBCELoss, chance_loss
 from deepfake.metrics import binary_metrics
 from deepfake.model import DeepfakeDetector, DetectorConfig, last_valid
 from deepfake.scoring import video_scores
@@ -145,6 +145,9 @@ class DeepfakeLitModule(pl.LightningModule):
         logits = self.net(batch["frames"], batch["length"])
         loss = self.criterion(logits, batch["label"], batch["length"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # what a guess that ignores the frames would score: `after_fit` says so when the loss ends near it
+        chance = chance_loss(batch["label"], batch["length"], logits.shape[1], self.criterion.label_smoothing)
+        self.log("train/chance", chance, on_step=False, on_epoch=True, batch_size=len(logits))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 

@@ -7,6 +7,9 @@ inference is the last step. For a batch (B, T) of logits and (B,) labels:
     loss = mean over b of  sum over valid t of  BCE(logit[b, t], target[b])
 
 Padded steps (t >= length[b]) are masked out, so a track shorter than T still trains on the steps it has.
+
+`chance_loss` is the same loss for the best guess that ignores the frames (one constant p(fake), the batch's share
+of fakes): a training loss that ends near it means the run learned nothing (`learned_nothing`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["smooth_labels", "sequence_bce", "SequenceBCELoss"]
+__all__ = ["smooth_labels", "sequence_bce", "SequenceBCELoss", "chance_loss", "learned_nothing",
+           "STALLED_RATIO"]
+
+# A run whose last training epoch ends at this share of `chance_loss` or above has learned nothing: on the
+# generalization suite stalled runs ended at 0.99-1.00, runs that learned at 0.5-0.9 (docs/training.md).
+STALLED_RATIO = 0.95
 
 
 def smooth_labels(labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -49,6 +57,28 @@ def sequence_bce(logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tens
         steps = torch.arange(t, device=logits.device)
         per_step = per_step * (steps[None, :] < lengths.to(logits.device)[:, None])
     return per_step.sum(dim=1).mean()
+
+
+def chance_loss(labels: torch.Tensor, lengths: torch.Tensor | None, steps: int, label_smoothing: float = 0.0
+                ) -> torch.Tensor:
+    """`sequence_bce` of the best constant guess for this batch: the mean number of valid steps times the binary
+    entropy (nats) of the batch's mean target (ln 2 per step when half the batch is fake).
+
+    Args:
+        labels: (B,) clip labels, 1 fake and 0 real.
+        lengths: (B,) valid steps per sequence; None: `steps` each.
+        steps: T, the sequences' padded length.
+        label_smoothing: eps of `smooth_labels`, as the loss it is compared with.
+    """
+    q = smooth_labels(labels.float(), label_smoothing).mean().clamp(1e-7, 1 - 1e-7)
+    entropy = -(q * q.log() + (1 - q) * (1 - q).log())
+    n = lengths.float().clamp(max=steps).mean() if lengths is not None else torch.tensor(float(steps))
+    return (n.to(entropy.device) * entropy).float()
+
+
+def learned_nothing(loss: float, chance: float) -> bool:
+    """True when a training loss is at least `STALLED_RATIO` of the chance loss it is compared with."""
+    return chance > 0 and loss >= STALLED_RATIO * chance
 
 
 class SequenceBCELoss(nn.Module):

@@ -38,6 +38,7 @@ from deepfake.calibration import VideoLogits, describe, fit_calibration
 from deepfake.checkpoint import load_detector, refusal, safe_load, save_detector
 from deepfake.data import FaceSequenceDataModule
 from deepfake.lit import DeepfakeLitModule
+from deepfake.losses import STALLED_RATIO, learned_nothing
 
 __all__ = ["DeepfakeCLI", "UserError", "export_detector", "validation_calibration", "lightning_cli", "fit",
            "FitResult"]
@@ -176,6 +177,22 @@ class DeepfakeCLI(LightningCLI):
             self.fit_report.append(onnx)
         for line in self.fit_report:
             log.info(line)
+        stalled = stalled_training(trainer.callback_metrics)
+        if stalled:  # last, so a reader of the report (fit() returns it) sees it beside the weights' path
+            self.fit_report.append(f"warning: {stalled}")
+
+
+def stalled_training(metrics: dict[str, Any]) -> str | None:
+    """One line when the last training epoch's loss ended at `STALLED_RATIO` of a constant guess's or above (the
+    network learned nothing and its detector scores at chance), else None; `metrics` as Lightning's
+    `callback_metrics` (`train/loss_epoch`, `train/chance`)."""
+    loss, chance = metrics.get("train/loss_epoch"), metrics.get("train/chance")
+    if loss is None or chance is None or not learned_nothing(float(loss), float(chance)):
+        return None
+    return (f"the last epoch's training loss {float(loss):.3f} is {float(loss) / float(chance):.2f} x a constant "
+            f"guess's ({float(chance):.3f}; >= {STALLED_RATIO} means stalled): this run learned nothing and its "
+            f"detector scores at chance. Train again with another seed_everything, a lower model.lr or more "
+            f"trainer.max_steps (docs/training.md)")
 
 
 def write_onnx_copy(weights: Path) -> str | None:

@@ -166,6 +166,10 @@ def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
     table = (out / "baseline" / "generalize.md").read_text()
     assert "| swap | 0.95 |" in table and "| part | 0.90 |" in table
     assert "| kind, by person (mean AUC over seeds) | lstm: cameraman | lstm: grace_hopper |" in table
+    # How each seed's training ended (2 steps: at a constant guess's loss, so reported as stalled).
+    end = report["training"]["lstm"]["0"]
+    assert end["stalled"] and end["ratio"] == pytest.approx(end["loss"] / end["chance"])
+    assert "- lstm: seed 0 " in table and "(stalled)" in table
     # Finished variants side by side (here one), and a variant not run yet named in one line.
     assert bench.main(["--out", str(out), "--compare", "baseline"]) == 0
     compared = (out / "compare.md").read_text()

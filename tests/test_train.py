@@ -66,8 +66,8 @@ def test_fit_writes_checkpoint_config_and_detector(first_run, capsys):
     split = list(csv.DictReader(open(folder / "split.csv")))  # the split this run used
     assert {r["split"] for r in split} == {"train", "val"} and all(r["group"] for r in split)
     m = metrics(folder)
-    for key in ("train/loss_epoch", "val/loss", "val/logloss", "val/balanced_logloss", "val/auc", "val/acc",
-                "val/ap"):
+    for key in ("train/loss_epoch", "train/chance", "val/loss", "val/logloss", "val/balanced_logloss", "val/auc",
+                "val/acc", "val/ap"):
         assert m[key].notna().any(), key
     # Everything loads without unpickling code.
     ckpt = torch.load(best[0], map_location="cpu", weights_only=True)
@@ -81,6 +81,24 @@ def test_fit_writes_checkpoint_config_and_detector(first_run, capsys):
     x = torch.randn(1, 8, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(from_ckpt(x), net(x))
+
+
+def test_a_run_that_learns_nothing_says_so(face_index, tmp_path, capsys):
+    """A training loss that ends at a constant guess's (here: a learning rate too small to move the weights) is
+    reported as a stalled run, on stderr, after the weights' path; a loss well below it is not."""
+    from deepfake.losses import STALLED_RATIO
+    from deepfake.train import stalled_training
+
+    assert fit(face_index, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+               "--model.lr", "1e-12") == 0
+    out, err = capsys.readouterr()
+    assert "detector weights in" in out and "learned nothing" not in out
+    assert "deepfake fit: warning: the last epoch's training loss" in err and "learned nothing" in err
+    m = metrics(run_folder(tmp_path)).dropna(subset=["train/chance"])
+    assert m["train/loss_epoch"].iloc[-1] >= STALLED_RATIO * m["train/chance"].iloc[-1]
+    assert stalled_training({"train/loss_epoch": torch.tensor(2.7), "train/chance": torch.tensor(5.5)}) is None
+    assert "0.96 x" in stalled_training({"train/loss_epoch": 5.3, "train/chance": 5.5})
+    assert stalled_training({}) is None
 
 
 def test_resume_from_ckpt_path(first_run, face_index):
@@ -156,6 +174,8 @@ def test_learning_works(tmp_path):
     m = metrics(run_folder(tmp_path / "runs")).dropna(subset=["val/auc"])
     assert m["val/auc"].iloc[-3:].min() >= 0.85, m[["epoch", "val/auc", "val/logloss"]].to_string()
     assert m["val/logloss"].iloc[-1] < 0.45 < m["val/logloss"].iloc[0], m[["epoch", "val/logloss"]].to_string()
+    trained = metrics(run_folder(tmp_path / "runs")).dropna(subset=["train/chance"])  # not reported as stalled
+    assert trained["train/loss_epoch"].iloc[-1] < 0.8 * trained["train/chance"].iloc[-1]
 
 
 @pytest.mark.slow

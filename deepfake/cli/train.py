@@ -36,7 +36,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"deepfake {command}: error: {e}", file=sys.stderr)
         return 2
     for line in getattr(cli, "fit_report", ()):  # where the detector went, its calibration, its ONNX copy
-        print(f"deepfake {command}: {line}")
+        print(f"deepfake {command}: {line}", file=sys.stderr if line.startswith("warning:") else sys.stdout)
     return 0
 
 
