@@ -38,6 +38,10 @@ class AugmentConfig:
         color: brightness/contrast or hue/saturation/value jitter.
         gray: conversion to grey: true (probability 0.1, scaled by `strength`), false, or a probability of its own
             (not scaled), e.g. 0.3 so that a detector trained on colour faces meets grey ones (CCTV, old footage).
+        soften: a probability (not scaled) of shrinking the whole crop to 40-75 % and enlarging it back, both
+            classes alike: a soft real face (low-resolution footage, a small face scaled up) then looks like
+            training's reals, and what is left to tell a fake by is the inner face differing from its surroundings;
+            0 (default): off.
         geometric: shift, scale and rotation (the face stays roughly centred).
         cutout: face-part cut-out: blacks out the eyes, nose, mouth or one half of the face, placed from the
             crop margin, so the model can't rely on one region.
@@ -53,6 +57,7 @@ class AugmentConfig:
     blur: bool = True
     color: bool = True
     gray: bool | float = True
+    soften: float = 0.0
     geometric: bool = True
     cutout: bool = True
     perturb: dict[str, Any] | None = None
@@ -62,6 +67,8 @@ class AugmentConfig:
             raise ValueError(f"augment strength must be in [0, 2], got {self.strength!r}")
         if not isinstance(self.gray, bool) and not (isinstance(self.gray, (int, float)) and 0.0 <= self.gray <= 1.0):
             raise ValueError(f"augment gray must be true, false or a probability in [0, 1], got {self.gray!r}")
+        if isinstance(self.soften, bool) or not (isinstance(self.soften, (int, float)) and 0.0 <= self.soften <= 1.0):
+            raise ValueError(f"augment soften must be a probability in [0, 1], got {self.soften!r}")
         if self.perturb is not None and not isinstance(self.perturb, dict):
             raise ValueError(f"augment perturb must be a mapping of DeeperForensicsDistortion arguments or null, "
                              f"got {self.perturb!r}")
@@ -145,6 +152,9 @@ def build_augment(cfg: AugmentConfig, margin: float = DEFAULT_MARGIN) -> A.Compo
             t.append(A.ToGray(p=p(0.1)))
         elif cfg.gray:  # a probability of its own
             t.append(A.ToGray(p=float(cfg.gray)))
+        if cfg.soften:
+            t.append(A.Downscale(scale_range=(0.4, 0.75), p=float(cfg.soften),
+                                 interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}))
         if cfg.cutout:
             t.append(FacePartCutout(margin=margin, p=p(0.25)))
         if cfg.blur:

@@ -264,6 +264,24 @@ def test_augment_gray_takes_a_probability_of_its_own():
         AugmentConfig(gray=1.5)
 
 
+def test_augment_soften_blurs_every_frame_of_a_sequence_alike():
+    from deepfake.augment import AugmentConfig, build_augment
+
+    only = AugmentConfig(strength=1.0, flip=False, jpeg=False, noise=False, blur=False, color=False, gray=False,
+                         geometric=False, cutout=False, soften=1.0)
+    assert [type(t).__name__ for t in build_augment(only).transforms] == ["Downscale"]
+    assert "Downscale" not in [type(t).__name__ for t in build_augment(AugmentConfig()).transforms]  # off by default
+    sharp = np.indices((64, 64)).sum(0) % 2 * 255  # a checkerboard: all high frequency
+    frames = np.stack([np.repeat(sharp[..., None], 3, -1).astype(np.uint8)] * 4)
+    out = build_augment(only)(images=frames)["images"]
+    assert out.shape == frames.shape and all(np.array_equal(out[0], out[i]) for i in range(4))
+    assert np.abs(np.diff(out[0].astype(float), axis=1)).mean() < 0.5 * np.abs(np.diff(frames[0].astype(float),
+                                                                                          axis=1)).mean()
+    for bad in (1.5, -0.1, True, "yes"):
+        with pytest.raises(ValueError, match="augment soften must be"):
+            AugmentConfig(soften=bad)
+
+
 def test_augment_perturb_hook():
     from deepfake import perturb_augment
 
