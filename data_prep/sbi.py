@@ -344,8 +344,9 @@ def swap_face(
     """A face swap: another person's inner face, aligned, colour-matched and blended into this face.
 
     The donor photo is warped onto the face by the similarity transform that best maps its 5 landmarks onto the
-    face's, its colours are matched to the face's under the mask (mean and spread per channel), and it is blended
-    through the same soft, deformed mask as a self-blended fake (`params` gives the mask, its blur, the blend
+    face's, its colours are matched to the face's under the mask (mean and spread of each L*a*b* channel, Reinhard
+    et al.'s transfer as face-swap tools use it: a grey face gets a grey donor, a warm one a warm one), and it is
+    blended through the same soft, deformed mask as a self-blended fake (`params` gives the mask, its blur, the blend
     ratio and their drift; its colour and geometry jitter are not used: the identity change is the manipulation).
 
     Args:
@@ -388,17 +389,21 @@ def swap_face(
                            else part_geometry(landmarks, region))
     mask = _draw_mask(roi_w, roi_h, (cx - rx0, cy - ry0, a, b, angle), params, params.mask_blur * max(bw, bh)) * ratio
 
-    # Colour transfer under the mask: the donor's skin tone and light become the face's.
+    # Colour transfer under the mask, in L*a*b*: the donor's skin tone and light become the face's. (Per RGB channel
+    # a colour donor stays colourful on a grey face: each channel keeps its own deviations.)
     weight = mask[..., None] + 1e-6
-    src_f, roi_f = src.astype(np.float32), roi.astype(np.float32)
+    roi_f = roi.astype(np.float32)
+    src_lab = cv2.cvtColor(src.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    roi_lab = cv2.cvtColor(roi_f / 255.0, cv2.COLOR_RGB2LAB)
 
     def stats(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean = (img * weight).sum((0, 1)) / weight.sum((0, 1))
         std = np.sqrt(((img - mean) ** 2 * weight).sum((0, 1)) / weight.sum((0, 1))) + 1e-3
         return mean, std
 
-    (sm, ss), (tm, ts) = stats(src_f), stats(roi_f)
-    src_f = (src_f - sm) / ss * ts + tm
+    (sm, ss), (tm, ts) = stats(src_lab), stats(roi_lab)
+    matched = np.clip((src_lab - sm) / ss * ts + tm, (0.0, -127.0, -127.0), (100.0, 127.0, 127.0))
+    src_f = cv2.cvtColor(matched.astype(np.float32), cv2.COLOR_LAB2RGB) * 255.0
     blended = roi_f + mask[..., None] * (src_f - roi_f)
     roi[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     if full_mask is not None:

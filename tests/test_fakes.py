@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -72,6 +73,22 @@ def test_a_face_swap_puts_another_persons_face_in_place(hopper):
     assert not outside.any()
     inner = mask > 0.9
     assert inner.sum() > 500 and diff[inner].mean() > 15  # the inner face is another face, not a recolouring
+
+
+def test_a_face_swap_takes_the_faces_colours_a_grey_face_a_grey_donor():
+    """The colour transfer is in L*a*b*: Grace Hopper's colour face swapped onto the grey cameraman comes out grey,
+    as a face-swap tool would render it (per RGB channel it stayed colourful: a fake no tool makes)."""
+    grace, camera = face_photos("suite-test")[:2]
+    assert (grace.person, camera.person) == ("grace_hopper", "cameraman")
+    params = sample_blend_params(np.random.default_rng(0), drift=False)
+    fake, mask = swap_face(camera.image, camera.box, camera.landmarks, grace.image, grace.landmarks, params,
+                           return_mask=True)
+    inner = mask > 0.5 * mask.max()
+    pixels = fake[inner].astype(int)
+    assert inner.sum() > 500 and np.abs(pixels - camera.image[inner]).mean() > 10  # another face ...
+    assert np.abs(pixels[:, 0] - pixels[:, 1]).max() <= 2 and np.abs(pixels[:, 1] - pixels[:, 2]).max() <= 2  # grey
+    donor_lab = cv2.cvtColor(grace.image, cv2.COLOR_RGB2LAB)  # ... whose own chroma was far from grey
+    assert np.abs(donor_lab[..., 1:].astype(int) - 128).mean() > 5
 
 
 def test_synth_writes_face_swaps(tmp_path):
