@@ -426,6 +426,9 @@ def compare(out: Path, names: list[str]) -> str:
     settings = "; ".join(f"{n}: " + (", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "as configured")
                          + f", seeds {r['settings']['seeds']}"
                          + (f", {r['settings']['steps']} steps" if r["settings"].get("steps") else "")
+                         + "".join(f", {side} people + {Path(r['settings'][key]).name}"
+                                   for side, key in (("training", "train_photos"), ("test", "test_photos"))
+                                   if r["settings"].get(key))
                          for n, r in reports.items())
     return "\n".join(lines) + f"\n\nCells: mean AUC over seeds (spread = max - min). {settings}."
 
