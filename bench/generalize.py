@@ -161,12 +161,13 @@ def test_people(args) -> tuple[str, str]:
     return photo_people("suite-test", photos, "test")
 
 
-def make_data(out: Path, args, say) -> tuple[Path, dict[str, Path]]:
-    """The training index (real clips of the training people) and one index per test set (kind, compression)."""
+def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict[str, Path]]:
+    """The training index (real clips of the training people) and one index per test set (kind, compression) of
+    the test people `tested` (`test_people`)."""
     data, log = out / "data", out / "logs" / "data.log"
     t0 = time.perf_counter()
     people, train = train_people(args)
-    tested, test = test_people(args)
+    tested, test = tested
     train_clips = data / f"{train}_clips"
     if not (out / "extracted" / train / "index.csv").is_file():
         made = _synth(data / "synth" / train, 2 * args.train_reals, TRAIN_SEED, "sbi", people, 18, args.seconds)
@@ -453,11 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     say(f"generalization suite in {out}: {args.name} ({machine()}, torch threads {args.threads})")
     try:
-        train_index, sets = make_data(out, args, say)
+        tested, test = test_people(args)
+        train_index, sets = make_data(out, args, say, (tested, test))
     except ValueError as err:  # --train-photos / --test-photos: no such folder, no face in it, a photo in both
         print(f"bench/generalize.py: {err}", file=sys.stderr)
         return 2
-    tested, test = test_people(args)
     results: dict = {}
     ends: dict = {}
     for model in args.models:
