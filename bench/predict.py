@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="timm backbone without --weights (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=10, help="window length without --weights (default %(default)s)")
     p.add_argument("--stride", type=int, default=5, help="keep every N-th frame (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: predict's, 1 on a CPU, 8 on a GPU)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="model precision (default auto)")
     p.add_argument("--detect-every", type=int, default=None, help="ExtractConfig.detect_every (default: its default)")

@@ -28,6 +28,20 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
+CPU_BATCH, GPU_BATCH = 1, 8
+
+
+def default_batch_size(device_type: str) -> int:
+    """Windows per forward pass when none is asked for: one on a CPU, eight on a GPU.
+
+    On a CPU a larger batch is no faster once warm, and its first pass pays for the activations of every crop in it
+    (B1 at 240 px, eight windows of ten crops: about 1.3 GB resident, of which 0.4 s of page faults): one window
+    scored a 10-s 1080p clip 0.4 s sooner in a whole `deepfake predict` run and in 0.55 GB (bench/README.md, issue 29).
+    A GPU wants batches.
+    """
+    return GPU_BATCH if device_type == "cuda" else CPU_BATCH
+
+
 class Detector:
     """A loaded deepfake detector, ready to score face crops.
 
@@ -37,7 +51,7 @@ class Detector:
             runs where it was loaded, in float32). Only how a batch of windows becomes logits differs between them.
         meta: the checkpoint's meta: `img_size`, `mean`, `std`, `seq_len` (and `margin`, `stride` for extraction).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (an exported net keeps its own).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; None: `default_batch_size` for the device.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `PredictConfig`). The LSTM head always runs in
             float32.
         calibrated: apply the calibration recorded in `meta` (if any) to every step's logit.
@@ -47,7 +61,7 @@ class Detector:
         >>> p_fake, steps = detector.score_tracks([crops])[0]   # crops: (N, S, S, 3) uint8 RGB
     """
 
-    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int = 8, precision: str = "auto",
+    def __init__(self, model, meta: dict, device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                  calibrated: bool = True) -> None:
         import torch
 
@@ -65,6 +79,7 @@ class Detector:
             precision = "fp32"
         self.device = torch.device(model.device if self.exported else resolve_device(device))
         self.model = model if self.exported else model.eval().to(self.device)
+        self.batch_size = self.batch_size or default_batch_size(self.device.type)
         if precision == "auto":
             # bf16 only where the hardware computes it natively (1.5-3x faster on such CPUs; emulated, hence slower,
             # elsewhere); GPUs before Ampere get fp16, which their tensor cores (or P100's fp16 units) run.
@@ -80,7 +95,7 @@ class Detector:
         self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
         self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
 
-    def read_meta(self, meta: dict, batch_size: int, calibrated: bool) -> None:
+    def read_meta(self, meta: dict, batch_size: int | None, calibrated: bool) -> None:
         """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them)."""
         for key in ("img_size", "mean", "std"):
             if meta.get(key) is None:
@@ -90,11 +105,11 @@ class Detector:
         self.img_size = int(meta["img_size"])
         # Without a recorded training length, a whole track is one window (the LSTM reads it all).
         self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, int(batch_size)) if batch_size is not None else None  # None: the device's default
         self.runtime, self.runtime_note = "torch", None  # set by load_predictor (`deepfake.fastpath`)
 
     @classmethod
-    def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int = 8,
+    def load(cls, weights: str | os.PathLike, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", calibrated: bool = True) -> Detector:
         """Load a checkpoint (`deepfake.checkpoint.load_detector`: plain weights, safe loading) or an exported
         detector (.onnx, .pt2: `deepfake.runtime.load_exported`)."""

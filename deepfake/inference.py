@@ -54,7 +54,8 @@ class PredictConfig:
 
     Attributes:
         threshold: p(fake) at or above which a video's verdict is ``fake``.
-        batch_size: windows of `seq_len` face crops per forward pass of the detector.
+        batch_size: windows of `seq_len` face crops per forward pass of the detector; None: one on a CPU, eight on
+            a GPU (`deepfake.detector.default_batch_size`).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         stride: keep every `stride`-th frame; None takes the checkpoint's (what the model was trained with).
         workers: decode processes for many files (0: decode on a thread of this process).
@@ -68,7 +69,7 @@ class PredictConfig:
     """
 
     threshold: float = 0.5
-    batch_size: int = 8
+    batch_size: int | None = None
     device: str = "auto"
     stride: int | None = None
     workers: int = 0
@@ -86,7 +87,7 @@ class PredictConfig:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
             raise ValueError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"--batch-size must be an integer >= 1, got {self.batch_size}")
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -82,7 +82,7 @@ class SubmissionConfig:
         prior: p(fake) written for a video without a score (no face, unreadable, failed, missing, out of time).
         clip: every label written is clipped to [lo, hi].
         device: ``auto`` (GPU when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: windows of `seq_len` crops per forward pass.
+        batch_size: windows of `seq_len` crops per forward pass; None: one on a CPU, eight on a GPU.
         workers: extraction processes, each taking whole videos (0: this process, decoding on a thread overlapped
             with detection; on a GPU the workers decode and crop while this process detects for all of them).
         stride: keep every `stride`-th frame; None takes the checkpoint's (what it was trained with).
@@ -102,7 +102,7 @@ class SubmissionConfig:
     prior: float = 0.5
     clip: tuple[float, float] = (0.01, 0.99)
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int | None = None
     workers: int = 0
     stride: int | None = None
     precision: str = "auto"
@@ -124,7 +124,7 @@ class SubmissionConfig:
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"clip must satisfy 0 <= lo <= hi <= 1 (e.g. 0.01 0.99), got {lo} {hi}")
         self.clip = (lo, hi)
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not (isinstance(self.workers, int) and self.workers >= 0):
             raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")

@@ -235,6 +235,25 @@ def test_python_api(inputs, tiny_weights):
     assert results[0]["p_fake"] == r["p_fake"]  # same input, same score
 
 
+def test_batch_size_defaults_to_one_window_on_a_cpu_and_never_changes_a_score(tiny_weights):
+    from deepfake.checkpoint import load_detector
+    from deepfake.detector import default_batch_size
+
+    assert default_batch_size("cpu") == 1 and default_batch_size("cuda") == 8
+    model, meta = load_detector(tiny_weights)
+    auto = inference.Detector(model, meta, device="cpu", precision="fp32")
+    eight = inference.Detector(model, meta, device="cpu", batch_size=8, precision="fp32")
+    assert auto.batch_size == 1 and eight.batch_size == 8
+    assert inference.PredictConfig().batch_size is None
+    with pytest.raises(ValueError, match="--batch-size"):
+        inference.PredictConfig(batch_size=0)
+    rng = np.random.default_rng(1)
+    tracks = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (10, 3, 9)]
+    for a, b in zip(auto.score_tracks(tracks), eight.score_tracks(tracks)):
+        assert a[0] == pytest.approx(b[0], abs=1e-5)
+        np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+
+
 def test_track_and_video_scores_follow_the_documented_rule(tiny_weights):
     from deepfake.checkpoint import load_detector
 

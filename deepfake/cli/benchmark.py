@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples per interval (default: CONFIG's, else 1000; 0: no intervals)")
     p.add_argument("--rescore", action="store_true", help="score every test set again, even those already scored")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="windows per forward pass (default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="model precision (default auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decode processes for video sources")
     p.add_argument("--no-calibration", action="store_true", help="raw scores: ignore the weights' calibration")

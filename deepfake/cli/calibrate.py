@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="auto", help="layout of a video SOURCE: auto, dfdc, deeperforensics, folder")
     p.add_argument("--split", default=None, help="use only this split of SOURCE (train, val, test)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="windows per forward pass (default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's; use what you predict with)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as for deepfake predict (default auto)")

@@ -143,8 +143,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5,
                    help="p(fake) at or above which a video is called fake (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N",
-                   help="windows of seq_len face crops per forward pass (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="windows of seq_len face crops per forward pass (default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="keep every N-th frame (default: the checkpoint's training stride)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="clip every label to [LO, HI] (default 0.01 0.99)")
     p.add_argument("--device", default=d.device, help="auto (GPU when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
-                   help="windows of seq_len crops per forward pass (default %(default)s)")
+                   help="windows of seq_len crops per forward pass (default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--workers", type=int, default=d.workers, metavar="N",
                    help="extraction processes, each taking whole videos (default 0: this process, decoding on a "
                         "thread overlapped with detection)")
