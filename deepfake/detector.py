@@ -35,7 +35,7 @@ def default_batch_size(device_type: str) -> int:
     """Windows per forward pass when none is asked for: one on a CPU, eight on a GPU.
 
     On a CPU a larger batch is no faster once warm, and its first pass pays for the activations of every crop in it
-    (B1 at 240 px, eight windows of ten crops: about 1.3 GB resident, of which 0.4 s of page faults): one window
+    (a 10-s clip's six windows of ten B1 crops at 240 px in one pass: 1.3 GB resident, 0.4 s of page faults): one window
     scored a 10-s 1080p clip 0.4 s sooner in a whole `deepfake predict` run and in 0.55 GB (bench/README.md, issue 29).
     A GPU wants batches.
     """
