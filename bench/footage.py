@@ -62,7 +62,7 @@ def cut(video: Path, out: Path, seconds: float) -> list[Path]:
     from data_prep.video import iter_frames, probe
     from data_prep.video_writer import write_video
 
-    n = int(round(seconds * FPS))
+    n = round(seconds * FPS)
     if n < 1:
         raise ValueError(f"--seconds {seconds}: a clip needs at least one frame at {FPS} fps")
     rate = probe(video).fps or 25.0
@@ -234,8 +234,8 @@ def summarize(results: dict[str, dict[int, dict]], written: dict[str, int], thre
 
 
 def markdown(summary: dict, threshold: float) -> str:
-    lines = [f"| detector | footage | clips (no face) | called fake (p >= {threshold}) | spread | 95% CI | "
-             "mean p(fake) | suite's reals called fake | swap AUC, suite's reals | swap AUC, footage as reals |",
+    lines = [(f"| detector | footage | clips (no face) | called fake (p >= {threshold}) | spread | 95% CI | "
+              "mean p(fake) | suite's reals called fake | swap AUC, suite's reals | swap AUC, footage as reals |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for model, sets in summary.items():
         for name, s in sets.items():

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data_prep.files import atomic_write, csv_text  # noqa: E402
 from ablation import bootstrap, interval, machine, quietly, scores  # noqa: E402 - bench/ablation.py, beside this
+from suite_people import TEST_SEED, VIDEO, by_person, people_of, test_people, train_people  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("swap", "paste", "reenact", "lowres", "part")
@@ -55,8 +56,7 @@ MODELS = {"lstm": {}, "frame": {"model.net.temporal": "frame"}}
 # Targets of issue 26 (mean over seeds).
 TARGET = {"swap": 0.95}
 TARGET_OTHER, TARGET_SPREAD = 0.90, 0.03
-VIDEO = dict(width=640, height=360, fps=10.0, progress=False)
-TRAIN_SEED, TEST_SEED = 5, 1000
+TRAIN_SEED = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(test sets of their own, `test-<hash>`); keep them out of the training people")
     p.add_argument("--per-class", type=int, default=40, help="real and fake clips per test kind (default %(default)s)")
     p.add_argument("--seconds", type=float, default=2.0, help="clip length (default %(default)s)")
+    p.add_argument("--crop-size", type=int, default=64, help="side of the face crops cut from every clip, training's "
+                   "and the tests' (default %(default)s; set model.net.img_size to match)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default %(default)s)")
@@ -111,55 +113,21 @@ def _link(src: Path, dst: Path) -> None:
             dst.write_bytes(src.read_bytes())
 
 
-def extract_clips(clips: Path, out: Path, log: Path) -> Path:
+def extract_clips(clips: Path, out: Path, log: Path, size: int = 64) -> Path:
     """The crops of a labelled folder of clips, as the suite's test sets are cut (`out/index.csv`, reused)."""
     from data_prep.dataset import extract_dataset
     from data_prep.faces import ExtractConfig
 
     if not (out / "index.csv").is_file():
         # Every video is detected on its own (no box reuse): the test crops are what `predict` would cut.
-        quietly(log, lambda: extract_dataset(clips, out, ExtractConfig(stride=2, size=64, device="cpu"),
+        quietly(log, lambda: extract_dataset(clips, out, ExtractConfig(stride=2, size=size, device="cpu"),
                                              layout="folder", workers=0, reuse_original_boxes=False))
     return out / "index.csv"
 
 
-def photo_people(base: str, photos: str | None, name: str) -> tuple[str, str]:
-    """A side's people (`deepfake synth --people`) and the name of its data folders: (`base`, `name`) for the
-    packaged photos alone, (`base+DIR`, `name-<12 hex>`, a hash of the photos' names and bytes) with a folder."""
-    if not photos:
-        return base, name
-    import hashlib
-
-    from data_prep.synth_photos import check_people, image_files
-
-    folder = Path(photos).expanduser().resolve()
-    check_people(str(folder))
-    digest = hashlib.sha256()
-    for photo in image_files(folder):
-        digest.update(photo.name.encode() + b"\0" + photo.read_bytes())
-    return f"{base}+{folder}", f"{name}-{digest.hexdigest()[:12]}"
-
-
-def train_people(args) -> tuple[str, str]:
-    """The training clips' people and data folder name: ``train`` for the astronaut alone, ``train-<hash>`` with
-    --train-photos."""
-    return photo_people("suite-train", args.train_photos, "train")
-
-
-def test_people(args) -> tuple[str, str]:
-    """The test clips' people and data folder name: ``test`` for Grace Hopper and the cameraman, ``test-<hash>``
-    with --test-photos; ValueError when a photo is in both --train-photos and --test-photos (by its bytes)."""
-    photos = getattr(args, "test_photos", None)
-    if photos and args.train_photos:
-        from data_prep.files import sha256_of
-        from data_prep.synth_photos import image_files
-
-        train = {sha256_of(f): f.name for f in image_files(Path(args.train_photos).expanduser())}
-        both = [f.name for f in image_files(Path(photos).expanduser()) if sha256_of(f) in train]
-        if both:
-            raise ValueError(f"--test-photos and --train-photos share {', '.join(both)}: a test person must be one "
-                             f"the training never saw")
-    return photo_people("suite-test", photos, "test")
+def crop_suffix(args) -> str:
+    """What the crops' folders (and a run's scores) add to their names for crops of another side than 64 px."""
+    return "" if args.crop_size == 64 else f"-{args.crop_size}px"
 
 
 def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict[str, Path]]:
@@ -169,12 +137,12 @@ def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict
     t0 = time.perf_counter()
     people, train = train_people(args)
     tested, test = tested
-    train_clips = data / f"{train}_clips"
-    if not (out / "extracted" / train / "index.csv").is_file():
+    train_clips, crops = data / f"{train}_clips", crop_suffix(args)
+    if not (out / "extracted" / (train + crops) / "index.csv").is_file():
         made = _synth(data / "synth" / train, 2 * args.train_reals, TRAIN_SEED, "sbi", people, 18, args.seconds)
         for clip in sorted((made / "real").glob("*.mp4")):  # the reals alone: training makes its own fakes
             _link(clip, train_clips / "real" / clip.name)
-    train_index = extract_clips(train_clips, out / "extracted" / train, log)
+    train_index = extract_clips(train_clips, out / "extracted" / (train + crops), log, args.crop_size)
 
     crfs = [18] + ([] if args.no_heavy else [HEAVY_CRF])
     test_clips, rows = data / f"{test}_clips", []
@@ -195,7 +163,7 @@ def make_data(out: Path, args, say, tested: tuple[str, str]) -> tuple[Path, dict
     labels = csv_text(sorted(rows), ["video", "label", "original"])
     if not (test_clips / "labels.csv").is_file() or (test_clips / "labels.csv").read_text() != labels:
         atomic_write(test_clips / "labels.csv", labels)
-    index = extract_clips(test_clips, out / "extracted" / test, log)
+    index = extract_clips(test_clips, out / "extracted" / (test + crops), log, args.crop_size)
     sets = {}
     with open(index, newline="") as f:
         reader = csv.DictReader(f)
@@ -308,37 +276,6 @@ def evaluate_run(weights: Path, sets: dict[str, Path], out: Path, log: Path) -> 
         videos, y, p = scores(folder)
         result[name] = {"videos": videos, "y": y, "p": p}
     return result
-
-
-def people_of(videos: list[str], per_class: int, seconds: float, people: str = "suite-test") -> list[str]:
-    """Who each test video shows (`real/crf18/clip_0003.mp4`, `fake/swap_crf18/clip_0043.mp4`): the person of its
-    real clip's photo in the synth plan (a fake is made on the real clip of the same pair)."""
-    from data_prep.synth import SynthConfig
-    from data_prep.synth_photos import face_photos
-    from data_prep.synth_plan import plan_clip
-
-    cfg = SynthConfig(count=2 * per_class, seed=TEST_SEED, fake_kind="swap", people=people, seconds=seconds,
-                      **VIDEO)
-    photos = face_photos(people)
-    out = []
-    for video in videos:
-        number = int(Path(video).stem.split("_")[1])
-        pair = number - per_class if video.startswith("fake/") else number
-        out.append(photos[plan_clip(cfg, pair, False).faces[0].photo_index].person)
-    return out
-
-
-def by_person(y: np.ndarray, ps: list[np.ndarray], people: list[str]) -> dict[str, float]:
-    """Each test person's AUC (their real clips against the fakes made on them), mean over the seeds' scores."""
-    from deepfake.metrics import ranking_metrics
-
-    who = np.asarray(people)
-    out = {}
-    for person in sorted(set(people)):
-        keep = who == person
-        aucs = [ranking_metrics(y[keep], p[keep]).get("auc") for p in ps]
-        out[person] = float(np.mean([np.nan if a is None else a for a in aucs]))
-    return out
 
 
 def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int,
@@ -466,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             weights = train_run(out, model, seed, train_index, args, overrides, say)
             ends.setdefault(model, {})[seed] = training_end(weights)
-            scored = weights.parent.parent / ("suite" if test == "test" else f"suite-{test}")  # per test set
+            scored = weights.parent.parent / (("suite" if test == "test" else f"suite-{test}") + crop_suffix(args))
             results.setdefault(model, {})[seed] = evaluate_run(weights, sets, scored,
                                                                out / "logs" / f"{args.name}_evaluate.log")
     summary = summarize(results, args.bootstrap,
@@ -477,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; training people: the astronaut and the faces of {args.train_photos}" if args.train_photos else "")
               + (f"; test people: Grace Hopper, the cameraman and the faces of {args.test_photos}"
                  if args.test_photos else "")
+              + (f"; {args.crop_size}-px crops" if args.crop_size != 64 else "")
               + f"; seeds {args.seeds}; {n['n_real']} + {n['n_fake']} videos per kind; mean AUC over seeds, spread "
               f"= max - min over seeds, 95% CI = bootstrap over videos ({args.bootstrap} stratified resamples) of the "
               f"seed-mean AUC; ✓: mean >= target and spread <= {TARGET_SPREAD}.\n{machine()}; "

@@ -35,7 +35,7 @@ def numbered(frame: np.ndarray, i: int) -> np.ndarray:
 def number_of(frame: np.ndarray, scale: float) -> int:
     """The number `numbered` wrote, read back from a frame scaled by `scale` (centres of the blocks)."""
     c = int(16 * scale)
-    return int(round(frame[c, c].mean() / 16)) + 16 * int(round(frame[c, 3 * c].mean() / 16))
+    return round(frame[c, c].mean() / 16) + 16 * round(frame[c, 3 * c].mean() / 16)
 
 
 def test_clips_keep_the_source_speed_at_any_frame_rate(footage, synth_dataset, tmp_path):
@@ -75,7 +75,7 @@ def test_real_footage_is_scored_and_reported(footage, synth_dataset, tmp_path, c
     out = tmp_path / "out"
     assert footage.main([str(out), "--videos", str(videos), "--weights", str(weights), "--bootstrap", "50"]) == 0
     report = json.loads((out / "detectors" / "footage.json").read_text())
-    (model, sets), = report["summary"].items()
+    (_, sets), = report["summary"].items()
     assert set(sets) == {"footage", "footage_crf38"}
     data = next((out / "data").iterdir())
     for name, s in sets.items():
