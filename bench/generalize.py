@@ -365,6 +365,8 @@ def compare(out: Path, names: list[str]) -> str:
     settings = "; ".join(f"{n}: " + (", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "as configured")
                          + f", seeds {r['settings']['seeds']}"
                          + (f", {r['settings']['steps']} steps" if r["settings"].get("steps") else "")
+                         + (f", {r['settings']['crop_size']}-px crops"
+                            if r["settings"].get("crop_size", 64) != 64 else "")
                          + "".join(f", {side} people + {Path(r['settings'][key]).name}"
                                    for side, key in (("training", "train_photos"), ("test", "test_photos"))
                                    if r["settings"].get(key))
