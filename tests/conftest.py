@@ -98,3 +98,23 @@ def damaged_h264():
         return path
 
     return write
+
+
+@pytest.fixture()
+def bench_script(monkeypatch):
+    """Loads a script of bench/ as a module, `bench_script("footage")`, as running it would: bench/ on the path (its
+    scripts import each other) and the module in sys.modules (dataclasses look their module up there)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(folder))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -6,10 +6,8 @@ Nothing is downloaded (pretrained=False) and the big models are built on the met
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -157,16 +155,8 @@ def test_resolve_crop_size(tmp_path):
         assert "\n" not in str(info.value)
 
 
-def _bench(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_backbones", ROOT / "bench" / "backbones.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_runs_with_tiny_settings(tmp_path, capsys, monkeypatch):
-    bench = _bench(monkeypatch)
+def test_bench_runs_with_tiny_settings(tmp_path, capsys, bench_script):
+    bench = bench_script("backbones")
     out = tmp_path / "bench.json"
     status = bench.main(["--models", "tf_efficientnet_b0", "--steps", "1", "--warmup", "0", "--repeat", "1",
                          "--batch-size", "1", "--seq-len", "2", "--threads", "1", "--json", str(out)])

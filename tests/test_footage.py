@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,16 +12,10 @@ import pytest
 
 from tests.test_predict import make_weights
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture()
-def footage(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_footage", ROOT / "bench" / "footage.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def footage(bench_script):
+    return bench_script("footage")
 
 
 def numbered(frame: np.ndarray, i: int) -> np.ndarray:

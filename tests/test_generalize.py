@@ -3,9 +3,7 @@ synth`, and the training-fake levers it measures (mask shapes, one compression h
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +16,6 @@ from data_prep.track import square_crop
 from deepfake.fakes import MASK_SHAPES, FakeConfig, fake_sequence, recompressed
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_generalize", ROOT / "bench" / "generalize.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_and_test_people_are_disjoint():
@@ -127,8 +117,8 @@ def test_every_mask_shape_and_recompression():
         FakeConfig(recompress=101)
 
 
-def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, monkeypatch, capsys):
-    bench = _bench(monkeypatch)
+def test_suite_runs_end_to_end_on_a_tiny_set(tmp_path, bench_script, capsys):
+    bench = bench_script("generalize")
     out = tmp_path / "suite"
     status = bench.main(["--out", str(out), "--train-reals", "4", "--per-class", "3", "--kinds", "swap", "part",
                          "--no-heavy", "--seeds", "0", "--models", "lstm", "--steps", "2", "--seconds", "1.0",
@@ -226,13 +216,13 @@ def test_a_recipe_the_index_cannot_feed_stops_before_training_in_one_line(extrac
                            val_fraction=0.34, fakes={"mode": "sbi"}).setup("fit")
 
 
-def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypatch, tmp_path):
+def test_more_training_people_get_their_own_data_and_a_checked_download(bench_script, monkeypatch, tmp_path):
     """--train-photos: the training data's folder is named by the photos' hash (the astronaut-only data stays
     `train`); bench/photos.py takes only the published file."""
     import argparse
     import tarfile
 
-    bench = _bench(monkeypatch)
+    bench = bench_script("generalize")
     assert bench.train_people(argparse.Namespace(train_photos=None)) == ("suite-train", "train")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -253,10 +243,7 @@ def test_more_training_people_get_their_own_data_and_a_checked_download(monkeypa
     with pytest.raises(ValueError, match="share c.png: a test person must be one the training never saw"):
         bench.test_people(both)
 
-    spec = importlib.util.spec_from_file_location("bench_photos", ROOT / "bench" / "photos.py")
-    fetcher = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_photos", fetcher)  # its dataclass looks its module up
-    spec.loader.exec_module(fetcher)
+    fetcher = bench_script("photos")
     forged = tmp_path / "face_recognition-1.3.0.tar.gz"
     with tarfile.open(forged, "w:gz") as tar:
         tar.add(photos / "a.png", arcname=next(iter(fetcher.FACE_RECOGNITION.members)))
