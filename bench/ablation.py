@@ -198,7 +198,8 @@ def scores(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             np.array([float(r["p_fake"]) for r in rows]))
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
+def auc_of(y: np.ndarray, p: np.ndarray) -> float:
+    """The AUC of scores `p` for labels `y` (1 = fake), NaN when one class is missing."""
     from deepfake.metrics import ranking_metrics  # scikit-learn's AUC from one sort: fast enough to bootstrap
 
     value = ranking_metrics(y, p).get("auc")
@@ -212,7 +213,7 @@ def bootstrap(y: np.ndarray, ps: list[np.ndarray], n: int, seed: int = 0) -> np.
     out = np.empty((n, len(ps)))
     for i in range(n):
         idx = np.concatenate([rng.choice(real, len(real)), rng.choice(fake, len(fake))])
-        out[i] = [_auc(y[idx], p[idx]) for p in ps]
+        out[i] = [auc_of(y[idx], p[idx]) for p in ps]
     return out
 
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data_prep.files import atomic_write, csv_text  # noqa: E402
-from ablation import interval, machine, scores  # noqa: E402 - bench/ablation.py, beside this
+from ablation import auc_of, interval, machine, scores  # noqa: E402 - bench/ablation.py, beside this
 from generalize import HEAVY_CRF, evaluate_run, extract_clips  # noqa: E402 - bench/generalize.py
 
 FPS, WIDTH = 10, 640
@@ -172,11 +172,8 @@ def suite_swaps(weights: Path, name: str) -> tuple[np.ndarray, np.ndarray, str] 
 
 
 def auc(reals: np.ndarray, fakes: np.ndarray) -> float:
-    from deepfake.metrics import binary_metrics
-
-    y = np.r_[np.zeros(len(reals), int), np.ones(len(fakes), int)]
-    value = binary_metrics(y, np.r_[reals, fakes]).get("auc")
-    return float("nan") if value is None else float(value)
+    """The AUC of telling `fakes` from `reals` by their p(fake)."""
+    return auc_of(np.r_[np.zeros(len(reals), int), np.ones(len(fakes), int)], np.r_[reals, fakes])
 
 
 def source_of(clip: str) -> str:

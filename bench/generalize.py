@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data_prep.files import atomic_write, csv_text  # noqa: E402
-from ablation import bootstrap, interval, machine, quietly, scores  # noqa: E402 - bench/ablation.py, beside this
+from ablation import auc_of, bootstrap, interval, machine, quietly, scores  # noqa: E402 - bench/ablation.py, beside this
 from suite_people import TEST_SEED, VIDEO, by_person, people_of, test_people, train_people  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,14 +282,12 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]], n_boot: int,
               people: Callable[[list[str]], list[str]] | None = None) -> dict:
     """Per model and set: AUC per seed, mean, spread (max - min), std and the bootstrap interval of the mean, and
     with `people` (videos -> who they show) each person's mean AUC (`by_person`)."""
-    from deepfake.metrics import binary_metrics
-
     summary: dict = {}
     for model, runs in results.items():
         seeds = sorted(runs)
         for name in runs[seeds[0]]:
             first = runs[seeds[0]][name]
-            aucs = [float(binary_metrics(runs[s][name]["y"], runs[s][name]["p"]).get("auc") or np.nan) for s in seeds]
+            aucs = [auc_of(runs[s][name]["y"], runs[s][name]["p"]) for s in seeds]
             same = all(runs[s][name]["videos"] == first["videos"] for s in seeds)
             ci = (interval(bootstrap(first["y"], [runs[s][name]["p"] for s in seeds], n_boot).mean(1))
                   if same else (float("nan"), float("nan")))
