@@ -67,19 +67,18 @@ class Detector:
 
         from data_prep.detector import resolve_device
 
-        self.read_meta(meta, batch_size, calibrated)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         # An exported net (ONNX Runtime, torch.export) is a float32 graph on the device it was loaded for.
         self.exported = not isinstance(model, torch.nn.Module)
+        self.device = torch.device(model.device if self.exported else resolve_device(device))
+        self.read_meta(meta, batch_size, calibrated, self.device.type)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if self.exported:
             if precision not in ("auto", "fp32"):
                 raise ValueError(f"--precision {precision}: an exported model runs in float32 (the precision it "
                                  f"was exported in); use the PyTorch weights for {precision}")
             precision = "fp32"
-        self.device = torch.device(model.device if self.exported else resolve_device(device))
         self.model = model if self.exported else model.eval().to(self.device)
-        self.batch_size = self.batch_size or default_batch_size(self.device.type)
         if precision == "auto":
             # bf16 only where the hardware computes it natively (1.5-3x faster on such CPUs; emulated, hence slower,
             # elsewhere); GPUs before Ampere get fp16, which their tensor cores (or P100's fp16 units) run.
@@ -95,8 +94,9 @@ class Detector:
         self._mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
         self._std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1) * 255
 
-    def read_meta(self, meta: dict, batch_size: int | None, calibrated: bool) -> None:
-        """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them)."""
+    def read_meta(self, meta: dict, batch_size: int | None, calibrated: bool, device_type: str) -> None:
+        """The settings every detector takes from its meta (`deepfake.fastpath.NumpyDetector` shares them), and the
+        batch size (None: `default_batch_size` for `device_type`)."""
         for key in ("img_size", "mean", "std"):
             if meta.get(key) is None:
                 raise ValueError(f"checkpoint meta lacks {key!r}; re-export the weights with deepfake.checkpoint")
@@ -105,7 +105,7 @@ class Detector:
         self.img_size = int(meta["img_size"])
         # Without a recorded training length, a whole track is one window (the LSTM reads it all).
         self.seq_len = max(1, int(meta["seq_len"])) if meta.get("seq_len") else 1 << 30
-        self.batch_size = max(1, int(batch_size)) if batch_size is not None else None  # None: the device's default
+        self.batch_size = max(1, int(batch_size)) if batch_size is not None else default_batch_size(device_type)
         self.runtime, self.runtime_note = "torch", None  # set by load_predictor (`deepfake.fastpath`)
 
     @classmethod

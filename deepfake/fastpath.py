@@ -40,7 +40,7 @@ import numpy as np
 
 from data_prep.files import atomic_write, cache_folder, sha256_of
 from deepfake.calibration import apply_calibration
-from deepfake.detector import Detector, default_batch_size
+from deepfake.detector import Detector
 from deepfake.runtime import load_by_suffix  # noqa: F401 - public here too (`Detector.load`)
 
 __all__ = ["RUNTIMES", "Loaded", "NumpyDetector", "export_cache", "load_model", "load_by_suffix", "detector_for",
@@ -221,8 +221,7 @@ class NumpyDetector(Detector):
     """
 
     def __init__(self, net, meta: dict, batch_size: int | None = None, calibrated: bool = True) -> None:  # noqa: D107
-        self.read_meta(meta, batch_size, calibrated)
-        self.batch_size = self.batch_size or default_batch_size("cpu")
+        self.read_meta(meta, batch_size, calibrated, "cpu")
         self.exported, self.model, self.device, self.precision = True, net, "cpu", "fp32"
         self._mean = np.asarray(meta["mean"], np.float32).reshape(1, 1, 3, 1, 1) * np.float32(255)
         self._std = np.asarray(meta["std"], np.float32).reshape(1, 1, 3, 1, 1) * np.float32(255)
