@@ -53,10 +53,11 @@ SETS = {"footage": 18, f"footage_crf{HEAVY_CRF}": HEAVY_CRF}  # set name -> the 
 SUITE_SET = {"footage": "swap", f"footage_crf{HEAVY_CRF}": f"swap_crf{HEAVY_CRF}"}  # the suite's swaps to compare
 
 
-def cut(video: Path, out: Path, seconds: float) -> list[Path]:
+def cut(video: Path, out: Path, seconds: float, crfs: tuple[int, ...] = (18,)) -> list[str]:
     """`video` as clips of `seconds` at `FPS` frames a second (each tick shows the last frame shown at or before it,
     so any source rate keeps its speed), `WIDTH` wide, each with its mirror image; a tail shorter than `seconds` is
-    dropped. Only one clip's frames are held at a time. Returns the clips written (H.264 CRF 18)."""
+    dropped. Each clip is written once per CRF, from the same frames, as `out/crf<C>/<name>.mp4` (H.264); only one
+    clip's frames are held at a time. Returns the clips' file names, in order."""
     import cv2
 
     from data_prep.video import iter_frames, probe
@@ -66,16 +67,17 @@ def cut(video: Path, out: Path, seconds: float) -> list[Path]:
     if n < 1:
         raise ValueError(f"--seconds {seconds}: a clip needs at least one frame at {FPS} fps")
     rate = probe(video).fps or 25.0
-    written: list[Path] = []
+    written: list[str] = []
     clip: list[np.ndarray] = []
 
     def show(frame: np.ndarray) -> None:
         clip.append(frame)
         if len(clip) == n:
             name = f"{video.stem}_{len(written) // 2:02d}"
-            written.append(write_video(out / f"{name}.mp4", clip, FPS, crf=18, x264_params="mbtree=0"))
-            written.append(write_video(out / f"{name}_mirror.mp4", [f[:, ::-1] for f in clip], FPS, crf=18,
-                                       x264_params="mbtree=0"))
+            for suffix, frames in (("", clip), ("_mirror", [f[:, ::-1] for f in clip])):
+                for crf in crfs:
+                    write_video(out / f"crf{crf}" / f"{name}{suffix}.mp4", frames, FPS, crf=crf, x264_params="mbtree=0")
+                written.append(f"{name}{suffix}.mp4")
             clip.clear()
 
     shown, tick, until = None, 0, 0.0
@@ -98,7 +100,7 @@ def data_key(videos: list[Path], seconds: float) -> str:
 
     from data_prep.files import sha256_of
 
-    digest = hashlib.sha256(f"{seconds:g} s, {FPS} fps, {WIDTH} px".encode())
+    digest = hashlib.sha256(f"{seconds:g} s, {FPS} fps, {WIDTH} px, CRF {tuple(SETS.values())} from frames".encode())
     for video in sorted(videos):
         digest.update(f"{video.name}:{sha256_of(video)}".encode())
     return digest.hexdigest()[:16]
@@ -110,9 +112,6 @@ def make_sets(out: Path, videos: list[Path], seconds: float, log: Path) -> tuple
     clips written per set."""
     import shutil
 
-    from data_prep.video import iter_frames
-    from data_prep.video_writer import write_video
-
     stems = [v.stem for v in videos]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
@@ -123,10 +122,8 @@ def make_sets(out: Path, videos: list[Path], seconds: float, log: Path) -> tuple
         shutil.rmtree(clips, ignore_errors=True)
         rows = []
         for video in videos:
-            for clip in cut(video, clips / "real" / "crf18", seconds):
-                heavy = clips / "real" / f"crf{HEAVY_CRF}" / clip.name
-                write_video(heavy, (f for _, f in iter_frames(clip)), FPS, crf=HEAVY_CRF, x264_params="mbtree=0")
-                rows += [[f"real/crf{crf}/{clip.name}", "real", f"real/crf18/{clip.name}"] for crf in SETS.values()]
+            for clip in cut(video, clips / "real", seconds, tuple(SETS.values())):
+                rows += [[f"real/crf{crf}/{clip}", "real", f"real/crf18/{clip}"] for crf in SETS.values()]
         if not rows:
             raise ValueError(f"no clip of {seconds:g} s in {', '.join(str(v) for v in videos)}: every video is "
                              f"shorter")

@@ -38,8 +38,9 @@ def test_clips_keep_the_source_speed_at_any_frame_rate(footage, synth_dataset, t
     faces = [f for _, f in iter_frames(synth_dataset / "real" / "clip_0000.mp4")]  # 320x240
     # 25 fps, 4.4 s: tick k (k / 10 s) shows source frame floor(2.5 k), the last one shown at or before it.
     write_video(tmp_path / "fast.mp4", [numbered(faces[i % len(faces)], i) for i in range(110)], 25)
-    clips = footage.cut(tmp_path / "fast.mp4", tmp_path / "cut", 2.0)
-    assert [c.name for c in clips] == ["fast_00.mp4", "fast_00_mirror.mp4", "fast_01.mp4", "fast_01_mirror.mp4"]
+    names = footage.cut(tmp_path / "fast.mp4", tmp_path / "cut", 2.0)
+    assert names == ["fast_00.mp4", "fast_00_mirror.mp4", "fast_01.mp4", "fast_01_mirror.mp4"]
+    clips = [tmp_path / "cut" / "crf18" / name for name in names]
     info = probe(clips[0])
     assert (info.width, info.height, info.n_frames) == (640, 480, 20) and info.fps == pytest.approx(10)
     shown = [number_of(f, 2.0) for c in clips[0::2] for _, f in iter_frames(c)]
@@ -48,7 +49,7 @@ def test_clips_keep_the_source_speed_at_any_frame_rate(footage, synth_dataset, t
     assert np.abs(first[:, ::-1] - mirrored).mean() < 3  # the mirror image, up to compression
     # 5 fps, 4 s: every source frame shown on two ticks, two clips.
     write_video(tmp_path / "slow.mp4", [numbered(faces[i], i) for i in range(20)], 5)
-    slow = footage.cut(tmp_path / "slow.mp4", tmp_path / "cut", 2.0)
+    slow = [tmp_path / "cut" / "crf18" / name for name in footage.cut(tmp_path / "slow.mp4", tmp_path / "cut", 2.0)]
     assert [number_of(f, 2.0) for c in slow[0::2] for _, f in iter_frames(c)] == [k // 2 for k in range(40)]
     assert footage.cut(tmp_path / "slow.mp4", tmp_path / "cut", 4.5) == []  # shorter than one clip
     assert footage.source_of("real/crf18/talk_01_mirror.mp4") == footage.source_of("talk_00.mp4") == "talk"
